@@ -1,0 +1,41 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv, install a torch/torchvision
+# pair that imports together, install augcam with its dev tools, and install Debian's Fashion-MNIST.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.augcam-installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Pins that import together (pyproject keeps ranges). PyPI's CPU-only torch 2.13.0 breaks
+# torchvision ("operator torchvision::nms does not exist"), so the pair is pinned explicitly.
+ifeq ($(shell uname -m),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: install data demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c "import torch, torchvision, augcam.cli; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+install: $(STAMP)
+
+data:
+	@test -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz || { \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+
+demo: install data
+	$(BIN)/augcam run quick --out runs/quick
+
+test: install data
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

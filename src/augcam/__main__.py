@@ -1,0 +1,3 @@
+from augcam.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""The `augcam` command: a thin layer over the Python API.
+
+Errors a user can cause (config, data, paths, devices) print one message and exit with status 2;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from augcam.errors import AugcamError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="How does a data augmentation change where an image classifier looks?")
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(err: BaseException, debug: bool) -> None:
+    if debug:
+        raise err
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _parse_sets(pairs: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise AugcamError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set training.epochs=2")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@app.command()
+def run(config: str = typer.Argument(..., help="A preset name (see `augcam presets`) or a study YAML file."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the config)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.epochs=2"),
+        force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
+        debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
+    """Run a whole study: train, explain, compare, aggregate."""
+    try:
+        from augcam.config import load_config
+        from augcam.study import run_study, summary_tables
+
+        study = load_config(config, overrides=_parse_sets(set_))
+        result = run_study(study, out, device=device, force=force, console=err_console)
+    except AugcamError as err:
+        _fail(err, debug)
+        return
+    for table in summary_tables(result):
+        out_console.print(table)
+    out_console.print(f"Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
+                      f"  tables/performance.parquet  tables/metrics.parquet  tables/aggregated.parquet\n"
+                      f"  models/  cams/  manifest.json  study.yaml")
+
+
+@app.command()
+def presets() -> None:
+    """List the presets shipped with augcam."""
+    from augcam.config import preset_names, preset_summary
+
+    for name in preset_names():
+        out_console.print(f"[bold]{name:<16}[/] {preset_summary(name)}", highlight=False)
+
+
+@app.command()
+def validate(config: str = typer.Argument(..., help="A preset name or a study YAML file."),
+             data: bool = typer.Option(True, help="Also load the data and check the model's target layer."),
+             set_: list[str] = typer.Option([], "--set", help="Override a config value."),
+             debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
+    """Check a study config (and its data and model) without running it."""
+    try:
+        from augcam.config import load_config
+
+        study = load_config(config, overrides=_parse_sets(set_))
+        if data:
+            from augcam.study import prepare
+
+            prepared = prepare(study)
+            out_console.print(
+                f"{config}: valid — {len(prepared.runs)} models, {len(prepared.split.train)} train / "
+                f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
+                f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})")
+        else:
+            out_console.print(f"{config}: valid")
+    except AugcamError as err:
+        _fail(err, debug)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)

@@ -1,0 +1,300 @@
+"""Study configuration: one YAML file (or a preset name) → a validated `StudyConfig`.
+
+Every section forbids unknown keys, so a misspelled key is an error with a suggestion instead of
+a silently ignored setting. The resolved config (every default filled in) is written to the run
+directory as `study.yaml`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
+                      ValidationError, field_validator, model_validator)
+
+from augcam.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    dataset: str = "fashion-mnist"
+    root: str | None = None  # None: $AUGCAM_DATA, then the dataset's standard places
+    download: bool = False  # allow torchvision's downloader when the files are nowhere on disk
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # of the official training set, stratified
+    split_seed: int = 0
+    train_size: PositiveInt | None = None  # stratified subsets of each part, for quick studies
+    val_size: PositiveInt | None = None
+    test_size: PositiveInt | None = None
+    image_size: PositiveInt | None = None  # resize inputs to image_size × image_size for the model
+
+
+class ModelConfig(Section):
+    name: str = "small_cnn"
+    target_layer: str | None = None  # None: the architecture's last convolutional stage
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from augcam.models import MODELS
+
+        MODELS.lookup(name, where="model.name")
+        return name
+
+
+class TrainingConfig(Section):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-5
+    init_seed: int = 0  # initial weights, shared by every model
+    ordering_seed: int = 0  # order of source images, shared by every model
+    copies: PositiveInt = 1  # k augmented copies of each training image
+    eval_batch_size: PositiveInt = 512
+
+
+class AugmentationConfig(Section):
+    """One augmentation of the study: a registered name, its parameters, and the label it has in
+    tables (defaults to the name; two entries of one augmentation need different labels)."""
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, value: Any) -> Any:
+        # `- affine` and `- {name: affine, degrees: 10}` are both accepted in YAML.
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "params" not in value:
+            value = dict(value)
+            params = {k: value.pop(k) for k in list(value) if k not in ("name", "label")}
+            return {**value, "params": params}
+        return value
+
+    @model_validator(mode="after")
+    def _valid_augmentation(self) -> "AugmentationConfig":
+        from augcam.augment import build_augmentation
+
+        build_augmentation(self.name, self.params, where=f"augmentations[{self.display}]")
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def build(self):
+        from augcam.augment import build_augmentation
+
+        return build_augmentation(self.name, self.params, where=f"augmentations[{self.display}]")
+
+    def resolved_params(self) -> dict[str, Any]:
+        return self.build().model_dump(mode="json")
+
+
+class CamConfig(Section):
+    method: str = "gradcam"
+    target: Literal["predicted", "label"] = "predicted"
+    batch_size: PositiveInt = 256
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from augcam.cams import CAM_METHODS
+
+        CAM_METHODS.lookup(method, where="cam.method")
+        return method
+
+
+class MetricsConfig(Section):
+    overlap_percentages: list[float] = Field(default_factory=lambda: [20.0, 10.0, 5.0], min_length=1)
+    kld_eps: PositiveFloat = 1e-10
+
+    @field_validator("overlap_percentages")
+    @classmethod
+    def _percentages(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not 0 < value <= 100:
+                raise ValueError(f"each percentage must be in (0, 100], got {value:g}")
+        if len(set(values)) != len(values):
+            raise ValueError("percentages must be distinct")
+        return values
+
+
+class StudyConfig(Section):
+    name: str = Field(min_length=1)
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    augmentations: list[AugmentationConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    cam: CamConfig = CamConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    @field_validator("augmentations")
+    @classmethod
+    def _distinct_labels(cls, entries: list[AugmentationConfig]) -> list[AugmentationConfig]:
+        labels = [entry.display for entry in entries]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"augmentation {', '.join(map(repr, repeated))} is listed more than once; "
+                             "give each entry its own `label`")
+        if "baseline" in labels:
+            raise ValueError("'baseline' is reserved for the model trained without augmentation")
+        return entries
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str) -> str:
+        if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        return device
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in, augmentation parameters included."""
+        data = self.model_dump(mode="json")
+        data["augmentations"] = [
+            {"name": entry.name, "label": entry.display, "params": entry.resolved_params()}
+            for entry in self.augmentations
+        ]
+        return data
+
+    def config_hash(self) -> str:
+        return digest(self.resolved())
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON-serialisable value in canonical form."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("augcam.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    return resources.files("augcam.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def preset_summary(name: str) -> str:
+    return str(yaml.safe_load(preset_text(name)).get("description", "")).strip().splitlines()[0]
+
+
+def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """A validated StudyConfig from a preset name, a YAML file, or a dict.
+
+    Errors (unreadable file, YAML syntax, unknown keys, wrong values) raise one ConfigError that
+    names the file and the field.
+    """
+    origin = "config"
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            origin = str(path)
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: no such study file (presets: {', '.join(preset_names())})") from None
+            except OSError as err:
+                raise ConfigError(f"{path}: cannot read the study file ({err.strerror})") from None
+        elif str(source) in preset_names():
+            origin = f"preset {source!r}"
+            text = preset_text(str(source))
+        else:
+            near = difflib.get_close_matches(str(source), preset_names(), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{source!r} is neither a study file nor a preset{hint} "
+                              f"(presets: {', '.join(preset_names())})")
+        data = _parse_yaml(text, origin)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, origin)) from None
+    except ConfigError as err:  # raised by a registry lookup inside a validator
+        raise ConfigError(f"{origin}: {err}") from None
+
+
+def _parse_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a study file must be a mapping of keys (name, data, model, ...), "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+    node[leaf] = value
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The valid keys of the section at `loc` (a pydantic error location without its last item)."""
+    model: Any = StudyConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        model = inner[0] if inner and isinstance(inner[0], type) else annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    lines = []
+    for error in err.errors():
+        loc = tuple(error["loc"])
+        where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+        if error["type"] == "extra_forbidden":
+            valid = _fields_at(loc[:-1])
+            near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            lines.append(f"{where}: unknown key{hint} (valid keys: {', '.join(valid)})")
+        elif error["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            shown = f" (got {error['input']!r})" if error["type"] not in ("value_error", "assertion_error") \
+                and not isinstance(error.get("input"), (dict, list)) else ""
+            lines.append(f"{where}: {message}{shown}")
+    if len(lines) == 1:
+        return f"{origin}: {lines[0]}"
+    return f"{origin}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)

@@ -1,0 +1,108 @@
+"""Datasets: each one loads as a pair of in-memory `ImageSet`s, the official train and test sets.
+
+A dataset is a loader registered in `DATASETS` under a name; `load_dataset(name, root, download)`
+looks it up and calls it. Loaders read the files themselves (IDX, CIFAR pickles, image folders)
+and check them strictly, so a truncated or mixed-up file is a `DataError` that names the file
+instead of a shape error deep inside training. Users can register their own loader:
+
+    @DATASETS.register("my-data")
+    def load_my_data(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]: ...
+
+Where files are looked for: only under the `root` argument (`data.root`) when one is given;
+otherwise, in order, `$AUGCAM_DATA`, places specific to a dataset (Debian's Fashion-MNIST
+package), then augcam's download cache.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from augcam.registry import Registry
+
+__all__ = ["ImageSet", "DATASETS", "load_dataset", "data_env_dir", "download_dir", "search_dirs"]
+
+# Environment variable naming a directory that holds datasets (one per subdirectory, or directly).
+DATA_ENV = "AUGCAM_DATA"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A labelled set of images held in memory, as stored: uint8, not normalised or resized."""
+
+    images: torch.Tensor  # uint8, shape (N, C, H, W), C in {1, 3}
+    labels: torch.Tensor  # int64, shape (N,)
+    classes: tuple[str, ...]  # class names, index = label
+
+    def __post_init__(self) -> None:
+        # Checked once here so that every consumer can rely on the layout without re-checking.
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] not in (1, 3):
+            raise ValueError(f"ImageSet.images must be uint8 with shape (N, 1 or 3, H, W), "
+                             f"got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"ImageSet.labels must be int64 with shape ({self.images.shape[0]},), "
+                             f"got {self.labels.dtype} {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+Loader = Callable[[Path | None, bool], tuple[ImageSet, ImageSet]]
+
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def load_dataset(name: str, root: str | Path | None = None,
+                 download: bool = False) -> tuple[ImageSet, ImageSet]:
+    """The official (train, test) sets of dataset `name`; see the module docstring for `root`."""
+    loader = DATASETS.lookup(name, where="data.dataset")
+    root_path = Path(root).expanduser() if root is not None and str(root) != "" else None
+    return loader(root_path, download)
+
+
+def data_env_dir() -> Path | None:
+    """The directory named by $AUGCAM_DATA, or None when it is unset or empty."""
+    value = os.environ.get(DATA_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def download_dir() -> Path:
+    """Where `download: true` puts files when no root is given. It is also searched (last), so a
+    dataset downloaded once is found again by later studies that do not ask to download."""
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "augcam"
+
+
+def search_dirs(root: Path | None, layouts: list[str], extra: Sequence[Path] = ()) -> list[tuple[Path, str]]:
+    """Candidate directories in search order, each with a label saying why it is searched.
+
+    With a root, only the root with every relative `layouts` entry ("." for the directory
+    itself); without one, $AUGCAM_DATA with every layout, then the `extra` places, then the
+    download cache with every layout.
+    """
+    if root is not None:
+        # A root the user names is authoritative: data found anywhere else would be a surprise.
+        return [(root / layout if layout != "." else root, "data.root") for layout in layouts]
+    candidates: list[tuple[Path, str]] = []
+    env = data_env_dir()
+    if env is not None:
+        candidates += [(env / layout if layout != "." else env, f"${DATA_ENV}") for layout in layouts]
+    candidates += [(place, "standard place") for place in extra]
+    cache = download_dir()
+    candidates += [(cache / layout if layout != "." else cache, "download cache") for layout in layouts]
+    # The same directory can come up twice (root == $AUGCAM_DATA); search it once.
+    seen: set[Path] = set()
+    unique = []
+    for path, why in candidates:
+        if path not in seen:
+            seen.add(path)
+            unique.append((path, why))
+    return unique
+
+
+# Imported last: these modules register their loaders in DATASETS and need the names above.
+from augcam.data import cifar, folder, idx  # noqa: E402,F401

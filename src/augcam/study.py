@@ -1,0 +1,542 @@
+"""A whole study: plan the models, then train → explain → compare → aggregate.
+
+Each stage reads only what the stage before it stored in the run directory, and every stored
+artefact is keyed by content (`model_id` for weights, a CAM key for CAM sets), so a rerun reuses
+whatever is already there and a study that gains an augmentation trains only the new models.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from augcam import __version__
+from augcam.cams import capture_output, raw_cams, upsample
+from augcam.config import AugmentationConfig, StudyConfig, digest, load_config
+from augcam.data import ImageSet, load_dataset
+from augcam.data.splits import Split, channel_stats, make_split
+from augcam.errors import AugcamError, ConfigError, DataError
+from augcam.metrics import class_kld, compare_maps, performance
+from augcam.models import MODELS, build_model, get_layer
+from augcam.store import (RunDir, read_tensor_metadata, read_tensors, write_json, write_parquet,
+                          write_tensors)
+from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, prepare_inputs, state_digest,
+                          train_model)
+
+# Bump when a change to training code changes the weights it produces: cached models are then
+# retrained instead of reused.
+TRAINING_CODE_VERSION = 1
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model of the plan: the baseline (entry None) or augmentation `entry` with `seed`."""
+
+    model_id: str
+    augmentation: str
+    seed: int | None
+    entry: AugmentationConfig | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.entry is None
+
+
+@dataclass
+class PreparedStudy:
+    """Everything a study needs before it touches the run directory; building it raises every
+    error a user can cause (config, data, layer) first."""
+
+    config: StudyConfig
+    train_set: ImageSet
+    test_set: ImageSet
+    split: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target_layer: str
+    input_size: tuple[int, int]
+    layer_size: tuple[int, int]
+    data_fingerprint: str
+    runs: list[ModelRun] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> ModelRun:
+        return self.runs[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train_set.classes)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise AugcamError(f"device {requested!r} was requested but no CUDA GPU is available "
+                          "(use --device cpu, or device: auto in the study file)")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise AugcamError("device 'mps' was requested but Apple's MPS backend is not available")
+    device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise AugcamError(f"device {requested!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def set_deterministic() -> None:
+    """Same config + same machine ⇒ same numbers."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: a few CUDA backward kernels (adaptive average pooling) have no deterministic
+    # version; on the CPU every op used here is deterministic.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _data_fingerprint(train_set: ImageSet, split: Split) -> str:
+    """Content hash of the training and validation images and labels: what the weights depend on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for indices in (split.train, split.val):
+        h.update(train_set.images[indices].numpy().tobytes())
+        h.update(train_set.labels[indices].numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationConfig | None,
+              seed: int | None) -> dict[str, Any]:
+    """Everything that determines a model's trained weights, and nothing else."""
+    t = config.training
+    key: dict[str, Any] = {
+        "training_code": TRAINING_CODE_VERSION,
+        "data": {"fingerprint": data_fingerprint, "image_size": config.data.image_size},
+        "model": config.model.name,
+        "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
+                     "weight_decay": t.weight_decay, "init_seed": t.init_seed,
+                     "ordering_seed": t.ordering_seed},
+        "augmentation": None,
+    }
+    if entry is not None:
+        key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies,
+                               "seed": seed}
+    return key
+
+
+def plan(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
+    """The baseline first, then one model per (augmentation, seed)."""
+    base_key = digest(model_key(config, data_fingerprint, None, None))
+    runs = [ModelRun(f"{BASELINE}-{base_key[:12]}", BASELINE, None)]
+    for entry in config.augmentations:
+        for seed in config.seeds:
+            key = digest(model_key(config, data_fingerprint, entry, seed))
+            runs.append(ModelRun(f"{entry.name}-s{seed}-{key[:12]}", entry.display, seed, entry))
+    return runs
+
+
+def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
+    """Validate the config against the data and the model; load and split the data."""
+    if not isinstance(config, StudyConfig):
+        config = load_config(config)
+    d = config.data
+    train_set, test_set = load_dataset(d.dataset, d.root, d.download)
+    try:
+        split = make_split(train_set.labels, test_set.labels, val_fraction=d.val_fraction, seed=d.split_seed,
+                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size)
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from None
+    mean, std = channel_stats(train_set.images[split.train])
+    if min(std) == 0:
+        raise DataError(f"data.dataset {d.dataset!r}: a channel of the training images is constant "
+                        "(standard deviation 0), so they cannot be normalised")
+    spec = MODELS.lookup(config.model.name, where="model.name")
+    target_layer = config.model.target_layer or spec.target_layer
+    height, width = test_set.images.shape[-2:]
+    input_size = (d.image_size, d.image_size) if d.image_size else (int(height), int(width))
+    layer_size = target_layer_size(config, train_set, target_layer, input_size)
+    fingerprint = _data_fingerprint(train_set, split)
+    prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
+                             layer_size, fingerprint)
+    prepared.runs = plan(config, fingerprint)
+    return prepared
+
+
+def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: str,
+                      input_size: tuple[int, int]) -> tuple[int, int]:
+    """Spatial size of the target layer's output; refuses a layer where a CAM would be constant."""
+    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes),
+                        config.training.init_seed)
+    layer = get_layer(model, target_layer)
+    model.eval()
+    with capture_output(layer) as outputs, torch.no_grad():
+        try:
+            model(torch.zeros(2, train_set.images.shape[1], *input_size))
+        except RuntimeError as err:
+            raise ConfigError(f"model.name: {config.model.name} cannot take {input_size[0]}×{input_size[1]} "
+                              f"inputs ({err}); set data.image_size") from None
+    if not outputs or outputs[0].dim() != 4:
+        shape = tuple(outputs[0].shape) if outputs else "nothing"
+        raise ConfigError(f"model.target_layer: {target_layer!r} outputs {shape}; a CAM needs a "
+                          "convolutional layer with (batch, channels, height, width) output")
+    size = tuple(int(s) for s in outputs[0].shape[-2:])
+    if size[0] * size[1] == 1:
+        raise ConfigError(
+            f"model.target_layer: {target_layer!r} of {config.model.name} is 1×1 at "
+            f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant; set data.image_size "
+            "larger (e.g. 64) or choose an earlier layer")
+    return size  # type: ignore[return-value]
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    performance: pd.DataFrame
+    metrics: pd.DataFrame
+    aggregated: pd.DataFrame
+    manifest: dict
+
+
+def _versions() -> dict[str, str]:
+    import kornia
+    import torchvision
+
+    return {"augcam": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "kornia": kornia.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__}
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+class Runner:
+    def __init__(self, prepared: PreparedStudy, out: Path, device: torch.device, console: Console):
+        self.p = prepared
+        self.config = prepared.config
+        self.run_dir = RunDir(out)
+        self.device = device
+        self.console = console
+        self.manifest: dict[str, Any] = {
+            "augcam_version": __version__, "study": self.config.name, "config_hash": self.config.config_hash(),
+            "versions": _versions(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+            or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "deterministic": {"use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                              "cudnn_benchmark": torch.backends.cudnn.benchmark},
+            "seeds": {"split": self.config.data.split_seed, "init": self.config.training.init_seed,
+                      "ordering": self.config.training.ordering_seed, "augmentation": self.config.seeds},
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "stages": {}, "models": {},
+        }
+
+    # Data on the device, as float32 in [0, 1].
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device).float().div_(255)
+
+    def _stage(self, name: str, status: str, seconds: float, **extra: Any) -> None:
+        self.manifest["stages"][name] = {"status": status, "seconds": round(seconds, 3), **extra}
+        write_json(self.run_dir.manifest_file, self.manifest)
+
+    def run(self) -> StudyResult:
+        self.run_dir.manifest_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir.manifest_file, self.manifest)
+        trained = self.train_all()
+        explained = self.explain_all(trained)
+        metrics = self.compare(explained)
+        performance_table = self.performance_table(explained)
+        aggregated = self.aggregate(metrics)
+        self.manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.manifest["status"] = "complete"
+        write_json(self.run_dir.manifest_file, self.manifest)
+        return StudyResult(self.run_dir.root, performance_table, metrics, aggregated, self.manifest)
+
+    # --- stage 1: train --------------------------------------------------------------------
+
+    def _meta(self, run: ModelRun) -> dict | None:
+        import json
+
+        path = self.run_dir.meta_file(run.model_id)
+        if path.exists() and self.run_dir.weights_file(run.model_id).exists():
+            return json.loads(path.read_text())
+        if path.exists():  # a failed model has a meta.json and no weights
+            meta = json.loads(path.read_text())
+            return meta if meta.get("status") != "complete" else None
+        return None
+
+    def train_all(self) -> list[ModelRun]:
+        started = time.perf_counter()
+        p, t = self.p, self.config.training
+        todo = [run for run in p.runs if self._meta(run) is None]
+        reused = len(p.runs) - len(todo)
+        self.console.print(f"[bold]train[/]: {len(p.runs)} models — {reused} reused from {self.run_dir.root}, "
+                           f"{len(todo)} to train on {self.device}")
+        data = TrainingData(self._images(p.train_set.images[p.split.train]),
+                            p.train_set.labels[p.split.train].to(self.device),
+                            self._images(p.train_set.images[p.split.val]),
+                            p.train_set.labels[p.split.val].to(self.device),
+                            p.mean, p.std, self.config.data.image_size)
+        settings = TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, t.ordering_seed, t.copies,
+                                 t.eval_batch_size)
+        n_train = len(p.split.train)
+        total = sum(t.epochs * n_train * (1 if run.is_baseline else 1 + t.copies) for run in todo)
+        with _progress(self.console) as progress:
+            task = progress.add_task("train", total=max(total, 1), rate="")
+            for run in todo:
+                label = run.augmentation if run.is_baseline else f"{run.augmentation} seed {run.seed}"
+                model_started = time.perf_counter()
+                seen = [0]
+
+                def on_batch(n: int, label: str = label) -> None:
+                    seen[0] += n
+                    rate = seen[0] / max(time.perf_counter() - model_started, 1e-9)
+                    progress.update(task, advance=n, rate=f"{rate:,.0f} img/s")
+
+                def on_epoch(row: dict, label: str = label) -> None:
+                    progress.update(task, description=f"train {label} epoch {row['epoch']}/{t.epochs}")
+
+                progress.update(task, description=f"train {label} epoch 1/{t.epochs}")
+                self._train_one(run, data, settings, on_epoch, on_batch)
+        statuses = {run.model_id: (self._meta(run) or {}).get("status") for run in p.runs}
+        self.manifest["models"] = {mid: {"status": s} for mid, s in statuses.items()}
+        self._stage("train", "complete", time.perf_counter() - started, trained=len(todo), reused=reused)
+        if statuses[p.baseline.model_id] != "complete":
+            raise AugcamError(f"the baseline model failed ({statuses[p.baseline.model_id]}); "
+                              "nothing can be compared with it")
+        return [run for run in p.runs if statuses[run.model_id] == "complete"]
+
+    def _train_one(self, run: ModelRun, data: TrainingData, settings: TrainSettings, on_epoch, on_batch) -> None:
+        p = self.p
+        model = build_model(self.config.model.name, p.train_set.images.shape[1], p.num_classes,
+                            self.config.training.init_seed).to(self.device)
+        augmentation = run.entry.build() if run.entry is not None else None
+        meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
+                "key": model_key(self.config, p.data_fingerprint, run.entry, run.seed),
+                "device": str(self.device)}
+        try:
+            result = train_model(model, data, settings, augmentation, run.seed if run.seed is not None else 0,
+                                 on_epoch=on_epoch, on_batch=on_batch)
+        except TrainingDiverged as err:
+            self.console.print(f"[red]model {run.model_id} diverged[/]: {err}; the study goes on without it")
+            write_json(self.run_dir.meta_file(run.model_id), {**meta, "status": "diverged", "error": str(err)})
+            return
+        write_tensors(self.run_dir.weights_file(run.model_id), result.best_state)
+        write_parquet(self.run_dir.history_file(run.model_id), pd.DataFrame(result.history))
+        # meta.json is written last: its presence with the weights marks a finished model.
+        write_json(self.run_dir.meta_file(run.model_id), {
+            **meta, "status": "complete", "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy, "train_seconds": round(result.seconds, 3),
+            "initial_weights_sha256": result.initial_digest, "epochs": len(result.history)})
+        self.console.print(f"  trained {run.model_id}: best val accuracy {result.best_val_accuracy:.4f} "
+                           f"at epoch {result.best_epoch} ({result.seconds:.1f} s)")
+
+    # --- stage 2: explain ------------------------------------------------------------------
+
+    def _cam_key(self, run: ModelRun) -> str:
+        c = self.config
+        return digest({"model_id": run.model_id, "test": self.p.split.test.tolist(), "method": c.cam.method,
+                       "layer": self.p.target_layer, "target": c.cam.target, "image_size": c.data.image_size})
+
+    def explain_all(self, runs: list[ModelRun]) -> list[ModelRun]:
+        started = time.perf_counter()
+        p = self.p
+        todo = []
+        for run in runs:
+            path = self.run_dir.cams_file(run.model_id)
+            if not (path.exists() and read_tensor_metadata(path).get("cam_key") == self._cam_key(run)):
+                todo.append(run)
+        n_test = len(p.split.test)
+        self.console.print(f"[bold]explain[/]: {self.config.cam.method} on {n_test} test images — "
+                           f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute")
+        with _progress(self.console) as progress:
+            task = progress.add_task("explain", total=max(len(todo) * n_test, 1), rate="")
+            for run in todo:
+                progress.update(task, description=f"explain {run.model_id}")
+                self._explain_one(run, lambda n: progress.update(task, advance=n))
+        self._stage("explain", "complete", time.perf_counter() - started, computed=len(todo),
+                    reused=len(runs) - len(todo))
+        return runs
+
+    def _load_model(self, run: ModelRun) -> torch.nn.Module:
+        model = build_model(self.config.model.name, self.p.train_set.images.shape[1], self.p.num_classes,
+                            self.config.training.init_seed)
+        model.load_state_dict(read_tensors(self.run_dir.weights_file(run.model_id)))
+        return model.to(self.device)
+
+    def _explain_one(self, run: ModelRun, advance) -> None:
+        p, c = self.p, self.config
+        model = self._load_model(run)
+        mean = torch.tensor(p.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(p.std, device=self.device).view(1, -1, 1, 1)
+        test_images = p.test_set.images[p.split.test]
+        labels = p.test_set.labels[p.split.test]
+        maps, logits, targets = [], [], []
+        batch = c.cam.batch_size
+        for start in range(0, len(test_images), batch):
+            inputs = prepare_inputs(self._images(test_images[start:start + batch]), mean, std, c.data.image_size)
+            wanted = labels[start:start + batch].to(self.device) if c.cam.target == "label" else None
+            batch_maps, batch_logits = raw_cams(c.cam.method, model, p.target_layer, inputs, wanted, batch)
+            maps.append(batch_maps.cpu())
+            logits.append(batch_logits.cpu())
+            targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
+            advance(len(inputs))
+        logits_all = torch.cat(logits)
+        write_tensors(self.run_dir.cams_file(run.model_id), {
+            "raw": torch.cat(maps).float(), "logits": logits_all.float(), "predictions": logits_all.argmax(1),
+            "targets": torch.cat(targets), "image_index": p.split.test.clone()},
+            metadata={"cam_key": self._cam_key(run), "method": c.cam.method, "target_layer": p.target_layer,
+                      "target": c.cam.target, "model_id": run.model_id})
+
+    # --- stage 3: compare ------------------------------------------------------------------
+
+    def compare(self, runs: list[ModelRun]) -> pd.DataFrame:
+        started = time.perf_counter()
+        p, c = self.p, self.config
+        base = read_tensors(self.run_dir.cams_file(p.baseline.model_id))
+        labels = p.test_set.labels[p.split.test]
+        p_base = torch.softmax(base["logits"].double(), dim=1)
+        frames = []
+        augmented = [run for run in runs if not run.is_baseline]
+        for run in augmented:
+            other = read_tensors(self.run_dir.cams_file(run.model_id))
+            values: dict[str, list[torch.Tensor]] = {}
+            for start in range(0, len(labels), 1024):
+                chunk = slice(start, start + 1024)
+                result = compare_maps(upsample(base["raw"][chunk].to(self.device), p.input_size),
+                                      upsample(other["raw"][chunk].to(self.device), p.input_size),
+                                      overlap_percentages=c.metrics.overlap_percentages)
+                for name, value in result.items():
+                    values.setdefault(name, []).append(value.cpu())
+            kld = class_kld(p_base, torch.softmax(other["logits"].double(), dim=1), eps=c.metrics.kld_eps)
+            frame = pd.DataFrame({
+                "model_id": run.model_id, "augmentation": run.augmentation,
+                "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
+                "image_index": p.split.test.numpy(), "label": labels.numpy(),
+                "baseline_pred": base["predictions"].numpy(), "model_pred": other["predictions"].numpy(),
+                **{name: torch.cat(parts).numpy() for name, parts in values.items()},
+                "class_kld": kld.numpy()})
+            frames.append(frame)
+        metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        write_parquet(self.run_dir.table("metrics.parquet"), metrics)
+        undefined = {col: int(metrics[col].isna().sum()) for col in self.metric_columns(metrics)}
+        self._stage("compare", "complete", time.perf_counter() - started, rows=len(metrics),
+                    undefined_values=undefined)
+        return metrics
+
+    @staticmethod
+    def metric_columns(metrics: pd.DataFrame) -> list[str]:
+        fixed = {"model_id", "augmentation", "seed", "image_index", "label", "baseline_pred", "model_pred"}
+        return [col for col in metrics.columns if col not in fixed]
+
+    def performance_table(self, runs: list[ModelRun]) -> pd.DataFrame:
+        import json
+
+        p = self.p
+        labels = p.test_set.labels[p.split.test]
+        rows = []
+        for run in p.runs:
+            meta = json.loads(self.run_dir.meta_file(run.model_id).read_text())
+            row = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
+                   "status": meta["status"], "test_accuracy": np.nan, "precision": np.nan, "recall": np.nan,
+                   "f1": np.nan, "best_epoch": meta.get("best_epoch"),
+                   "best_val_accuracy": meta.get("best_val_accuracy", np.nan),
+                   "train_seconds": meta.get("train_seconds", np.nan)}
+            if run in runs:
+                predictions = read_tensors(self.run_dir.cams_file(run.model_id))["predictions"]
+                scores = performance(labels, predictions, p.num_classes)
+                row.update(test_accuracy=scores["accuracy"], precision=scores["precision"],
+                           recall=scores["recall"], f1=scores["f1"])
+            rows.append(row)
+        table = pd.DataFrame(rows).astype({"seed": "Int64", "best_epoch": "Int64"})
+        write_parquet(self.run_dir.table("performance.parquet"), table)
+        return table
+
+    # --- stage 4: aggregate ----------------------------------------------------------------
+
+    def aggregate(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        started = time.perf_counter()
+        aggregated = aggregate_over_seeds(metrics)
+        write_parquet(self.run_dir.table("aggregated.parquet"), aggregated)
+        self._stage("aggregate", "complete", time.perf_counter() - started, rows=len(aggregated))
+        return aggregated
+
+
+def aggregate_over_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per (augmentation, test image): each metric's mean over the seeds where it is
+    defined (NaN only if it is undefined for every seed), and the number of models averaged."""
+    if metrics.empty:
+        return pd.DataFrame()
+    columns = Runner.metric_columns(metrics)
+    grouped = metrics.groupby(["augmentation", "image_index"], sort=False)
+    aggregated = grouped[columns].mean()
+    aggregated.insert(0, "n_models", grouped.size())
+    aggregated.insert(0, "baseline_pred", grouped["baseline_pred"].first())
+    aggregated.insert(0, "label", grouped["label"].first())
+    return aggregated.reset_index()
+
+
+def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, device: str | None = None,
+              force: bool = False, console: Console | None = None) -> StudyResult:
+    """Run a whole study into `out` and return its tables. Public entry point of the Python API."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    if not isinstance(config, StudyConfig):
+        config = load_config(config)
+    if device is not None:
+        config = config.model_copy(update={"device": device})
+    torch_device = resolve_device(config.device)
+    set_deterministic()
+    prepared = prepare(config)
+    console.print(f"[bold]study[/] {config.name}: {len(prepared.runs)} models "
+                  f"(baseline + {len(config.augmentations)} augmentations × {len(config.seeds)} seeds), "
+                  f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
+                  f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
+                  f"({prepared.layer_size[0]}×{prepared.layer_size[1]})")
+    run_dir = RunDir(out)
+    run_dir.prepare(config.name, config.resolved(), force)
+    result = Runner(prepared, run_dir.root, torch_device, console).run()
+    result.manifest["seconds"] = round(time.perf_counter() - started, 3)
+    write_json(run_dir.manifest_file, result.manifest)
+    return result
+
+
+def summary_tables(result: StudyResult) -> list[Table]:
+    """Performance per augmentation (mean over seeds) and the median of each metric."""
+    perf = result.performance[result.performance["status"] == "complete"]
+    by_aug = perf.groupby("augmentation", sort=False)[["test_accuracy", "f1", "best_val_accuracy"]]
+    perf_table = Table(title="Test performance (mean over seeds)")
+    for col in ("augmentation", "models", "test accuracy", "macro F1", "best val acc"):
+        perf_table.add_column(col, justify="left" if col == "augmentation" else "right")
+    means, counts = by_aug.mean(), by_aug.size()
+    for aug, row in means.iterrows():
+        perf_table.add_row(str(aug), str(counts[aug]), f"{row.test_accuracy:.4f}", f"{row.f1:.4f}",
+                           f"{row.best_val_accuracy:.4f}")
+    tables = [perf_table]
+    if not result.aggregated.empty:
+        columns = Runner.metric_columns(result.metrics)
+        medians = result.aggregated.groupby("augmentation", sort=False)[columns].median()
+        metric_table = Table(title="Median over test images of the seed-averaged metric (vs baseline)")
+        metric_table.add_column("augmentation")
+        for col in columns:
+            metric_table.add_column(col, justify="right")
+        for aug, row in medians.iterrows():
+            metric_table.add_row(str(aug), *(f"{row[col]:.4f}" for col in columns))
+        tables.append(metric_table)
+    return tables

@@ -1,0 +1,184 @@
+"""Training one model of a study, with the methodology's controls built in.
+
+- The training data lives on the device as one tensor; batches are index lookups, and the
+  augmentation runs on whole batches there (per-sample random parameters).
+- The augmented training set is the original set followed by `copies` augmented copies of each
+  image. Each epoch visits the (1 + copies)·N positions in an order drawn from
+  (ordering_seed, epoch) alone, so position p reads the same source image in every model of the
+  study, whatever its augmentation.
+- The augmentation's randomness for a batch comes from a generator seeded by (seed, epoch,
+  batch): two augmentations trained with the same seed draw from the same random stream.
+- Every model starts from the same initial weights (built from `init_seed`); the checkpoint with
+  the best validation accuracy (the first, on ties) is what the study explains.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from augcam.augment import Augmentation
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Images as float32 in [0, 1], (N, C, H, W), already on the training device."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int | None = None  # resize to image_size × image_size before the model
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    ordering_seed: int
+    copies: int
+    eval_batch_size: int
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_accuracy: float
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    initial_digest: str = ""
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A 63-bit seed from several integers/strings; stable across runs, machines and Python versions."""
+    text = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+def epoch_order(num_sources: int, copies: int, ordering_seed: int, epoch: int) -> torch.Tensor:
+    """Positions of the augmented training set in visiting order for `epoch`.
+
+    Position j reads source image j % num_sources; j // num_sources is 0 for the original and
+    1..copies for the augmented copies. The order depends on the ordering seed and the epoch only.
+    """
+    generator = torch.Generator().manual_seed(derived_seed("order", ordering_seed, epoch))
+    return torch.randperm(num_sources * (1 + copies), generator=generator)
+
+
+def augmentation_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derived_seed("augment", seed, epoch, batch))
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 over the model's parameters and buffers (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   image_size: int | None) -> torch.Tensor:
+    """[0, 1] images → normalised model inputs, resized if the study asks for it."""
+    if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                               align_corners=False, antialias=True)
+    return (images - mean) / std
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
+             std: torch.Tensor, image_size: int | None, batch_size: int) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            logits = model(prepare_inputs(images[start:start + batch_size], mean, std, image_size))
+            target = labels[start:start + batch_size]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(1) == target).sum().item()
+    model.train(was_training)
+    return loss_sum / len(images), correct / len(images)
+
+
+EpochCallback = Callable[[dict], None]
+BatchCallback = Callable[[int], None]
+
+
+def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
+                augmentation: "Augmentation | None", seed: int,
+                on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None) -> TrainResult:
+    """Train `model` (already on the data's device, with the study's initial weights)."""
+    device = data.train_images.device
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    copies = settings.copies if augmentation is not None else 0
+    num_sources = len(data.train_images)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    result = TrainResult(best_state={}, best_epoch=-1, best_val_accuracy=-math.inf,
+                         initial_digest=state_digest(model))
+    started = time.perf_counter()
+    for epoch in range(settings.epochs):
+        epoch_started = time.perf_counter()
+        model.train()
+        order = epoch_order(num_sources, copies, settings.ordering_seed, epoch).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for batch, start in enumerate(range(0, len(order), settings.batch_size)):
+            positions = order[start:start + settings.batch_size]
+            sources = positions % num_sources
+            images = data.train_images[sources]
+            labels = data.train_labels[sources]
+            if copies:
+                is_copy = positions >= num_sources
+                if bool(is_copy.any()):
+                    generator = augmentation_generator(seed, epoch, batch)
+                    images = images.clone()
+                    images[is_copy] = augmentation(images[is_copy], generator)
+            logits = model(prepare_inputs(images, mean, std, data.image_size))
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
+            if on_batch is not None:
+                on_batch(len(labels))
+        train_loss = loss_sum.item() / len(order)
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}")
+        val_loss, val_accuracy = evaluate(model, data.val_images, data.val_labels, mean, std,
+                                          data.image_size, settings.eval_batch_size)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": correct.item() / len(order),
+               "val_loss": val_loss, "val_accuracy": val_accuracy,
+               "seconds": time.perf_counter() - epoch_started, "images": len(order)}
+        result.history.append(row)
+        if val_accuracy > result.best_val_accuracy:
+            result.best_val_accuracy = val_accuracy
+            result.best_epoch = epoch + 1
+            result.best_state = copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()})
+        if on_epoch is not None:
+            on_epoch(row)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model is reported as failed, the study goes on."""

@@ -1,0 +1,91 @@
+import pytest
+
+from augcam.config import StudyConfig, load_config, preset_names
+from augcam.errors import ConfigError
+
+MINIMAL = {"name": "t", "augmentations": ["affine"]}
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_is_valid(name):
+    config = load_config(name)
+    assert config.name == name
+    assert config.resolved()["augmentations"][0]["params"] is not None
+
+
+def test_required_presets_ship():
+    assert {"quick", "fashion-mnist", "thesis-cifar10"} <= set(preset_names())
+
+
+def test_thesis_preset_is_the_published_setup():
+    c = load_config("thesis-cifar10")
+    assert (c.data.dataset, c.data.val_fraction, c.data.image_size) == ("cifar10", 0.1, 224)
+    assert c.model.name == "efficientnet_b0"
+    t = c.training
+    assert (t.lr, t.weight_decay, t.batch_size, t.epochs, t.copies) == (1e-3, 1e-5, 32, 30, 1)
+    assert [a.name for a in c.augmentations] == ["affine", "cutmix", "color_jitter", "elastic", "equalization",
+                                                 "gaussian_blur", "random_crop"]
+    assert len(c.seeds) == 3 and c.cam.target == "predicted"
+
+
+def test_short_and_long_augmentation_forms():
+    c = load_config({"name": "t", "augmentations": ["affine", {"name": "gaussian_blur", "kernel_size": 3},
+                                                    {"name": "gaussian_blur", "label": "blur7",
+                                                     "params": {"kernel_size": 7}}]})
+    assert [a.display for a in c.augmentations] == ["affine", "gaussian_blur", "blur7"]
+    assert c.augmentations[1].build().kernel_size == 3
+    assert c.augmentations[2].build().kernel_size == 7
+
+
+@pytest.mark.parametrize("data,pattern", [
+    ({**MINIMAL, "training": {"epocs": 3}}, r"training\.epocs: unknown key; did you mean 'epochs'\?"),
+    ({**MINIMAL, "modle": {}}, r"modle: unknown key; did you mean 'model'\?"),
+    ({**MINIMAL, "data": {"datset": "mnist"}}, r"data\.datset: unknown key; did you mean 'dataset'\?"),
+    ({**MINIMAL, "training": {"epochs": -1}}, r"training\.epochs: Input should be greater than 0"),
+    ({**MINIMAL, "training": {"epochs": "many"}}, r"training\.epochs: .*valid integer"),
+    ({**MINIMAL, "metrics": {"overlap_percentages": [20, 0]}}, r"metrics\.overlap_percentages: .*\(0, 100\]"),
+    ({**MINIMAL, "metrics": {"overlap_percentages": [120]}}, r"\(0, 100\], got 120"),
+    ({"name": "t", "augmentations": []}, r"augmentations: List should have at least 1 item"),
+    ({"name": "t", "augmentations": ["affine", "affine"]}, r"'affine' is listed more than once"),
+    ({"name": "t", "augmentations": ["afine"]}, r"unknown augmentation 'afine'; did you mean 'affine'\?.*valid:"),
+    ({"name": "t", "augmentations": [{"name": "affine", "degres": 3}]}, r"augmentations\[affine\].*'degres'"),
+    ({**MINIMAL, "model": {"name": "resnet81"}}, r"model\.name: unknown model 'resnet81'; did you mean 'resnet18'"),
+    ({**MINIMAL, "cam": {"method": "gradcan"}}, r"cam\.method: unknown CAM method 'gradcan'"),
+    ({**MINIMAL, "cam": {"target": "truth"}}, r"cam\.target: Input should be 'predicted' or 'label'"),
+    ({**MINIMAL, "seeds": [1, 1]}, r"seeds: .*distinct"),
+    ({**MINIMAL, "device": "gpu"}, r"device: expected auto, cpu, cuda"),
+    ({"augmentations": ["affine"]}, r"name: required key is missing"),
+])
+def test_bad_config_gives_one_clear_message(data, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(data)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("name: x\naugmentations: [affine\nseeds: [0]\n")
+    with pytest.raises(ConfigError, match=r"study\.yaml:\d+:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file_and_unknown_preset(tmp_path):
+    with pytest.raises(ConfigError, match="no such study file"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="neither a study file nor a preset; did you mean 'quick'"):
+        load_config("quik")
+
+
+def test_overrides_and_hash():
+    a = load_config("quick")
+    b = load_config("quick", overrides={"training.epochs": 7})
+    assert b.training.epochs == 7
+    assert a.config_hash() != b.config_hash()
+    assert a.config_hash() == load_config("quick").config_hash()
+    with pytest.raises(ConfigError, match="training.epocs: unknown key"):
+        load_config("quick", overrides={"training.epocs": 7})
+
+
+def test_resolved_config_round_trips():
+    c = load_config("quick")
+    again = StudyConfig.model_validate(c.resolved())
+    assert again.config_hash() == c.config_hash()

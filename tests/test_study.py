@@ -1,0 +1,264 @@
+"""End to end on real Fashion-MNIST: a small study through the Python API and the CLI."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from augcam.cams import upsample
+from augcam.config import load_config
+from augcam.store import read_tensors
+from augcam.study import prepare, run_study
+
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "fashion-mnist", "train_size": 600, "val_size": 100, "test_size": 120},
+    "model": {"name": "small_cnn"},
+    "training": {"epochs": 3, "batch_size": 32},
+    "augmentations": ["affine", "cutmix"],
+    "seeds": [0, 1],
+}
+METRIC_COLUMNS = ["mad", "msd", "pearson", "spearman", "overlap_20", "overlap_10", "overlap_5", "class_kld"]
+AUGCAM = [sys.executable, "-m", "augcam"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, fashion_mnist_available):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return run_study(TINY, out, device="cpu")
+
+
+def test_tables_have_the_contracted_rows_and_columns(tiny_run):
+    out = tiny_run.out
+    performance = pd.read_parquet(out / "tables/performance.parquet")
+    metrics = pd.read_parquet(out / "tables/metrics.parquet")
+    aggregated = pd.read_parquet(out / "tables/aggregated.parquet")
+    assert len(performance) == 1 + 2 * 2
+    assert list(performance.augmentation) == ["baseline", "affine", "affine", "cutmix", "cutmix"]
+    assert performance.seed.isna().tolist() == [True, False, False, False, False]
+    for column in ("model_id", "test_accuracy", "precision", "recall", "f1", "best_epoch", "best_val_accuracy",
+                   "train_seconds"):
+        assert column in performance.columns
+    assert list(metrics.columns) == ["model_id", "augmentation", "seed", "image_index", "label", "baseline_pred",
+                                     "model_pred", *METRIC_COLUMNS]
+    assert len(metrics) == 4 * 120
+    assert metrics.groupby("model_id").image_index.apply(lambda s: s.is_unique and len(s) == 120).all()
+    assert len(aggregated) == 2 * 120
+    assert set(aggregated.columns) >= {"augmentation", "image_index", "label", "baseline_pred", "n_models",
+                                       *METRIC_COLUMNS}
+    assert (aggregated.n_models == 2).all()
+    # The run directory holds what the contract says.
+    for path in ("study.yaml", "manifest.json"):
+        assert (out / path).is_file()
+    for model_id in performance.model_id:
+        assert (out / "models" / model_id / "weights.safetensors").is_file()
+        assert (out / "models" / model_id / "history.parquet").is_file()
+        assert (out / "cams" / f"{model_id}.safetensors").is_file()
+    assert not list(out.rglob("*.tmp")), "no temporary files left behind"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert set(manifest["stages"]) == {"train", "explain", "compare", "aggregate"}
+
+
+def test_every_model_started_from_the_same_weights_on_the_same_split(tiny_run):
+    metas = [json.loads(p.read_text()) for p in sorted((tiny_run.out / "models").glob("*/meta.json"))]
+    assert len(metas) == 5
+    assert len({m["initial_weights_sha256"] for m in metas}) == 1
+    assert len({m["key"]["data"]["fingerprint"] for m in metas}) == 1
+    assert len({m["key"]["training"]["ordering_seed"] for m in metas}) == 1
+
+
+def test_performance_equals_scikit_learn(tiny_run):
+    labels = tiny_run.metrics.groupby("image_index").label.first()
+    for row in tiny_run.performance.itertuples():
+        stored = read_tensors(tiny_run.out / "cams" / f"{row.model_id}.safetensors")
+        assert torch.equal(stored["image_index"], torch.tensor(labels.index.values))
+        y_pred = stored["predictions"].numpy()
+        y_true = labels.values
+        kw = dict(average="macro", labels=list(range(10)), zero_division=0)
+        assert row.test_accuracy == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+        assert row.precision == pytest.approx(precision_score(y_true, y_pred, **kw), abs=1e-12)
+        assert row.recall == pytest.approx(recall_score(y_true, y_pred, **kw), abs=1e-12)
+        assert row.f1 == pytest.approx(f1_score(y_true, y_pred, **kw), abs=1e-12)
+    # Models learnt something: well above chance (10%) after two short epochs.
+    assert (tiny_run.performance.test_accuracy > 0.4).all()
+
+
+def test_metric_rows_match_oracles_on_stored_cams(tiny_run):
+    metrics = tiny_run.metrics
+    base_id = tiny_run.performance.model_id[0]
+    base = read_tensors(tiny_run.out / "cams" / f"{base_id}.safetensors")
+    row_model = metrics.model_id.iloc[-1]
+    other = read_tensors(tiny_run.out / "cams" / f"{row_model}.safetensors")
+    rows = metrics[metrics.model_id == row_model].reset_index(drop=True)
+    b = upsample(base["raw"], (28, 28)).flatten(1).double().numpy()
+    o = upsample(other["raw"], (28, 28)).flatten(1).double().numpy()
+    for i in range(0, 120, 17):
+        assert rows.mad[i] == pytest.approx(np.abs(b[i] - o[i]).mean(), abs=1e-9)
+        if b[i].std() > 0 and o[i].std() > 0:
+            assert rows.pearson[i] == pytest.approx(pearsonr(b[i], o[i])[0], abs=1e-6)
+            assert rows.spearman[i] == pytest.approx(spearmanr(b[i], o[i])[0], abs=1e-6)
+    p = torch.softmax(base["logits"].double(), 1).numpy()
+    q = torch.softmax(other["logits"].double(), 1).numpy()
+    expected = (q * np.log(1e-10 + q / p)).sum(1)
+    np.testing.assert_allclose(rows.class_kld, expected, rtol=1e-9)
+    # The aggregated table is the mean over seeds.
+    agg = tiny_run.aggregated.set_index(["augmentation", "image_index"])
+    by_hand = metrics.groupby(["augmentation", "image_index"])[["mad", "overlap_20"]].mean()
+    pd.testing.assert_frame_equal(agg[["mad", "overlap_20"]].sort_index(), by_hand.sort_index())
+
+
+def test_rerun_reuses_everything_and_gives_identical_tables(tiny_run):
+    again = run_study(TINY, tiny_run.out, device="cpu")
+    assert again.manifest["stages"]["train"]["reused"] == 5
+    assert again.manifest["stages"]["explain"]["reused"] == 5
+    for name in ("performance", "metrics", "aggregated"):
+        first = getattr(tiny_run, name).drop(columns=["train_seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(first, getattr(again, name).drop(columns=["train_seconds"], errors="ignore"))
+
+
+def test_cli_run_prints_summary(tmp_path, fashion_mnist_available):
+    import yaml
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({**TINY, "augmentations": ["gaussian_blur"], "seeds": [0],
+                                     "training": {"epochs": 1, "batch_size": 64}}))
+    done = subprocess.run([*AUGCAM, "run", str(study), "--out", str(tmp_path / "out"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "gaussian_blur" in done.stdout and "Median" in done.stdout and "tables/metrics.parquet" in done.stdout
+    assert (tmp_path / "out/tables/metrics.parquet").exists()
+
+
+# --- bad input at the command line: one message, exit 2, no traceback, nothing written -----
+
+def _write_idx(path, array, magic_type=0x08):
+    import struct
+
+    header = struct.pack(">BBBB", 0, 0, magic_type, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_fashion_root(tmp_path, corrupt=None):
+    root = tmp_path / "fm"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 50)):
+        _write_idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    if corrupt:
+        data = (root / corrupt).read_bytes()
+        (root / corrupt).write_bytes(data[: len(data) // 2])
+    return root
+
+
+@pytest.mark.parametrize("case", ["misspelled-key", "unknown-augmentation", "unknown-layer", "missing-data",
+                                  "corrupt-data", "cuda-without-gpu", "yaml-syntax", "other-study-dir"])
+def test_cli_bad_input(tmp_path, case):
+    import yaml
+
+    config = {**TINY, "data": {"dataset": "fashion-mnist", "root": str(_fake_fashion_root(tmp_path)),
+                               "train_size": 100, "val_size": 20, "test_size": 20}}
+    extra = []
+    expect = {
+        "misspelled-key": r"training\.epocs: unknown key; did you mean 'epochs'",
+        "unknown-augmentation": r"unknown augmentation 'rotate'",
+        "unknown-layer": r"model\.target_layer: .* no layer 'conv9'",
+        "missing-data": r"missing",
+        "corrupt-data": r"t10k-images-idx3-ubyte: .*truncated",
+        "cuda-without-gpu": r"device 'cuda' was requested but no CUDA GPU is available",
+        "yaml-syntax": r"study\.yaml:\d+:\d+: invalid YAML",
+        "other-study-dir": r"holds the run of study 'someone-else'",
+    }[case]
+    out = tmp_path / "out"
+    if case == "misspelled-key":
+        config["training"] = {"epocs": 2}
+    elif case == "unknown-augmentation":
+        config["augmentations"] = ["affine", "rotate"]
+    elif case == "unknown-layer":
+        config["model"] = {"name": "small_cnn", "target_layer": "conv9"}
+    elif case == "missing-data":
+        config["data"]["root"] = str(tmp_path / "nowhere")
+    elif case == "corrupt-data":
+        (tmp_path / "c").mkdir()
+        config["data"]["root"] = str(_fake_fashion_root(tmp_path / "c", corrupt="t10k-images-idx3-ubyte"))
+    elif case == "cuda-without-gpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        extra = ["--device", "cuda"]
+    elif case == "other-study-dir":
+        out.mkdir()
+        (out / "study.yaml").write_text(yaml.safe_dump({"name": "someone-else"}))
+    study = tmp_path / "study.yaml"
+    study.write_text("name: [unclosed\n" if case == "yaml-syntax" else yaml.safe_dump(config))
+    before = sorted(p.name for p in out.rglob("*")) if out.exists() else None
+    done = subprocess.run([*AUGCAM, "run", str(study), "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    import re
+
+    assert re.search(expect, done.stderr.replace("\n", " ")), done.stderr
+    assert done.stderr.count("error:") == 1
+    after = sorted(p.name for p in out.rglob("*")) if out.exists() else None
+    assert after == before, "a refused run writes nothing"
+
+
+def test_cli_presets_and_validate(fashion_mnist_available):
+    listed = subprocess.run([*AUGCAM, "presets"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0
+    for name in ("quick", "fashion-mnist", "thesis-cifar10"):
+        assert name in listed.stdout
+    checked = subprocess.run([*AUGCAM, "validate", "quick"], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+    assert "22 models" in checked.stdout and "6000 train / 1000 val / 2000 test" in checked.stdout
+
+
+# --- the reference study's preset on generated CIFAR-10 files ---------------------------------
+
+def _write_cifar(root: Path, per_batch: int = 20):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(i % 10) for i in range(per_batch)], b"batch_label": name.encode()}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)]}, handle, protocol=2)
+
+
+def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
+    from augcam.models import build_model
+    from augcam.train import TrainingData, TrainSettings, train_model
+
+    _write_cifar(tmp_path)
+    config = load_config("thesis-cifar10", overrides={"data.root": str(tmp_path), "data.train_size": 2,
+                                                      "data.val_size": 2, "data.test_size": 2,
+                                                      "training.batch_size": 4, "training.epochs": 1})
+    prepared = prepare(config)
+    assert prepared.train_set.images.shape == (100, 3, 32, 32)
+    assert prepared.test_set.images.shape == (20, 3, 32, 32)
+    assert prepared.input_size == (224, 224) and prepared.layer_size == (7, 7)
+    assert prepared.target_layer == "features.8" and len(prepared.runs) == 22
+    t = config.training
+    images = prepared.train_set.images.float() / 255
+    data = TrainingData(images[prepared.split.train], prepared.train_set.labels[prepared.split.train],
+                        images[prepared.split.val], prepared.train_set.labels[prepared.split.val],
+                        prepared.mean, prepared.std, image_size=224)
+    model = build_model("efficientnet_b0", 3, 10, t.init_seed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train_model(model, data, TrainSettings(1, 4, t.lr, t.weight_decay, t.ordering_seed, 1, 4),
+                         config.augmentations[1].build(), seed=0)
+    assert result.history[0]["images"] == 4  # 2 originals + 2 cutmix copies: one batch of 4
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
