@@ -18,7 +18,8 @@ from augcam.errors import AugcamError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How does a data augmentation change where an image classifier looks?")
 err_console = Console(stderr=True)
-out_console = Console()
+# Piped or logged output gets a width that fits the summary tables instead of rich's 80 columns.
+out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _fail(err: BaseException, debug: bool) -> None:
