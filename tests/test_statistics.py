@@ -1,0 +1,96 @@
+"""Statistics against independent oracles: exact Wilcoxon p-values worked out by hand, Holm on a
+textbook example, a NumPy-only percentile bootstrap, and a planted effect."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from augcam.statistics import SIGNIFICANCE_COLUMNS, bootstrap_ci, holm, noise_floor, paired_test, significance_table
+
+
+def test_holm_textbook_example():
+    # m = 4: sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone 0.06.
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_caps_at_one_and_keeps_nan_out_of_the_family():
+    adjusted = holm([0.5, float("nan"), 0.4])
+    # family of 2: 0.4·2 = 0.8, then max(0.8, 0.5·1) = 0.8
+    assert math.isnan(adjusted[1])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.8, 0.8])
+    assert holm([0.9, 0.8, 0.7]).max() == 1.0
+
+
+def test_paired_test_exact_small_sample():
+    # Five positive differences: the signed-rank statistic's most extreme value, probability
+    # 1/2^5 on each side, so the exact two-sided p is 2/32.
+    assert paired_test(np.array([1.0, 2, 3, 4, 5]), np.zeros(5)) == pytest.approx(2 / 32)
+    # Differences −1, +2, +3 (ranks 1, 2, 3): W− = 1; P(W ≤ 1) = 2/8 → two-sided 4/8.
+    assert paired_test(np.array([0.0, 2, 3]), np.array([1.0, 0, 0])) == pytest.approx(0.5)
+
+
+def test_paired_test_drops_nan_pairs_and_handles_no_difference():
+    values = np.array([1.0, 2, 3, 4, 5, np.nan])
+    reference = np.array([0.0, 0, 0, 0, 0, 7])
+    assert paired_test(values, reference) == pytest.approx(2 / 32)
+    assert paired_test(np.ones(10), np.ones(10)) == 1.0
+    assert math.isnan(paired_test(np.array([1.0, np.nan]), np.array([0.0, 0.0])))
+    with pytest.raises(ValueError, match="same shape"):
+        paired_test(np.ones(3), np.ones(4))
+
+
+def test_bootstrap_ci_agrees_with_a_numpy_percentile_bootstrap():
+    rng = np.random.default_rng(1)
+    values = np.round(rng.gamma(2.0, 1.0, size=400), 1)  # rounded: many ties, like overlap rates
+    low, high = bootstrap_ci(values, n_resamples=4000, seed=3)
+    resamples = rng.choice(values, size=(4000, len(values)), replace=True)
+    medians = np.median(resamples, axis=1)
+    oracle_low, oracle_high = np.percentile(medians, [2.5, 97.5])
+    assert low <= np.median(values) <= high
+    # Two independent Monte-Carlo estimates of the same interval agree to well within its width.
+    assert abs(low - oracle_low) <= 0.25 * (high - low) + 0.1
+    assert abs(high - oracle_high) <= 0.25 * (high - low) + 0.1
+    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
+
+
+def test_bootstrap_ci_degenerate_inputs():
+    assert bootstrap_ci(np.full(10, 0.25)) == (0.25, 0.25)
+    low, high = bootstrap_ci(np.array([np.nan, 1.0]))
+    assert math.isnan(low) and math.isnan(high)
+
+
+def _tables(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0.5, 0.9, size=n)
+    rows = []
+    for aug, values in (("moves_cams", noise - 0.2 + rng.normal(0, 0.02, n)),
+                        ("identity", noise + rng.normal(0, 0.02, n))):
+        rows += [{"augmentation": aug, "image_index": i, "pearson": v} for i, v in enumerate(values)]
+    aggregated = pd.DataFrame(rows)
+    replicas = pd.DataFrame({"image_index": np.r_[np.arange(n), np.arange(n)],
+                             "pearson": np.r_[noise + 0.01, noise - 0.01]})
+    return aggregated, noise_floor(replicas, ["pearson"])
+
+
+def test_planted_effect_is_significant_and_identity_is_not():
+    aggregated, noise = _tables()
+    table = significance_table(aggregated, noise, ["pearson"], n_resamples=500)
+    assert list(table.columns) == SIGNIFICANCE_COLUMNS
+    by_aug = table.set_index("augmentation")
+    assert bool(by_aug.loc["moves_cams", "significant"])
+    assert not bool(by_aug.loc["identity", "significant"])
+    assert by_aug.loc["moves_cams", "effect"] == pytest.approx(-0.2, abs=0.01)
+    assert by_aug.loc["moves_cams", "effect_ci_low"] < -0.2 < by_aug.loc["moves_cams", "effect_ci_high"] + 0.01
+    assert (table["p_adjusted"] >= table["p_value"]).all()
+    assert (table["n_images"] == 300).all()
+
+
+def test_noise_floor_is_the_mean_over_replicas_per_image():
+    _, noise = _tables(n=5)
+    aggregated, _ = _tables(n=5)
+    assert noise.index.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="lacks 1"):
+        significance_table(aggregated, noise.drop(index=4), ["pearson"], n_resamples=50)
