@@ -15,7 +15,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install data demo test bench clean
+.PHONY: install data browser demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,23 @@ data:
 	  echo "installing Debian's dataset-fashion-mnist"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
 
+# tests/test_report.py opens report.html in a real headless browser: Debian's chromium, driven by
+# its chromedriver (no browser download needed, so it works offline).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
 demo: install data
 	$(BIN)/augcam run quick --out runs/quick
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest
+
+# CPU throughput benchmarks (docs/benchmarks.md); each asserts its maps/values equal the reference.
+bench: install
+	$(BIN)/python benchmarks/bench_cams.py
+	$(BIN)/python benchmarks/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

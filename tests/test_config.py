@@ -55,6 +55,26 @@ def test_short_and_long_augmentation_forms():
     ({**MINIMAL, "seeds": [1, 1]}, r"seeds: .*distinct"),
     ({**MINIMAL, "device": "gpu"}, r"device: expected auto, cpu, cuda"),
     ({"augmentations": ["affine"]}, r"name: required key is missing"),
+    # Issue #5's catalogue: values pydantic alone would let through, and ranges.
+    ({**MINIMAL, "training": {"lr": float("inf")}}, r"training\.lr: Input should be a finite number"),
+    ({**MINIMAL, "metrics": {"kld_eps": float("nan")}}, r"metrics\.kld_eps: Input should be a finite number"),
+    ({**MINIMAL, "training": {"epochs": True}}, r"training\.epochs: expected a value of type int, got the boolean"),
+    ({**MINIMAL, "training": {"copies": 0}}, r"training\.copies: Input should be greater than 0"),
+    ({**MINIMAL, "training": {"weight_decay": -1e-5}}, r"training\.weight_decay: .*greater than or equal to 0"),
+    ({**MINIMAL, "data": {"val_fraction": 1.5}}, r"data\.val_fraction: Input should be less than 1"),
+    ({**MINIMAL, "data": {"train_size": 0}}, r"data\.train_size: Input should be greater than 0"),
+    ({**MINIMAL, "metrics": {"overlap_percentages": []}}, r"metrics\.overlap_percentages: .*at least 1 item"),
+    ({**MINIMAL, "metrics": {"overlap_percentages": [10, 10]}}, r"percentages must be distinct"),
+    ({**MINIMAL, "seeds": []}, r"seeds: List should have at least 1 item"),
+    ({**MINIMAL, "seeds": ["a"]}, r"seeds\[0\]: .*valid integer"),
+    ({"name": "t", "augmentations": [{"name": "affine", "label": "x"}, {"name": "cutmix", "label": "x"}]},
+     r"'x' is listed more than once"),
+    ({"name": "t", "augmentations": [{"name": "affine", "label": "baseline"}]}, r"'baseline' is reserved"),
+    ({"name": "t", "augmentations": [{"name": "affine", "label": "a"}, {"name": "affine", "label": "b"}]},
+     r"'a' and 'b' are the same augmentation \(affine\) with the same parameters"),
+    ({"name": "t", "augmentations": [{"name": "gaussian_blur", "sigma": "abc"}]},
+     r"augmentations\[gaussian_blur\]\.sigma: .*'abc'"),
+    ({**MINIMAL, "device": "cuda:x"}, r"device: expected auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
 ])
 def test_bad_config_gives_one_clear_message(data, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -89,3 +109,9 @@ def test_resolved_config_round_trips():
     c = load_config("quick")
     again = StudyConfig.model_validate(c.resolved())
     assert again.config_hash() == c.config_hash()
+
+
+def test_same_augmentation_with_other_parameters_under_two_labels_is_fine():
+    c = load_config({"name": "t", "augmentations": [{"name": "affine", "label": "a"},
+                                                    {"name": "affine", "label": "b", "degrees": 5}]})
+    assert [a.display for a in c.augmentations] == ["a", "b"]

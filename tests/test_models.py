@@ -3,6 +3,7 @@ import warnings
 import pytest
 import torch
 
+from augcam.cams import capture_output, linear_head_classifier
 from augcam.errors import ConfigError
 from augcam.models import MODELS, build_model, get_layer, register_model
 from augcam.train import state_digest
@@ -52,3 +53,33 @@ def test_user_model_registration_and_duplicate_warning():
         assert any("registered twice" in str(w.message) for w in caught)
     finally:
         MODELS.pop("tiny_test_net")
+
+
+def _logits_and_linear_head_logits(model, layer_name, classifier, side):
+    """The model's logits and classifier(spatial mean of the layer's output), in eval mode."""
+    model.eval()
+    with capture_output(get_layer(model, layer_name)) as outputs, torch.no_grad():
+        logits = model(torch.randn(3, 1, side, side, generator=torch.Generator().manual_seed(0)))
+    return logits, classifier(outputs[0].mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, spec in MODELS.items() if spec.head is not None))
+def test_declared_linear_heads_hold(name):
+    """logits = classifier(mean of the head's layer): the fast CAM path's premise, checked on the
+    real forward pass (relative tolerance: an untrained EfficientNet's logits are ~1e-13)."""
+    spec = MODELS[name]
+    assert spec.head.layer == spec.target_layer
+    model = build_model(name, 1, 10, init_seed=0)
+    classifier = linear_head_classifier(model, get_layer(model, spec.head.layer), spec.head)
+    assert isinstance(classifier, torch.nn.Linear)
+    logits, head_logits = _logits_and_linear_head_logits(model, spec.head.layer, classifier,
+                                                         28 if name == "small_cnn" else 64)
+    assert torch.allclose(head_logits, logits, rtol=1e-4, atol=1e-5 * float(logits.abs().max()))
+
+
+def test_densenet_is_not_linear_after_pooling():
+    """DenseNet's forward applies ReLU to `features` before pooling, so it must declare no head."""
+    assert MODELS["densenet121"].head is None
+    model = build_model("densenet121", 1, 10, init_seed=0)
+    logits, head_logits = _logits_and_linear_head_logits(model, "features", model.classifier, 64)
+    assert not torch.allclose(head_logits, logits, rtol=1e-2, atol=0)

@@ -1,11 +1,12 @@
 """The methodology's controls, checked on the training loop itself."""
 
+import pytest
 import torch
 
 from augcam.augment import build_augmentation
 from augcam.models import build_model
-from augcam.train import (TrainingData, TrainSettings, augmentation_generator, epoch_order, state_digest,
-                          train_model)
+from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, augmentation_generator, epoch_order,
+                          load_train_state, save_train_state, state_digest, train_model)
 
 
 class Recorder:
@@ -90,3 +91,83 @@ def test_baseline_sees_each_image_once_per_epoch():
     assert [row["images"] for row in result.history] == [40, 40]
     augmented = train_model(small_model(), data, SETTINGS, build_augmentation("affine"), seed=0)
     assert [row["images"] for row in augmented.history] == [80, 80]
+
+
+# --- resuming from a per-epoch checkpoint --------------------------------------------------------
+
+class DropoutCNN(torch.nn.Module):
+    """A model that draws from the global RNG while training (dropout), unlike the built-in ones."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 32), torch.nn.ReLU(),
+                                        torch.nn.Dropout(0.5), torch.nn.Linear(32, 4))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _same_result(a, b):
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in a.history] == \
+        [{k: v for k, v in row.items() if k != "seconds"} for row in b.history]
+    assert (a.best_epoch, a.best_val_accuracy) == (b.best_epoch, b.best_val_accuracy)
+    assert a.best_state.keys() == b.best_state.keys()
+    assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
+
+
+@pytest.mark.parametrize("make_model", [small_model, DropoutCNN], ids=["small_cnn", "dropout"])
+@pytest.mark.parametrize("stop_after", [1, 2, 3])
+def test_resuming_from_a_saved_checkpoint_gives_the_uninterrupted_result(tmp_path, make_model, stop_after):
+    data = tiny_data()
+    settings = TrainSettings(epochs=3, batch_size=16, lr=1e-2, weight_decay=1e-5, ordering_seed=3, copies=1,
+                             eval_batch_size=64)
+    states = []
+    full = train_model(make_model(), data, settings, build_augmentation("affine"), seed=4, on_checkpoint=states.append)
+    assert [state.epochs_done for state in states] == [1, 2, 3]
+    # Written to disk and read back, as a killed run's successor would.
+    path = tmp_path / "checkpoint.safetensors"
+    save_train_state(path, states[stop_after - 1], {"model_id": "m"})
+    states.clear()
+    torch.manual_seed(12345)  # whatever the process did before must not matter
+    resumed = train_model(make_model(), data, settings, build_augmentation("affine"), seed=4,
+                          resume=load_train_state(path, {"model_id": "m"}), on_checkpoint=states.append)
+    assert [state.epochs_done for state in states] == list(range(stop_after + 1, 4))
+    _same_result(full, resumed)
+
+
+def test_checkpoint_of_another_model_or_not_a_checkpoint_is_refused(tmp_path):
+    data = tiny_data()
+    states = []
+    train_model(small_model(), data, SETTINGS, None, seed=0, on_checkpoint=states.append)
+    path = tmp_path / "checkpoint.safetensors"
+    save_train_state(path, states[0], {"model_id": "a"})
+    with pytest.raises(ValueError, match="expected {'model_id': 'b'}"):
+        load_train_state(path, {"model_id": "b"})
+    from augcam.store import write_tensors
+
+    write_tensors(path, {"x": torch.zeros(1)})
+    with pytest.raises(ValueError, match="not an augcam training checkpoint"):
+        load_train_state(path, {"model_id": "a"})
+
+
+def test_training_does_not_depend_on_or_change_the_callers_random_stream():
+    data = tiny_data()
+    first, second = DropoutCNN(), DropoutCNN()
+    torch.manual_seed(1)
+    a = train_model(first, data, SETTINGS, None, seed=0)
+    after = torch.rand(3)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    b = train_model(second, data, SETTINGS, None, seed=0)
+    _same_result(a, b)
+    assert torch.equal(after, expected), "train_model restores the caller's global RNG state"
+
+
+def test_nan_loss_raises_training_diverged():
+    data = tiny_data()
+    nan_data = TrainingData(data.train_images * float("nan"), data.train_labels, data.val_images, data.val_labels,
+                            data.mean, data.std)
+    with pytest.raises(TrainingDiverged, match="training loss became nan in epoch 1"):
+        train_model(small_model(), nan_data, SETTINGS, None, seed=0)

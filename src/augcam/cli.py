@@ -98,6 +98,21 @@ def validate(config: str = typer.Argument(..., help="A preset name or a study YA
         _fail(err, debug)
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A finished run directory (the --out of `augcam run`)."),
+           pairs: int = typer.Option(4, min=1, help="Most / least correlated pairs taken from each correlation map."),
+           debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
+    """Re-create the analyses (tables/*.csv, figures/) and report.html of a finished run."""
+    try:
+        from augcam.analysis import write_report
+
+        path = write_report(run_dir, console=err_console, pairs=pairs)
+    except AugcamError as err:
+        _fail(err, debug)
+        return
+    out_console.print(f"Report: {path}")
+
+
 def main() -> None:
     try:
         app()

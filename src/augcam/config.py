@@ -10,19 +10,35 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, ValidationInfo, field_validator, model_validator)
 
 from augcam.errors import ConfigError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `lr: .inf` or `kld_eps: .nan` would pass every `gt`/`ge` bound otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads `yes`/`no`/`true` as booleans and pydantic would quietly take them as 1 and 0.
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError(f"expected a value of type {_type_name(annotation)}, got the boolean {value}")
+        return value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 class DataConfig(Section):
@@ -152,6 +168,15 @@ class StudyConfig(Section):
                              "give each entry its own `label`")
         if "baseline" in labels:
             raise ValueError("'baseline' is reserved for the model trained without augmentation")
+        # Two labels for one augmentation with the same parameters would train the same model twice
+        # (same model id) and compare it with itself under two names.
+        seen: dict[str, str] = {}
+        for entry in entries:
+            key = digest({"name": entry.name, "params": entry.resolved_params()})
+            if key in seen:
+                raise ValueError(f"augmentations {seen[key]!r} and {entry.display!r} are the same augmentation "
+                                 f"({entry.name}) with the same parameters; they would train identical models")
+            seen[key] = entry.display
         return entries
 
     @field_validator("seeds")
@@ -164,8 +189,7 @@ class StudyConfig(Section):
     @field_validator("device")
     @classmethod
     def _device_name(cls, device: str) -> str:
-        if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
-            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        check_device_name(device)
         return device
 
     def resolved(self) -> dict[str, Any]:
@@ -179,6 +203,13 @@ class StudyConfig(Section):
 
     def config_hash(self) -> str:
         return digest(self.resolved())
+
+
+def check_device_name(device: str) -> str:
+    """`device` if it is a device augcam knows how to ask for; ValueError otherwise."""
+    if device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
 def digest(value: Any) -> str:

@@ -1,14 +1,18 @@
-"""A whole study: plan the models, then train → explain → compare → aggregate.
+"""A whole study: plan the models, then train → explain → compare → performance → aggregate.
 
 Each stage reads only what the stage before it stored in the run directory, and every stored
 artefact is keyed by content (`model_id` for weights, a CAM key for CAM sets), so a rerun reuses
 whatever is already there and a study that gains an augmentation trains only the new models.
+A model in training is checkpointed after every epoch (`models/<id>/checkpoint.safetensors`), so a
+killed run resumes at the epoch where it stopped; docs/reliability.md lists the promises and tests.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,27 +23,46 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
+from safetensors import SafetensorError
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
 
 from augcam import __version__
 from augcam.cams import capture_output, raw_cams, upsample
-from augcam.config import AugmentationConfig, StudyConfig, digest, load_config
+from augcam.config import AugmentationConfig, StudyConfig, check_device_name, digest, load_config
 from augcam.data import ImageSet, load_dataset
 from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
 from augcam.metrics import class_kld, compare_maps, performance
 from augcam.models import MODELS, build_model, get_layer
-from augcam.store import (RunDir, read_tensor_metadata, read_tensors, write_json, write_parquet,
-                          write_tensors)
-from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, prepare_inputs, state_digest,
-                          train_model)
+from augcam.store import (RunDir, RunLock, describe_holder, read_tensor_metadata, read_tensors, write_json,
+                          write_parquet, write_tensors)
+from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, TrainState, load_train_state,
+                          prepare_inputs, save_train_state, train_model)
 
-# Bump when a change to training code changes the weights it produces: cached models are then
-# retrained instead of reused.
+# Bump when a change to training code (train.py, an augmentation, a model builder) changes the
+# weights it produces: every model id changes, so cached models are retrained instead of reused.
 TRAINING_CODE_VERSION = 1
 BASELINE = "baseline"
+
+# Test-only hook. When this environment variable names a point of the run, the process kills itself
+# there with SIGKILL, so tests can interrupt a run at a precise and reproducible place (a loaded
+# machine makes "kill after N seconds" land anywhere). Points, `i` being the model's position in
+# the plan (0 = baseline):
+#   train:<i>:<epoch>     after model i's checkpoint of that epoch (1-based) is written
+#   explain:<i>:<batch>   after batch <batch> (1-based) of model i's CAMs, before its CAM set is written
+#   compare:<i>           after model i's metrics are computed, before metrics.parquet is written
+#   stage:<name>          after stage <name> (train, explain, compare, performance, aggregate) finished
+# Never set it outside tests.
+KILL_AT_ENV = "AUGCAM_TEST_KILL_AT"
+
+
+def kill_point(*parts: object) -> None:
+    """SIGKILL this process if AUGCAM_TEST_KILL_AT names this point (test-only, see above)."""
+    wanted = os.environ.get(KILL_AT_ENV)
+    if wanted and wanted == ":".join(str(part) for part in parts):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,11 @@ class ModelRun:
     @property
     def is_baseline(self) -> bool:
         return self.entry is None
+
+    @property
+    def label(self) -> str:
+        """How messages name the model: `baseline`, `affine seed 1`."""
+        return self.augmentation if self.is_baseline else f"{self.augmentation} seed {self.seed}"
 
 
 @dataclass
@@ -71,6 +99,7 @@ class PreparedStudy:
     input_size: tuple[int, int]
     layer_size: tuple[int, int]
     data_fingerprint: str
+    test_fingerprint: str = ""
     runs: list[ModelRun] = field(default_factory=list)
 
     @property
@@ -105,20 +134,35 @@ def set_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _data_fingerprint(train_set: ImageSet, split: Split) -> str:
-    """Content hash of the training and validation images and labels: what the weights depend on."""
+def _fingerprint(image_set: ImageSet, *index_lists: torch.Tensor) -> str:
+    """Content hash of the selected images and labels, in order, with their shape and the class
+    names (the number of classes sizes the model's output)."""
     import hashlib
 
     h = hashlib.sha256()
-    for indices in (split.train, split.val):
-        h.update(train_set.images[indices].numpy().tobytes())
-        h.update(train_set.labels[indices].numpy().tobytes())
+    h.update(json.dumps({"shape": list(image_set.images.shape[1:]), "classes": list(image_set.classes)}).encode())
+    for indices in index_lists:
+        h.update(f"{len(indices)}:".encode())
+        h.update(image_set.images[indices].numpy().tobytes())
+        h.update(image_set.labels[indices].numpy().tobytes())
     return h.hexdigest()
+
+
+def _data_fingerprint(train_set: ImageSet, split: Split) -> str:
+    """What the weights depend on: the training and validation images and labels, in split order
+    (the normalisation statistics are computed from them)."""
+    return _fingerprint(train_set, split.train, split.val)
 
 
 def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationConfig | None,
               seed: int | None) -> dict[str, Any]:
-    """Everything that determines a model's trained weights, and nothing else."""
+    """Everything that determines a model's trained weights, and nothing else.
+
+    Not in the key, on purpose: analysis settings (model.target_layer, cam, metrics), the device
+    and library versions (recorded in meta.json and the manifest; see docs/reliability.md).
+    eval_batch_size is in: validation accuracy picks the best epoch, and batched evaluation can
+    round differently.
+    """
     t = config.training
     key: dict[str, Any] = {
         "training_code": TRAINING_CODE_VERSION,
@@ -126,7 +170,7 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
         "model": config.model.name,
         "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
                      "weight_decay": t.weight_decay, "init_seed": t.init_seed,
-                     "ordering_seed": t.ordering_seed},
+                     "ordering_seed": t.ordering_seed, "eval_batch_size": t.eval_batch_size},
         "augmentation": None,
     }
     if entry is not None:
@@ -168,7 +212,7 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     layer_size = target_layer_size(config, train_set, target_layer, input_size)
     fingerprint = _data_fingerprint(train_set, split)
     prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
-                             layer_size, fingerprint)
+                             layer_size, fingerprint, _fingerprint(test_set, split.test))
     prepared.runs = plan(config, fingerprint)
     return prepared
 
@@ -213,17 +257,41 @@ class StudyResult:
 
 def _versions() -> dict[str, str]:
     import kornia
+    import pyarrow
+    import pydantic
+    import safetensors
     import torchvision
 
     return {"augcam": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "kornia": kornia.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__}
+            "pandas": pd.__version__, "pyarrow": pyarrow.__version__, "safetensors": safetensors.__version__,
+            "pydantic": pydantic.__version__}
 
 
-def _progress(console: Console) -> Progress:
+def _deterministic_flags() -> dict[str, Any]:
+    return {"use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _progress(console: Console, disable: bool = False) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console, transient=False)
+                    TimeRemainingColumn(), console=console, transient=False, disable=disable)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _labels(runs: list["ModelRun"], limit: int = 8) -> str:
+    names = [run.label for run in runs]
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 class Runner:
@@ -235,59 +303,130 @@ class Runner:
         self.console = console
         self.manifest: dict[str, Any] = {
             "augcam_version": __version__, "study": self.config.name, "config_hash": self.config.config_hash(),
+            "training_code_version": TRAINING_CODE_VERSION,
             "versions": _versions(), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
             or platform.machine(),
+            "host": platform.node(), "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
-            "deterministic": {"use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-                              "cudnn_benchmark": torch.backends.cudnn.benchmark},
+            "deterministic": _deterministic_flags(),
             "seeds": {"split": self.config.data.split_seed, "init": self.config.training.init_seed,
                       "ordering": self.config.training.ordering_seed, "augmentation": self.config.seeds},
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "stages": {}, "models": {},
+            "data": {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint},
+            "started": _now(), "status": "running", "stages": {}, "models": {},
         }
+        previous = self._previous_manifest()
+        if previous is not None:
+            # What the last run of this directory left: "running" means it was killed.
+            self.manifest["previous_run"] = {key: previous.get(key) for key in ("started", "finished", "status")}
+
+    def _previous_manifest(self) -> dict | None:
+        path = self.run_dir.manifest_file
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            self.console.print(f"[yellow]{path}: unreadable manifest of the previous run ({err}); replacing it[/]")
+            return None
 
     # Data on the device, as float32 in [0, 1].
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(self.device).float().div_(255)
 
-    def _stage(self, name: str, status: str, seconds: float, **extra: Any) -> None:
-        self.manifest["stages"][name] = {"status": status, "seconds": round(seconds, 3), **extra}
+    def _write_manifest(self) -> None:
         write_json(self.run_dir.manifest_file, self.manifest)
+
+    def _stage_started(self, name: str) -> float:
+        self.manifest["stages"][name] = {"status": "running", "started": _now()}
+        self._write_manifest()
+        return time.perf_counter()
+
+    def _stage(self, name: str, status: str, seconds: float, **extra: Any) -> None:
+        started = self.manifest["stages"].get(name, {}).get("started")
+        self.manifest["stages"][name] = {"status": status, "started": started, "seconds": round(seconds, 3),
+                                         **extra}
+        self._write_manifest()
+        kill_point("stage", name)
 
     def run(self) -> StudyResult:
         self.run_dir.manifest_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir.manifest_file, self.manifest)
-        trained = self.train_all()
-        explained = self.explain_all(trained)
-        metrics = self.compare(explained)
-        performance_table = self.performance_table(explained)
-        aggregated = self.aggregate(metrics)
-        self.manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._write_manifest()
+        try:
+            trained = self.train_all()
+            explained = self.explain_all(trained)
+            metrics = self.compare(explained)
+            performance_table = self.performance_table(explained)
+            aggregated = self.aggregate(metrics)
+        except BaseException as err:
+            # Recorded, then re-raised: the manifest says how the run ended.
+            self.manifest["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            self.manifest["error"] = f"{type(err).__name__}: {err}"
+            self.manifest["finished"] = _now()
+            self._write_manifest()
+            raise
+        self.manifest["finished"] = _now()
         self.manifest["status"] = "complete"
-        write_json(self.run_dir.manifest_file, self.manifest)
+        self._write_manifest()
         return StudyResult(self.run_dir.root, performance_table, metrics, aggregated, self.manifest)
 
     # --- stage 1: train --------------------------------------------------------------------
 
     def _meta(self, run: ModelRun) -> dict | None:
-        import json
-
+        """The stored meta.json of a finished model (complete, or failed for good), else None."""
         path = self.run_dir.meta_file(run.model_id)
-        if path.exists() and self.run_dir.weights_file(run.model_id).exists():
-            return json.loads(path.read_text())
-        if path.exists():  # a failed model has a meta.json and no weights
+        if not path.exists():
+            return None
+        try:
             meta = json.loads(path.read_text())
-            return meta if meta.get("status") != "complete" else None
-        return None
+        except json.JSONDecodeError as err:
+            # augcam writes it atomically, so only a hand edit gets here: the model is trained again.
+            self.console.print(f"[yellow]{path}: unreadable ({err}); training {run.label} again[/]")
+            return None
+        if meta.get("status") == "complete" and not self.run_dir.weights_file(run.model_id).exists():
+            return None  # weights deleted by hand: train again
+        return meta
+
+    def _resumable(self, run: ModelRun) -> TrainState | None:
+        """The checkpoint of a model a killed run was training, if there is a usable one."""
+        path = self.run_dir.checkpoint_file(run.model_id)
+        if not path.exists():
+            return None
+        try:
+            return load_train_state(path, {"model_id": run.model_id})
+        except ValueError as err:
+            # Not an error of the study: the model is trained from its first epoch instead.
+            self.console.print(f"[yellow]ignoring checkpoint[/] {err}; training {run.label} from the start")
+            return None
 
     def train_all(self) -> list[ModelRun]:
-        started = time.perf_counter()
+        started = self._stage_started("train")
         p, t = self.p, self.config.training
-        todo = [run for run in p.runs if self._meta(run) is None]
-        reused = len(p.runs) - len(todo)
-        self.console.print(f"[bold]train[/]: {len(p.runs)} models — {reused} reused from {self.run_dir.root}, "
-                           f"{len(todo)} to train on {self.device}")
+        finished: dict[str, dict] = {}
+        resumable: dict[str, TrainState] = {}
+        for run in p.runs:
+            meta = self._meta(run)
+            if meta is not None:
+                finished[run.model_id] = meta
+                # A run killed after meta.json but before removing the checkpoint left it behind.
+                self.run_dir.checkpoint_file(run.model_id).unlink(missing_ok=True)
+                continue
+            state = self._resumable(run)
+            if state is not None:
+                resumable[run.model_id] = state
+        todo = [run for run in p.runs if run.model_id not in finished]
+        failed_before = [run for run in p.runs if finished.get(run.model_id, {}).get("status") not in
+                         (None, "complete")]
+        resumed = [run for run in todo if run.model_id in resumable]
+        new = [run for run in todo if run.model_id not in resumable]
+        lines = [f"[bold]train[/]: {len(p.runs)} models — {len(finished)} reused from {self.run_dir.root}"
+                 + (f" ({len(failed_before)} of them failed earlier: {_labels(failed_before)})" if failed_before else "")]
+        if resumed:
+            lines.append("  resume: " + ", ".join(f"{run.label} after epoch {resumable[run.model_id].epochs_done}/"
+                                                  f"{t.epochs}" for run in resumed))
+        if new:
+            lines.append(f"  train on {self.device}: {len(new)} ({_labels(new)})")
+        self.console.print("\n".join(lines), highlight=False)
         data = TrainingData(self._images(p.train_set.images[p.split.train]),
                             p.train_set.labels[p.split.train].to(self.device),
                             self._images(p.train_set.images[p.split.val]),
@@ -296,46 +435,70 @@ class Runner:
         settings = TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, t.ordering_seed, t.copies,
                                  t.eval_batch_size)
         n_train = len(p.split.train)
-        total = sum(t.epochs * n_train * (1 if run.is_baseline else 1 + t.copies) for run in todo)
-        with _progress(self.console) as progress:
+
+        def images_left(run: ModelRun) -> int:
+            done = resumable[run.model_id].epochs_done if run.model_id in resumable else 0
+            return (t.epochs - done) * n_train * (1 if run.is_baseline else 1 + t.copies)
+
+        total = sum(images_left(run) for run in todo)
+        with _progress(self.console, disable=not todo) as progress:
             task = progress.add_task("train", total=max(total, 1), rate="")
             for run in todo:
-                label = run.augmentation if run.is_baseline else f"{run.augmentation} seed {run.seed}"
                 model_started = time.perf_counter()
                 seen = [0]
 
-                def on_batch(n: int, label: str = label) -> None:
+                def on_batch(n: int) -> None:
                     seen[0] += n
                     rate = seen[0] / max(time.perf_counter() - model_started, 1e-9)
                     progress.update(task, advance=n, rate=f"{rate:,.0f} img/s")
 
-                def on_epoch(row: dict, label: str = label) -> None:
+                def on_epoch(row: dict, label: str = run.label) -> None:
                     progress.update(task, description=f"train {label} epoch {row['epoch']}/{t.epochs}")
 
-                progress.update(task, description=f"train {label} epoch 1/{t.epochs}")
-                self._train_one(run, data, settings, on_epoch, on_batch)
-        statuses = {run.model_id: (self._meta(run) or {}).get("status") for run in p.runs}
-        self.manifest["models"] = {mid: {"status": s} for mid, s in statuses.items()}
-        self._stage("train", "complete", time.perf_counter() - started, trained=len(todo), reused=reused)
+                state = resumable.get(run.model_id)
+                first = state.epochs_done + 1 if state is not None else 1
+                progress.update(task, description=f"train {run.label} epoch {first}/{t.epochs}")
+                self._train_one(run, data, settings, on_epoch, on_batch, state)
+        metas = {run.model_id: self._meta(run) or {} for run in p.runs}
+        self.manifest["models"] = {
+            run.model_id: {"augmentation": run.augmentation, "seed": run.seed,
+                           "status": metas[run.model_id].get("status"),
+                           **({"error": metas[run.model_id]["error"]} if "error" in metas[run.model_id] else {}),
+                           **({"resumed_after_epoch": resumable[run.model_id].epochs_done}
+                              if run.model_id in resumable else {})}
+            for run in p.runs}
+        statuses = {mid: meta.get("status") for mid, meta in metas.items()}
+        self._stage("train", "complete", time.perf_counter() - started, trained=len(new), reused=len(finished),
+                    resumed=len(resumed), failed=sum(s != "complete" for s in statuses.values()))
         if statuses[p.baseline.model_id] != "complete":
-            raise AugcamError(f"the baseline model failed ({statuses[p.baseline.model_id]}); "
-                              "nothing can be compared with it")
+            raise AugcamError(f"the baseline model failed ({statuses[p.baseline.model_id]}: "
+                              f"{metas[p.baseline.model_id].get('error', '')}); nothing can be compared with it")
         return [run for run in p.runs if statuses[run.model_id] == "complete"]
 
-    def _train_one(self, run: ModelRun, data: TrainingData, settings: TrainSettings, on_epoch, on_batch) -> None:
+    def _train_one(self, run: ModelRun, data: TrainingData, settings: TrainSettings, on_epoch, on_batch,
+                   resume: TrainState | None) -> None:
         p = self.p
+        index = p.runs.index(run)
         model = build_model(self.config.model.name, p.train_set.images.shape[1], p.num_classes,
                             self.config.training.init_seed).to(self.device)
         augmentation = run.entry.build() if run.entry is not None else None
         meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
                 "key": model_key(self.config, p.data_fingerprint, run.entry, run.seed),
-                "device": str(self.device)}
+                "device": str(self.device), "training_code_version": TRAINING_CODE_VERSION}
+        checkpoint = self.run_dir.checkpoint_file(run.model_id)
+
+        def on_checkpoint(state: TrainState) -> None:
+            save_train_state(checkpoint, state, {"model_id": run.model_id})
+            kill_point("train", index, state.epochs_done)
+
         try:
             result = train_model(model, data, settings, augmentation, run.seed if run.seed is not None else 0,
-                                 on_epoch=on_epoch, on_batch=on_batch)
+                                 on_epoch=on_epoch, on_batch=on_batch, on_checkpoint=on_checkpoint, resume=resume)
         except TrainingDiverged as err:
-            self.console.print(f"[red]model {run.model_id} diverged[/]: {err}; the study goes on without it")
+            self.console.print(f"[red]model {run.label} ({run.model_id}) diverged[/]: {err}; "
+                               "the study goes on without it")
             write_json(self.run_dir.meta_file(run.model_id), {**meta, "status": "diverged", "error": str(err)})
+            checkpoint.unlink(missing_ok=True)
             return
         write_tensors(self.run_dir.weights_file(run.model_id), result.best_state)
         write_parquet(self.run_dir.history_file(run.model_id), pd.DataFrame(result.history))
@@ -343,36 +506,50 @@ class Runner:
         write_json(self.run_dir.meta_file(run.model_id), {
             **meta, "status": "complete", "best_epoch": result.best_epoch,
             "best_val_accuracy": result.best_val_accuracy, "train_seconds": round(result.seconds, 3),
-            "initial_weights_sha256": result.initial_digest, "epochs": len(result.history)})
+            "initial_weights_sha256": result.initial_digest, "epochs": len(result.history),
+            **({"resumed_after_epoch": resume.epochs_done} if resume is not None else {})})
+        checkpoint.unlink(missing_ok=True)
         self.console.print(f"  trained {run.model_id}: best val accuracy {result.best_val_accuracy:.4f} "
                            f"at epoch {result.best_epoch} ({result.seconds:.1f} s)")
 
     # --- stage 2: explain ------------------------------------------------------------------
 
     def _cam_key(self, run: ModelRun) -> str:
+        """Everything a stored CAM set depends on: the model, the test images, and the CAM settings
+        (the batch size too, since batched convolutions may round differently)."""
         c = self.config
-        return digest({"model_id": run.model_id, "test": self.p.split.test.tolist(), "method": c.cam.method,
-                       "layer": self.p.target_layer, "target": c.cam.target, "image_size": c.data.image_size})
+        return digest({"model_id": run.model_id, "test": self.p.split.test.tolist(),
+                       "test_fingerprint": self.p.test_fingerprint, "method": c.cam.method,
+                       "layer": self.p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
+                       "batch_size": c.cam.batch_size})
 
     def explain_all(self, runs: list[ModelRun]) -> list[ModelRun]:
-        started = time.perf_counter()
+        started = self._stage_started("explain")
         p = self.p
-        todo = []
-        for run in runs:
-            path = self.run_dir.cams_file(run.model_id)
-            if not (path.exists() and read_tensor_metadata(path).get("cam_key") == self._cam_key(run)):
-                todo.append(run)
+        todo = [run for run in runs if self._stored_cam_key(run) != self._cam_key(run)]
         n_test = len(p.split.test)
         self.console.print(f"[bold]explain[/]: {self.config.cam.method} on {n_test} test images — "
-                           f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute")
-        with _progress(self.console) as progress:
+                           f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute"
+                           + (f" ({_labels(todo)})" if todo else ""), highlight=False)
+        with _progress(self.console, disable=not todo) as progress:
             task = progress.add_task("explain", total=max(len(todo) * n_test, 1), rate="")
             for run in todo:
-                progress.update(task, description=f"explain {run.model_id}")
+                progress.update(task, description=f"explain {run.label}")
                 self._explain_one(run, lambda n: progress.update(task, advance=n))
         self._stage("explain", "complete", time.perf_counter() - started, computed=len(todo),
                     reused=len(runs) - len(todo))
         return runs
+
+    def _stored_cam_key(self, run: ModelRun) -> str | None:
+        path = self.run_dir.cams_file(run.model_id)
+        if not path.exists():
+            return None
+        try:
+            return read_tensor_metadata(path).get("cam_key")
+        except SafetensorError as err:
+            # augcam writes it atomically, so only outside damage gets here: the set is recomputed.
+            self.console.print(f"[yellow]{path}: unreadable ({err}); recomputing the CAMs of {run.label}[/]")
+            return None
 
     def _load_model(self, run: ModelRun) -> torch.nn.Module:
         model = build_model(self.config.model.name, self.p.train_set.images.shape[1], self.p.num_classes,
@@ -382,6 +559,7 @@ class Runner:
 
     def _explain_one(self, run: ModelRun, advance) -> None:
         p, c = self.p, self.config
+        index = p.runs.index(run)
         model = self._load_model(run)
         mean = torch.tensor(p.mean, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(p.std, device=self.device).view(1, -1, 1, 1)
@@ -389,7 +567,7 @@ class Runner:
         labels = p.test_set.labels[p.split.test]
         maps, logits, targets = [], [], []
         batch = c.cam.batch_size
-        for start in range(0, len(test_images), batch):
+        for number, start in enumerate(range(0, len(test_images), batch), start=1):
             inputs = prepare_inputs(self._images(test_images[start:start + batch]), mean, std, c.data.image_size)
             wanted = labels[start:start + batch].to(self.device) if c.cam.target == "label" else None
             batch_maps, batch_logits = raw_cams(c.cam.method, model, p.target_layer, inputs, wanted, batch)
@@ -397,6 +575,7 @@ class Runner:
             logits.append(batch_logits.cpu())
             targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
             advance(len(inputs))
+            kill_point("explain", index, number)
         logits_all = torch.cat(logits)
         write_tensors(self.run_dir.cams_file(run.model_id), {
             "raw": torch.cat(maps).float(), "logits": logits_all.float(), "predictions": logits_all.argmax(1),
@@ -407,37 +586,43 @@ class Runner:
     # --- stage 3: compare ------------------------------------------------------------------
 
     def compare(self, runs: list[ModelRun]) -> pd.DataFrame:
-        started = time.perf_counter()
+        started = self._stage_started("compare")
         p, c = self.p, self.config
+        augmented = [run for run in runs if not run.is_baseline]
+        self.console.print(f"[bold]compare[/]: {len(augmented)} models vs the baseline on {len(p.split.test)} "
+                           "test images, from the stored CAM sets (always recomputed: metrics settings may have "
+                           "changed, and it takes seconds)", highlight=False)
         base = read_tensors(self.run_dir.cams_file(p.baseline.model_id))
         labels = p.test_set.labels[p.split.test]
-        p_base = torch.softmax(base["logits"].double(), dim=1)
+        nonfinite_logits = {}
+        base_bad = int((~torch.isfinite(base["logits"])).any(dim=1).sum())
+        if base_bad:
+            nonfinite_logits[p.baseline.model_id] = base_bad
         frames = []
-        augmented = [run for run in runs if not run.is_baseline]
         for run in augmented:
             other = read_tensors(self.run_dir.cams_file(run.model_id))
-            values: dict[str, list[torch.Tensor]] = {}
-            for start in range(0, len(labels), 1024):
-                chunk = slice(start, start + 1024)
-                result = compare_maps(upsample(base["raw"][chunk].to(self.device), p.input_size),
-                                      upsample(other["raw"][chunk].to(self.device), p.input_size),
-                                      overlap_percentages=c.metrics.overlap_percentages)
-                for name, value in result.items():
-                    values.setdefault(name, []).append(value.cpu())
-            kld = class_kld(p_base, torch.softmax(other["logits"].double(), dim=1), eps=c.metrics.kld_eps)
-            frame = pd.DataFrame({
+            bad = int((~torch.isfinite(other["logits"])).any(dim=1).sum())
+            if bad:
+                nonfinite_logits[run.model_id] = bad
+            values = compare_cam_sets(base, other, p.input_size, c.metrics.overlap_percentages, c.metrics.kld_eps,
+                                      self.device)
+            frames.append(pd.DataFrame({
                 "model_id": run.model_id, "augmentation": run.augmentation,
                 "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
                 "image_index": p.split.test.numpy(), "label": labels.numpy(),
                 "baseline_pred": base["predictions"].numpy(), "model_pred": other["predictions"].numpy(),
-                **{name: torch.cat(parts).numpy() for name, parts in values.items()},
-                "class_kld": kld.numpy()})
-            frames.append(frame)
+                **values}))
+            kill_point("compare", p.runs.index(run))
         metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         write_parquet(self.run_dir.table("metrics.parquet"), metrics)
-        undefined = {col: int(metrics[col].isna().sum()) for col in self.metric_columns(metrics)}
+        columns = self.metric_columns(metrics)
+        undefined = {col: int(metrics[col].isna().sum()) for col in columns}
+        infinite = {col: int(np.isinf(metrics[col].to_numpy()).sum()) for col in columns}
+        if nonfinite_logits:
+            self.console.print(f"[yellow]warning[/]: non-finite logits (NaN or ±inf) for some test images: "
+                               f"{nonfinite_logits}; their metrics are NaN (counted in manifest.json)")
         self._stage("compare", "complete", time.perf_counter() - started, rows=len(metrics),
-                    undefined_values=undefined)
+                    undefined_values=undefined, infinite_values=infinite, nonfinite_logits=nonfinite_logits)
         return metrics
 
     @staticmethod
@@ -446,8 +631,7 @@ class Runner:
         return [col for col in metrics.columns if col not in fixed]
 
     def performance_table(self, runs: list[ModelRun]) -> pd.DataFrame:
-        import json
-
+        started = self._stage_started("performance")
         p = self.p
         labels = p.test_set.labels[p.split.test]
         rows = []
@@ -466,16 +650,38 @@ class Runner:
             rows.append(row)
         table = pd.DataFrame(rows).astype({"seed": "Int64", "best_epoch": "Int64"})
         write_parquet(self.run_dir.table("performance.parquet"), table)
+        self._stage("performance", "complete", time.perf_counter() - started, rows=len(table))
         return table
 
     # --- stage 4: aggregate ----------------------------------------------------------------
 
     def aggregate(self, metrics: pd.DataFrame) -> pd.DataFrame:
-        started = time.perf_counter()
+        started = self._stage_started("aggregate")
         aggregated = aggregate_over_seeds(metrics)
         write_parquet(self.run_dir.table("aggregated.parquet"), aggregated)
         self._stage("aggregate", "complete", time.perf_counter() - started, rows=len(aggregated))
         return aggregated
+
+
+def compare_cam_sets(base: dict[str, torch.Tensor], other: dict[str, torch.Tensor], input_size: tuple[int, int],
+                     overlap_percentages: list[float], kld_eps: float, device: torch.device,
+                     chunk: int = 1024) -> dict[str, np.ndarray]:
+    """Per-image metrics of one model's stored CAM set against the baseline's: the map metrics on
+    input-sized maps, then Class-KLD of the class probabilities. Undefined values (a constant map,
+    a NaN map, non-finite logits) are NaN; a class the baseline gives probability 0 and the model
+    does not makes Class-KLD +inf."""
+    values: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(base["raw"]), chunk):
+        part = slice(start, start + chunk)
+        result = compare_maps(upsample(base["raw"][part].to(device), input_size),
+                              upsample(other["raw"][part].to(device), input_size),
+                              overlap_percentages=overlap_percentages)
+        for name, value in result.items():
+            values.setdefault(name, []).append(value.cpu())
+    p_base = torch.softmax(base["logits"].double(), dim=1)
+    p_other = torch.softmax(other["logits"].double(), dim=1)
+    kld = class_kld(p_base, p_other, eps=kld_eps)
+    return {**{name: torch.cat(parts).numpy() for name, parts in values.items()}, "class_kld": kld.numpy()}
 
 
 def aggregate_over_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -494,26 +700,44 @@ def aggregate_over_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, device: str | None = None,
               force: bool = False, console: Console | None = None) -> StudyResult:
-    """Run a whole study into `out` and return its tables. Public entry point of the Python API."""
+    """Run a whole study into `out` and return its tables. Public entry point of the Python API.
+
+    Everything a user can get wrong (config, data, device, an output directory that holds another
+    study, is unwritable or is in use by another run) raises an AugcamError before anything is
+    written. Rerunning on the same `out` reuses what is stored and resumes what a killed run left.
+    """
     console = console or Console(stderr=True)
     started = time.perf_counter()
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     if device is not None:
+        try:
+            check_device_name(device)
+        except ValueError as err:
+            raise ConfigError(f"device: {err}") from None
         config = config.model_copy(update={"device": device})
     torch_device = resolve_device(config.device)
     set_deterministic()
     prepared = prepare(config)
-    console.print(f"[bold]study[/] {config.name}: {len(prepared.runs)} models "
-                  f"(baseline + {len(config.augmentations)} augmentations × {len(config.seeds)} seeds), "
-                  f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
-                  f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
-                  f"({prepared.layer_size[0]}×{prepared.layer_size[1]})")
     run_dir = RunDir(out)
-    run_dir.prepare(config.name, config.resolved(), force)
-    result = Runner(prepared, run_dir.root, torch_device, console).run()
-    result.manifest["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(run_dir.manifest_file, result.manifest)
+    run_dir.create()
+    with RunLock(run_dir.lock_file) as lock:
+        run_dir.check_study(config.name, force)
+        if lock.previous_holder:
+            console.print(f"taking over the lock of a run that ended without releasing it "
+                          f"({describe_holder(lock.previous_holder)})", highlight=False)
+        stale = run_dir.remove_stale_temp_files()
+        if stale:
+            console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
+        console.print(f"[bold]study[/] {config.name}: {len(prepared.runs)} models "
+                      f"(baseline + {len(config.augmentations)} augmentations × {len(config.seeds)} seeds), "
+                      f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
+                      f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
+                      f"({prepared.layer_size[0]}×{prepared.layer_size[1]})")
+        run_dir.write_study(config.resolved())
+        result = Runner(prepared, run_dir.root, torch_device, console).run()
+        result.manifest["seconds"] = round(time.perf_counter() - started, 3)
+        write_json(run_dir.manifest_file, result.manifest)
     return result
 
 

@@ -10,16 +10,24 @@
   batch): two augmentations trained with the same seed draw from the same random stream.
 - Every model starts from the same initial weights (built from `init_seed`); the checkpoint with
   the best validation accuracy (the first, on ties) is what the study explains.
+- Training can stop after any epoch and resume bit-identically: `TrainState` holds everything the
+  remaining epochs depend on (weights and buffers, optimizer state, best-so-far state, history,
+  global RNG state), `on_checkpoint` receives it after every epoch, and `resume=` continues from it.
+  The global RNG (used by no built-in model or augmentation, but by e.g. dropout in a user's model)
+  is seeded from the augmentation seed, so a model's weights do not depend on what the process ran
+  before it.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +59,23 @@ class TrainSettings:
     ordering_seed: int
     copies: int
     eval_batch_size: int
+
+
+@dataclass
+class TrainState:
+    """Training after `epochs_done` epochs: enough to run the remaining epochs exactly as an
+    uninterrupted run would."""
+
+    epochs_done: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # torch.optim state_dict
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_accuracy: float
+    history: list[dict]
+    rng: dict[str, torch.Tensor]  # global RNG states: "cpu", and "cuda" when training on a GPU
+    initial_digest: str
+    seconds: float  # training time spent so far, over every session
 
 
 @dataclass
@@ -122,10 +147,43 @@ EpochCallback = Callable[[dict], None]
 BatchCallback = Callable[[int], None]
 
 
+CheckpointCallback = Callable[[TrainState], None]
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
                 augmentation: "Augmentation | None", seed: int,
-                on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None) -> TrainResult:
-    """Train `model` (already on the data's device, with the study's initial weights)."""
+                on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
+                on_checkpoint: CheckpointCallback | None = None, resume: TrainState | None = None) -> TrainResult:
+    """Train `model` (already on the data's device, with the study's initial weights).
+
+    `on_checkpoint` receives the training state after every epoch; `resume` (a state it received)
+    continues from there and gives the same result as the uninterrupted run.
+    """
+    device = data.train_images.device
+    fork_devices = [device] if device.type == "cuda" else []
+    # The global RNG is seeded here and restored on return, so that the caller's random stream is
+    # untouched and a model's training does not depend on what ran before it.
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(derived_seed("global", seed))
+        return _train(model, data, settings, augmentation, seed, on_epoch, on_batch, on_checkpoint, resume)
+
+
+def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmentation: "Augmentation | None",
+           seed: int, on_epoch: EpochCallback | None, on_batch: BatchCallback | None,
+           on_checkpoint: CheckpointCallback | None, resume: TrainState | None) -> TrainResult:
     device = data.train_images.device
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
@@ -134,8 +192,19 @@ def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     result = TrainResult(best_state={}, best_epoch=-1, best_val_accuracy=-math.inf,
                          initial_digest=state_digest(model))
+    first_epoch, seconds_before = 0, 0.0
+    if resume is not None:
+        if resume.initial_digest != result.initial_digest:
+            raise ValueError("the training state to resume from started from other initial weights")
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        _set_rng_state(resume.rng, device)
+        result.best_state = {k: v.to(device) for k, v in resume.best_state.items()}
+        result.best_epoch, result.best_val_accuracy = resume.best_epoch, resume.best_val_accuracy
+        result.history = [dict(row) for row in resume.history]
+        first_epoch, seconds_before = resume.epochs_done, resume.seconds
     started = time.perf_counter()
-    for epoch in range(settings.epochs):
+    for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         model.train()
         order = epoch_order(num_sources, copies, settings.ordering_seed, epoch).to(device)
@@ -174,10 +243,79 @@ def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
             result.best_val_accuracy = val_accuracy
             result.best_epoch = epoch + 1
             result.best_state = copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()})
+        if on_checkpoint is not None:
+            # A snapshot (copies, not the live tensors and list), so that a caller may keep it.
+            on_checkpoint(TrainState(
+                epochs_done=epoch + 1, model=copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()}),
+                optimizer=copy.deepcopy(optimizer.state_dict()), best_state=result.best_state,
+                best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy,
+                history=[dict(row) for row in result.history], rng=_rng_state(device),
+                initial_digest=result.initial_digest, seconds=seconds_before + time.perf_counter() - started))
         if on_epoch is not None:
             on_epoch(row)
-    result.seconds = time.perf_counter() - started
+    result.seconds = seconds_before + time.perf_counter() - started
     return result
+
+
+# --- training state on disk ------------------------------------------------------------------
+# One safetensors file: the tensors (weights, optimizer moments, best-so-far weights, RNG states)
+# under prefixed names, everything else as JSON in the file's metadata. One file keeps the
+# checkpoint atomic (written temp-then-rename) without pickle.
+
+_STATE_FORMAT = 1
+
+
+def save_train_state(path: Path, state: TrainState, identity: dict[str, Any]) -> None:
+    """Write `state` atomically; `identity` (e.g. the model id) is stored to be checked on load."""
+    from augcam.store import write_tensors
+
+    tensors: dict[str, torch.Tensor] = {}
+    tensors.update({f"model/{k}": v for k, v in state.model.items()})
+    tensors.update({f"best/{k}": v for k, v in state.best_state.items()})
+    tensors.update({f"rng/{k}": v for k, v in state.rng.items()})
+    optimizer_values: dict[str, dict[str, Any]] = {}
+    for index, values in state.optimizer["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{index}/{key}"] = value
+            else:
+                optimizer_values.setdefault(str(index), {})[key] = value
+    info = {"format": _STATE_FORMAT, "identity": identity, "epochs_done": state.epochs_done,
+            "best_epoch": state.best_epoch, "best_val_accuracy": state.best_val_accuracy,
+            "history": state.history, "initial_digest": state.initial_digest, "seconds": state.seconds,
+            "optimizer_param_groups": state.optimizer["param_groups"], "optimizer_values": optimizer_values}
+    write_tensors(path, tensors, metadata={"train_state": json.dumps(info)})
+
+
+def load_train_state(path: Path, identity: dict[str, Any]) -> TrainState:
+    """The state saved by `save_train_state`; ValueError if it is not one, or is another model's."""
+    from augcam.store import read_tensor_metadata, read_tensors
+
+    try:
+        info = json.loads(read_tensor_metadata(path)["train_state"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not an augcam training checkpoint ({err})") from None
+    if info.get("format") != _STATE_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {info.get('format')!r}, expected {_STATE_FORMAT}")
+    if info.get("identity") != identity:
+        raise ValueError(f"{path}: checkpoint of {info.get('identity')}, expected {identity}")
+    tensors = read_tensors(path)
+    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "rng": {}, "optimizer": {}}
+    for name, tensor in tensors.items():
+        prefix, _, rest = name.partition("/")
+        parts[prefix][rest] = tensor
+    optimizer_state: dict[int, dict[str, Any]] = {}
+    for name, tensor in parts["optimizer"].items():
+        index, _, key = name.partition("/")
+        optimizer_state.setdefault(int(index), {})[key] = tensor
+    for index, values in info["optimizer_values"].items():
+        optimizer_state.setdefault(int(index), {}).update(values)
+    return TrainState(
+        epochs_done=info["epochs_done"], model=parts["model"],
+        optimizer={"state": optimizer_state, "param_groups": info["optimizer_param_groups"]},
+        best_state=parts["best"], best_epoch=info["best_epoch"], best_val_accuracy=info["best_val_accuracy"],
+        history=info["history"], rng=parts["rng"], initial_digest=info["initial_digest"],
+        seconds=info["seconds"])
 
 
 class TrainingDiverged(RuntimeError):

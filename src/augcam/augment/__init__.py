@@ -156,3 +156,4 @@ from augcam.augment.transforms import (  # noqa: E402
 
 __all__ += ["Affine", "ColorJitter", "CutMix", "Elastic", "Equalization", "GaussianBlur", "Identity",
             "RandomCrop", "sample_beta"]
+from augcam.augment import mixing  # noqa: E402,F401  (mixup, saliencymix, cutmix_targets)

@@ -37,6 +37,9 @@ class ImageSet:
     images: torch.Tensor  # uint8, shape (N, C, H, W), C in {1, 3}
     labels: torch.Tensor  # int64, shape (N,)
     classes: tuple[str, ...]  # class names, index = label
+    # Optional ground-truth region of interest per image (bool, (N, H, W)), e.g. the synthetic
+    # `crosses` set; used only by mask-guided training and localisation metrics.
+    masks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         # Checked once here so that every consumer can rely on the layout without re-checking.
@@ -46,6 +49,11 @@ class ImageSet:
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"ImageSet.labels must be int64 with shape ({self.images.shape[0]},), "
                              f"got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if self.masks is not None and (self.masks.dtype != torch.bool
+                                       or self.masks.shape != (self.images.shape[0], *self.images.shape[2:])):
+            raise ValueError(f"ImageSet.masks must be bool with shape ({self.images.shape[0]}, "
+                             f"{self.images.shape[2]}, {self.images.shape[3]}), "
+                             f"got {self.masks.dtype} {tuple(self.masks.shape)}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -105,4 +113,4 @@ def search_dirs(root: Path | None, layouts: list[str], extra: Sequence[Path] = (
 
 
 # Imported last: these modules register their loaders in DATASETS and need the names above.
-from augcam.data import cifar, folder, idx  # noqa: E402,F401
+from augcam.data import cifar, folder, idx, mnist5k, synthetic  # noqa: E402,F401

@@ -68,6 +68,10 @@ def _rows(base: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
     return base.flatten(1).double(), other.flatten(1).double()
 
 
+# Dtypes whose values float32 holds exactly, so their sort can use int32 keys.
+_EXACT_IN_FLOAT32 = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def _has_nan(x: Tensor) -> Tensor:
     return torch.isnan(x).any(dim=1)
 
@@ -89,14 +93,33 @@ def _pearson_rows(x: Tensor, y: Tensor) -> Tensor:
     return r.masked_fill(_is_constant(x) | _is_constant(y), math.nan)
 
 
-def _centred_double_ranks(x: Tensor) -> Tensor:
+def _sorted_rows(x: Tensor, source: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Each row's sort keys in ascending order and the original positions, (keys, order).
+
+    Equal keys mean equal values, so ties can be read off the keys. Sorting dominates Spearman and
+    Overlap Rate, so it is done once per map and shared. `source` is the same rows in the caller's
+    original dtype: CAMs are float32, and sorting their bit patterns as int32 (ordered like the
+    floats after the sign fix-up below) is about twice as fast as sorting the float64 copy."""
+    narrow = source if source is not None and source.dtype in _EXACT_IN_FLOAT32 else None
+    if narrow is None:
+        return torch.sort(x, dim=1)
+    # + 0.0 turns −0.0 into +0.0, which equals it but has other bits.
+    bits = (narrow.float() + 0.0).view(torch.int32)
+    # IEEE floats order like sign-magnitude integers: flipping the magnitude bits of negative
+    # values makes them order like two's-complement int32.
+    keys = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return torch.sort(keys, dim=1)
+
+
+def _centred_double_ranks(x: Tensor, sorted_rows: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """2 · (average rank) − (P + 1) for every pixel, as exact integers (int32 for P < 2**30).
 
-    Sorts each row once; a run of equal values occupies sorted positions first..last and each of
-    its members has 1-based average rank (first + last) / 2 + 1, so the doubled, centred rank is
-    the integer first + last + 1 − P. The runs are found by comparing sorted neighbours; `first`
-    is carried rightwards from each run start with cummax, `last` leftwards from each run end
-    with a reversed cummin; the result is scattered back to the original pixel positions.
+    Sorts each row once (or uses `sorted_rows` from `_sorted_rows`); a run of equal values
+    occupies sorted positions first..last and each of its members has 1-based average rank
+    (first + last) / 2 + 1, so the doubled, centred rank is the integer first + last + 1 − P. The
+    runs are found by comparing sorted neighbours; `first` is carried rightwards from each run
+    start with cummax, `last` leftwards from each run end with a reversed cummin; the result is
+    scattered back to the original pixel positions.
 
     Integers keep Spearman accurate: centring needs no floating-point mean (the mean average rank
     is always (P + 1) / 2), and the products summed by the correlation are integers that float64
@@ -104,10 +127,9 @@ def _centred_double_ranks(x: Tensor) -> Tensor:
     """
     n, p = x.shape
     index_dtype = torch.int32 if p < 2**30 else torch.int64
-    values, order = torch.sort(x, dim=1)
+    values, order = _sorted_rows(x) if sorted_rows is None else sorted_rows
     starts = torch.ones((n, p), dtype=torch.bool, device=x.device)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    del values
+    torch.ne(values[:, 1:], values[:, :-1], out=starts[:, 1:])
     ends = torch.ones_like(starts)
     ends[:, :-1] = starts[:, 1:]  # a run ends just before the next one starts
     pos = torch.arange(p, device=x.device, dtype=index_dtype)
@@ -155,26 +177,54 @@ def overlap_key(percentage: float) -> str:
     return f"overlap_{float(percentage):g}"
 
 
-def _overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float]) -> list[Tensor]:
-    """Overlap Rate@Y of float64 (N, P) rows for several Y, sharing one topk per map."""
+def _overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float],
+                  sorted_x: tuple[Tensor, Tensor] | None = None,
+                  sorted_y: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
+    """Overlap Rate@Y of float64 (N, P) rows for several Y; `sorted_x`/`sorted_y` come from
+    `_sorted_rows` (computed here if None)."""
     n, p = x.shape
     ks = [_region_size(y_, p) for y_ in percentages]
     if n == 0:
         return [torch.empty(0, dtype=torch.float64, device=x.device) for _ in ks]
-    k_max = max(ks)
-    # The k largest values in descending order: column k − 1 is each map's threshold for every k.
-    top_x = torch.topk(x, k_max, dim=1, sorted=True).values
-    top_y = torch.topk(y, k_max, dim=1, sorted=True).values
     undefined = _has_nan(x) | _has_nan(y)
-    results = []
-    for k in ks:
-        # ≥ threshold, so values tied with the k-th largest all join the region (it can exceed k).
-        region_x = x >= top_x[:, k - 1:k]
-        region_y = y >= top_y[:, k - 1:k]
-        inter = (region_x & region_y).sum(dim=1)
-        union = (region_x | region_y).sum(dim=1)  # ≥ k ≥ 1, never a division by zero
-        results.append((inter.double() / union.double()).masked_fill(undefined, math.nan))
+    # Thresholds in ascending order: the k-th largest value (sorted position P − k) for each k,
+    # largest k first. A pixel's level is the number of thresholds it reaches (≥, so values tied
+    # with a threshold join the region, which can then exceed k pixels): it lies in the region of
+    # the j-th threshold iff level > j. One pass per map then serves every Y.
+    by_k = sorted(range(len(ks)), key=lambda i: -ks[i])
+    columns = torch.tensor([p - ks[i] for i in by_k], device=x.device)
+    levels = []
+    for rows, sorted_rows in ((x, sorted_x), (y, sorted_y)):
+        order = (_sorted_rows(rows) if sorted_rows is None else sorted_rows)[1]
+        thresholds = rows.gather(1, order[:, columns])
+        levels.append(torch.searchsorted(thresholds, rows, right=True, out_int32=True))
+    both = torch.minimum(levels[0], levels[1]).long()  # in both regions of thresholds < level
+    either = torch.maximum(levels[0], levels[1]).long()
+    del levels
+    histogram_shape = (n, len(ks) + 1)
+    ones = torch.ones((), dtype=torch.int64, device=x.device).expand(n, p)
+    # count(level > j) = Σ_{l > j} histogram[l]: reverse cumulative sums of the level histograms.
+    inter = torch.zeros(histogram_shape, dtype=torch.int64, device=x.device).scatter_add_(1, both, ones)
+    union = torch.zeros(histogram_shape, dtype=torch.int64, device=x.device).scatter_add_(1, either, ones)
+    inter = inter.flip(1).cumsum(1).flip(1)[:, 1:]
+    union = union.flip(1).cumsum(1).flip(1)[:, 1:]  # ≥ k ≥ 1, never a division by zero
+    results = [torch.empty(0)] * len(ks)
+    for j, i in enumerate(by_k):
+        results[i] = (inter[:, j].double() / union[:, j].double()).masked_fill(undefined, math.nan)
     return results
+
+
+def _spearman_rows(x: Tensor, y: Tensor, sorted_x: tuple[Tensor, Tensor] | None = None,
+                   sorted_y: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    undefined = _has_nan(x) | _has_nan(y)  # sort would silently rank NaN as the largest value
+    # The ranks come already centred (as exact integers), so Pearson reduces to two norms and a
+    # dot product.
+    rx = _centred_double_ranks(x, sorted_x).double()
+    ry = _centred_double_ranks(y, sorted_y).double()
+    cov = torch.linalg.vecdot(rx, ry, dim=1)
+    # A constant map has all ranks equal, i.e. a row of exact zeros: 0 / 0 = NaN, as it should be.
+    r = (cov / (torch.linalg.vector_norm(rx, dim=1) * torch.linalg.vector_norm(ry, dim=1))).clamp(-1.0, 1.0)
+    return r.masked_fill(undefined, math.nan)
 
 
 # --- registered metrics ------------------------------------------------------------------------
@@ -205,15 +255,7 @@ def pearson(base: Tensor, other: Tensor) -> Tensor:
 def spearman(base: Tensor, other: Tensor) -> Tensor:
     """Spearman rank correlation per map (average ranks for ties); NaN for constant maps or NaN pixels."""
     x, y = _rows(base, other)
-    undefined = _has_nan(x) | _has_nan(y)  # sort would silently rank NaN as the largest value
-    # Rank one map at a time so that only one set of sort buffers is alive. The ranks come
-    # already centred (as exact integers), so Pearson reduces to two norms and a dot product.
-    rx = _centred_double_ranks(x).double()
-    ry = _centred_double_ranks(y).double()
-    cov = torch.linalg.vecdot(rx, ry, dim=1)
-    # A constant map has all ranks equal, i.e. a row of exact zeros: 0 / 0 = NaN, as it should be.
-    r = (cov / (torch.linalg.vector_norm(rx, dim=1) * torch.linalg.vector_norm(ry, dim=1))).clamp(-1.0, 1.0)
-    return r.masked_fill(undefined, math.nan)
+    return _spearman_rows(x, y)
 
 
 def overlap_rate(base: Tensor, other: Tensor, percentage: float) -> Tensor:
@@ -230,15 +272,23 @@ def overlap_rate(base: Tensor, other: Tensor, percentage: float) -> Tensor:
 # --- the batch entry point ----------------------------------------------------------------------
 
 
+# Pixels per chunk when compare_maps picks the chunk size: the working set is about 100 bytes
+# per pixel (float64 rows, a sort's values and int64 positions, int32 ranks for both maps), so
+# 2**21 pixels keep it near 200 MB whatever the map size (2674 maps at 28², 41 at 224²), while
+# each chunk stays large enough for the per-call overhead not to matter.
+CHUNK_PIXELS = 2**21
+
+
 def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[float] = (20, 10, 5),
-                 metrics: Sequence[str] | None = None, chunk_size: int = 1024) -> dict[str, Tensor]:
+                 metrics: Sequence[str] | None = None, chunk_size: int | None = None) -> dict[str, Tensor]:
     """Compare the CAMs of the same N images from two models, image by image.
 
     ``base`` and ``other`` are (N, H, W) or (N, P) tensors of any float dtype on one device.
     Returns one float64 Tensor[N] on that device per metric: every registered map metric
     (in registration order) followed by ``overlap_Y`` for each Y in ``overlap_percentages``;
     ``metrics`` restricts (and orders) the result to the names it lists. The maps are processed
-    ``chunk_size`` at a time, so peak memory depends on the chunk size, not on N.
+    ``chunk_size`` at a time (None: as many as fit in `CHUNK_PIXELS` pixels), so peak memory
+    depends on the chunk size, not on N.
     """
     if base.shape != other.shape:
         raise ValueError(f"maps to compare must have the same shape, got {tuple(base.shape)} "
@@ -247,7 +297,8 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
         raise ValueError(f"maps must be batched as (N, H, W) or (N, P), got shape {tuple(base.shape)}")
     if base.device != other.device:
         raise ValueError(f"maps to compare are on different devices: {base.device} and {other.device}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
+                                   or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
     # Validate every percentage up front, so a bad one fails before any work is done.
@@ -277,24 +328,34 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
     if flat_base.shape[1] == 0:
         raise ValueError(f"maps have no pixels: shape {tuple(base.shape)}")
     results = {name: torch.empty(n, dtype=torch.float64, device=base.device) for name in names}
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_PIXELS // flat_base.shape[1])
+    # The built-in Spearman and the overlap thresholds share one sort per map.
+    shared_spearman = "spearman" in names and MAP_METRICS["spearman"] is spearman
+    needs_sort = shared_spearman or bool(wanted_overlaps)
 
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         # Converted per chunk: a float64 copy of all N maps would defeat the chunking.
         x = flat_base[start:stop].double()
         y = flat_other[start:stop].double()
+        sorted_x = _sorted_rows(x, flat_base[start:stop]) if needs_sort else None
+        sorted_y = _sorted_rows(y, flat_other[start:stop]) if needs_sort else None
+        if wanted_overlaps:
+            values = _overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps], sorted_x, sorted_y)
+            for name, value in zip(wanted_overlaps, values):
+                results[name][start:stop] = value
         for name in names:
             if name in overlaps:
                 continue
-            value = MAP_METRICS[name](x, y)
+            if name == "spearman" and shared_spearman:
+                value = _spearman_rows(x, y, sorted_x, sorted_y)
+            else:
+                value = MAP_METRICS[name](x, y)
             if not isinstance(value, Tensor) or value.shape != (stop - start,):
                 shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(f"map metric {name!r} returned {shape}; expected a tensor of shape "
                                  f"({stop - start},), one value per map")
             results[name][start:stop] = value
-        if wanted_overlaps:
-            values = _overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps])
-            for name, value in zip(wanted_overlaps, values):
-                results[name][start:stop] = value
-        del x, y
+        del x, y, sorted_x, sorted_y
     return results

@@ -5,6 +5,13 @@ initialised module; it must not download anything (weights=None), so every model
 start from the same seeded initial weights. The default target layer is the architecture's last
 convolutional stage — the layer whose output feeds global average pooling — as in the reference
 study.
+
+A model may also declare its classification head (`LinearHead`) when the logits are a linear
+function of the spatial mean of that layer's output. The gradient of a logit with respect to the
+layer is then known without a backward pass, and `augcam.cams` uses it (see `fast path` there).
+The declaration is explicit rather than guessed from module names, because what matters is how
+`forward` wires the modules together (DenseNet applies a ReLU between its features and the
+pooling, which nothing in its module tree shows).
 """
 
 from __future__ import annotations
@@ -22,19 +29,31 @@ Builder = Callable[[int, int], nn.Module]
 
 
 @dataclass(frozen=True)
+class LinearHead:
+    """Declares ``logits = classifier(flatten(pool(layer(...))))`` in eval mode, with nothing but
+    flatten and dropout in between; `pool` is a global average pooling and `classifier` an
+    `nn.Linear`. All three are dotted module names, as in `model.named_modules()`."""
+
+    layer: str
+    pool: str
+    classifier: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     build: Builder  # (in_channels, num_classes) -> nn.Module
     target_layer: str  # dotted module name, as in `model.named_modules()`
+    head: LinearHead | None = None  # None: not declared, CAMs take the general (backward) path
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def register_model(name: str, target_layer: str):
+def register_model(name: str, target_layer: str, head: LinearHead | None = None):
     """Decorator: register `build(in_channels, num_classes) -> nn.Module` under `name`."""
 
     def decorator(build: Builder) -> Builder:
-        MODELS.register(name)(ModelSpec(build, target_layer))
+        MODELS.register(name)(ModelSpec(build, target_layer, head))
         return build
 
     return decorator
@@ -66,7 +85,8 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 # --- architectures -------------------------------------------------------------------------
 
 
-@register_model("small_cnn", target_layer="features")
+@register_model("small_cnn", target_layer="features",
+                head=LinearHead(layer="features", pool="pool", classifier="classifier"))
 def small_cnn(in_channels: int, num_classes: int) -> nn.Module:
     """Three 3×3 conv blocks (16, 32, 64 channels) for 28–32 px images: fast enough to train 22
     models on a 2-core CPU in minutes. The target layer `features` outputs 64×7×7 at 28×28 input
@@ -100,7 +120,7 @@ def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
                      bias=conv.bias is not None)
 
 
-@register_model("resnet18", target_layer="layer4")
+@register_model("resnet18", target_layer="layer4", head=LinearHead(layer="layer4", pool="avgpool", classifier="fc"))
 def resnet18(in_channels: int, num_classes: int) -> nn.Module:
     from torchvision.models import resnet18 as tv_resnet18
 
@@ -109,7 +129,9 @@ def resnet18(in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
-@register_model("efficientnet_b0", target_layer="features.8")
+# classifier = Sequential(Dropout, Linear): dropout is the identity in eval mode.
+@register_model("efficientnet_b0", target_layer="features.8",
+                head=LinearHead(layer="features.8", pool="avgpool", classifier="classifier.1"))
 def efficientnet_b0(in_channels: int, num_classes: int) -> nn.Module:
     from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 
@@ -118,6 +140,7 @@ def efficientnet_b0(in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
+# No LinearHead: DenseNet's forward applies F.relu(features) before pooling.
 @register_model("densenet121", target_layer="features")
 def densenet121(in_channels: int, num_classes: int) -> nn.Module:
     from torchvision.models import densenet121 as tv_densenet121

@@ -1,0 +1,72 @@
+"""Shared helpers of the benchmarks: timing, model preparation, tables, the machine's description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable
+
+import torch
+
+from augcam.models import build_model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
+    """Shortest wall time of `repeats` runs (the machine may be shared: the minimum is the run
+    least disturbed by other work) and the result of the last run."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        result = run()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def calibrated_model(name: str, channels: int, side: int, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """A freshly initialised model with BatchNorm statistics measured on random images.
+
+    With the initial statistics EfficientNet-B0's last stage outputs ~1e-13 in eval mode and every
+    CAM is ≈ 0, so maps "equal within 1e-5" would prove nothing; measured statistics give
+    activations of order 1, as in a trained model. The cost of a CAM does not depend on this."""
+    model = build_model(name, channels, num_classes, init_seed=0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        model(torch.randn(8, channels, side, side, generator=generator))
+    return model.eval().to(device)
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass  # not Linux: platform's description stays
+    text = (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
+            f"threads, Python {platform.python_version()}")
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A GitHub-flavoured Markdown table, so the output pastes into docs/benchmarks.md."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))

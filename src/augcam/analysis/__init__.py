@@ -1,0 +1,29 @@
+"""Stage 5 of a study: analyses, figures and the HTML report of a finished run directory.
+
+    from augcam.analysis import write_report
+    write_report("runs/quick")           # tables/*.csv, figures/*.png|svg, report.html
+
+    from augcam.analysis import load_run, correlation_maps, pair_frequencies
+    run = load_run("runs/quick")
+    maps = correlation_maps(run.aggregated)            # {metric: DataFrame augmentations × augmentations}
+    strongest, weakest = pair_frequencies(maps, k=4)
+
+Every analysis is a function returning a DataFrame (`tables`) or a matplotlib Figure (`plots`);
+`write_report` runs them all and writes the results.
+"""
+
+from augcam.analysis.plots import (correlation_heatmap, extreme_image_grid, metric_boxplot, performance_bars,
+                                   segmented_boxplot, training_curves)
+from augcam.analysis.report import Analyses, analyse, extreme_image_figures, write_report
+from augcam.analysis.tables import (SEGMENTS, ReportError, RunTables, correlation_maps, display_name,
+                                    extreme_images, load_run, metric_columns, pair_frequencies,
+                                    performance_summary, segment, segment_counts, segment_medians, summary_table,
+                                    training_histories)
+
+__all__ = [
+    "write_report", "analyse", "Analyses", "load_run", "RunTables", "ReportError", "metric_columns",
+    "display_name", "performance_summary", "training_histories", "correlation_maps", "pair_frequencies",
+    "SEGMENTS", "segment", "segment_counts", "segment_medians", "extreme_images", "summary_table",
+    "performance_bars", "training_curves", "metric_boxplot", "correlation_heatmap", "segmented_boxplot",
+    "extreme_image_grid", "extreme_image_figures",
+]

@@ -1,0 +1,277 @@
+"""Stage 5's figures: every one a function that returns a matplotlib `Figure`.
+
+Figures are built with `matplotlib.figure.Figure` directly, never through pyplot: no global
+figure registry (nothing leaks when hundreds are made), no GUI backend, and rendering is done by
+the Agg canvas whatever backend the caller's session uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from augcam.analysis.tables import BASELINE, PERFORMANCE_COLUMNS, SEGMENTS, display_name, segment
+
+__all__ = ["augmentation_colors", "performance_bars", "training_curves", "metric_boxplot",
+           "correlation_heatmap", "segmented_boxplot", "CamPanel", "extreme_image_grid"]
+
+SEGMENT_COLORS = ("#4daf4a", "#999999", "#e41a1c", "#377eb8")  # both ok, both wrong, base only, aug only
+CAM_COLORMAP = "jet"  # the colormap CAM overlays conventionally use (pytorch-grad-cam's default)
+
+
+def augmentation_colors(augmentations: Sequence[str]) -> dict[str, tuple]:
+    """One stable colour per augmentation, the baseline grey, in every figure."""
+    palette = colormaps["tab10"].colors
+    others = [a for a in augmentations if a != BASELINE]
+    colors = {a: palette[i % len(palette)] for i, a in enumerate(others)}
+    colors[BASELINE] = (0.35, 0.35, 0.35)
+    return colors
+
+
+def _present(order: Sequence[str], table: pd.DataFrame) -> list[str]:
+    """The augmentations of `order` that have rows in `table`."""
+    present = set(table["augmentation"].unique())
+    return [a for a in order if a in present]
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    # NaN (an undefined correlation; counted in the summary table) and +inf (Class-KLD where the
+    # baseline gives a class probability of exactly 0) have no place on a box's axis.
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _boxplot(ax, data: list[np.ndarray], positions: Sequence[float], colors: Sequence, width: float) -> None:
+    # Empty groups (a segment no image falls in) are drawn as nothing rather than failing.
+    kept = [(d, p, c) for d, p, c in zip(data, positions, colors) if len(d)]
+    if not kept:
+        return
+    boxes = ax.boxplot([d for d, _, _ in kept], positions=[p for _, p, _ in kept], widths=width,
+                       patch_artist=True, manage_ticks=False,
+                       medianprops={"color": "black", "linewidth": 1.2},
+                       flierprops={"marker": ".", "markersize": 2, "alpha": 0.4, "markeredgecolor": "none"})
+    for patch, (_, _, color) in zip(boxes["boxes"], kept):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.75)
+    for flier, (_, _, color) in zip(boxes["fliers"], kept):
+        flier.set_markerfacecolor(color)
+
+
+# --- 1. performance --------------------------------------------------------------------------
+
+
+def performance_bars(performance: pd.DataFrame, order: Sequence[str]) -> Figure:
+    """Test accuracy, macro precision, recall and F1 per augmentation: bars are the mean over
+    seeds, error bars one standard deviation, dots the individual seeds; baseline first."""
+    finished = performance[performance["status"] == "complete"]
+    augs = _present(order, finished)
+    colors = augmentation_colors(augs)
+    fig = Figure(figsize=(max(7.0, 0.9 * len(augs) + 2), 6.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    x = np.arange(len(augs))
+    for ax, col in zip(axes.flat, PERFORMANCE_COLUMNS):
+        groups = [finished.loc[finished["augmentation"] == a, col].dropna().to_numpy() for a in augs]
+        means = np.array([g.mean() if len(g) else np.nan for g in groups])
+        stds = np.array([g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups])
+        ax.bar(x, means, yerr=stds, color=[colors[a] for a in augs], alpha=0.8, capsize=3,
+               error_kw={"linewidth": 1})
+        for i, g in enumerate(groups):
+            ax.plot(np.full(len(g), x[i]) + np.linspace(-0.15, 0.15, len(g)) * (len(g) > 1), g, "k.",
+                    markersize=4)
+        finite = np.concatenate([g for g in groups if len(g)]) if any(len(g) for g in groups) else np.zeros(1)
+        low, high = float(np.nanmin(finite)), float(np.nanmax(finite))
+        pad = max(0.02, (high - low) * 0.6)
+        ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad) if high <= 1 else high + pad)
+        ax.set_title(display_name(col))
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xticks(x, augs, rotation=35, ha="right")
+    fig.suptitle("Test performance per augmentation (bar: mean over seeds, error bar: ±1 std, dots: seeds)",
+                 fontsize=10)
+    return fig
+
+
+def training_curves(histories: pd.DataFrame, order: Sequence[str]) -> Figure:
+    """Train and validation accuracy and loss per epoch, one line per model, coloured by
+    augmentation (the baseline thick and grey)."""
+    augs = _present(order, histories)
+    colors = augmentation_colors(augs)
+    fig = Figure(figsize=(10, 6.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    panels = [("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
+              ("train_loss", "train loss"), ("val_loss", "validation loss")]
+    for ax, (col, title) in zip(axes.flat, panels):
+        if col not in histories.columns:
+            ax.set_title(f"{title}: not recorded")
+            continue
+        for (model_id, aug), rows in histories.groupby(["model_id", "augmentation"], sort=False):
+            is_base = aug == BASELINE
+            ax.plot(rows["epoch"], rows[col], marker="o", markersize=3, color=colors[aug],
+                    linewidth=2.2 if is_base else 1.0, alpha=1.0 if is_base else 0.7, zorder=3 if is_base else 2)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.legend(handles=[Patch(color=colors[a], label=a) for a in augs], loc="outside right center",
+               fontsize=8, frameon=False)
+    fig.suptitle("Training curves (one line per model; seeds share their augmentation's colour)", fontsize=10)
+    return fig
+
+
+# --- 2. distributions ------------------------------------------------------------------------
+
+
+def metric_boxplot(aggregated: pd.DataFrame, metric: str, order: Sequence[str]) -> Figure:
+    """One box per augmentation of `metric`'s seed-averaged value over the test images."""
+    augs = _present(order, aggregated)
+    colors = augmentation_colors(augs)
+    data = [_finite(aggregated.loc[aggregated["augmentation"] == a, metric].to_numpy()) for a in augs]
+    fig = Figure(figsize=(max(5.5, 0.8 * len(augs) + 1.5), 3.6), layout="constrained")
+    ax = fig.subplots()
+    _boxplot(ax, data, range(len(augs)), [colors[a] for a in augs], 0.6)
+    ax.set_xticks(range(len(augs)), augs, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(augs) - 0.4)
+    ax.set_ylabel(display_name(metric))
+    ax.set_title(f"{display_name(metric)} vs baseline, seed-averaged, per test image", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+# --- 3. correlation maps ---------------------------------------------------------------------
+
+
+def correlation_heatmap(corr: pd.DataFrame, metric: str) -> Figure:
+    """The correlation matrix of one metric across augmentations, values written in the cells."""
+    n = len(corr)
+    fig = Figure(figsize=(max(4.5, 0.62 * n + 2.2), max(3.8, 0.55 * n + 1.6)), layout="constrained")
+    ax = fig.subplots()
+    values = corr.to_numpy(dtype=float)
+    # aspect="auto": with square pixels forced, constrained layout would place the axes before the
+    # aspect shrinks them and the long tick labels would be cut off; the figure size keeps cells square.
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    for i in range(n):
+        for j in range(n):
+            v = values[i, j]
+            ax.text(j, i, "NaN" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 else "black")
+    ax.set_xticks(range(n), corr.columns, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(n), corr.index, fontsize=8)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Pearson r")
+    ax.set_title(f"Correlation of {display_name(metric)} between augmentations", fontsize=10)
+    return fig
+
+
+# --- 5. segmented results --------------------------------------------------------------------
+
+
+def segmented_boxplot(metrics: pd.DataFrame, metric: str, order: Sequence[str],
+                      segments: pd.Series | None = None) -> Figure:
+    """`metric` per augmentation split into the four prediction-agreement segments (pooled over
+    seeds: one value per (model, image)); the number under each box counts its rows."""
+    augs = _present(order, metrics)
+    segments = segment(metrics) if segments is None else segments
+    n_seg = len(SEGMENTS)
+    # Row positions of every (augmentation, segment) group, found in one pass.
+    groups = metrics.groupby([metrics["augmentation"].to_numpy(), segments.to_numpy()], sort=False).indices
+    column = metrics[metric].to_numpy()
+    data, positions, colors, counts = [], [], [], []
+    for i, aug in enumerate(augs):
+        for j, name in enumerate(SEGMENTS):
+            values = column[groups.get((aug, name), np.zeros(0, dtype=np.int64))]
+            counts.append(len(values))
+            data.append(_finite(values))
+            positions.append(i * (n_seg + 1) + j)
+            colors.append(SEGMENT_COLORS[j])
+    fig = Figure(figsize=(max(7.0, 1.25 * len(augs) + 1.5), 4.0), layout="constrained")
+    ax = fig.subplots()
+    _boxplot(ax, data, positions, colors, 0.8)
+    for pos, n in zip(positions, counts):
+        ax.annotate(str(n), (pos, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=6, rotation=90, color="#333")
+    centers = [i * (n_seg + 1) + (n_seg - 1) / 2 for i in range(len(augs))]
+    ax.set_xticks(centers, augs, rotation=30, ha="right")
+    ax.set_xlim(-1, len(augs) * (n_seg + 1) - 1)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low - 0.12 * (high - low), high)  # room for the counts at the bottom
+    ax.set_ylabel(display_name(metric))
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(handles=[Patch(color=c, alpha=0.75, label=s) for s, c in zip(SEGMENTS, SEGMENT_COLORS)],
+               loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    ax.set_title(f"{display_name(metric)} by prediction agreement with the baseline "
+                 "(numbers: model·image rows per box)", fontsize=10)
+    return fig
+
+
+# --- 6. extreme images -----------------------------------------------------------------------
+
+
+@dataclass
+class CamPanel:
+    """One map of an extreme-image grid: an input-sized CAM in [0, 1] and its caption."""
+
+    title: str
+    cam: np.ndarray  # (H, W)
+
+
+def _overlay(image: np.ndarray | None, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGB of the colour-mapped CAM blended over the image (or the CAM alone without an image)."""
+    heat = colormaps[CAM_COLORMAP](np.clip(cam, 0, 1))[..., :3]
+    if image is None:
+        return heat
+    return (1 - alpha) * image + alpha * heat
+
+
+def extreme_image_grid(image: np.ndarray | None, image_title: str, baseline: CamPanel,
+                       seed_panels: Sequence[CamPanel], mean_panels: Sequence[CamPanel], title: str) -> Figure:
+    """The image, the baseline CAM and every augmented model's CAM overlaid on the image: the top
+    row one seed per augmentation, the bottom row the mean over seeds of the (input-sized) maps.
+
+    `image` is (H, W, 3) float in [0, 1], or None when the test images are not available (the
+    CAMs are then drawn alone)."""
+    cols = len(seed_panels) + 2
+    # Every panel is an image placed in ONE axes whose data coordinates are inches from the top
+    # left corner: a grid of ~20 separate axes made this figure the slowest of the report (each
+    # axes lays out ticks and titles even when hidden).
+    panel, gap, top, caption, bar = 1.25, 0.2, 0.45, 0.52, 0.9  # inches; captions hold 3 lines
+    width = cols * panel + (cols + 1) * gap + bar
+    height = top + 2 * (caption + panel) + 0.15
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+
+    def place(row: int, col: int, rgb: np.ndarray | None, text: str, centre_text: str = "") -> None:
+        left = gap + col * (panel + gap)
+        upper = top + row * (caption + panel) + caption
+        if rgb is not None:
+            ax.imshow(rgb, extent=(left, left + panel, upper + panel, upper), interpolation="nearest",
+                      aspect="auto")
+        if text:
+            ax.text(left + panel / 2, upper - 0.04, text, ha="center", va="bottom", fontsize=7)
+        if centre_text:
+            ax.text(left + panel / 2, upper + panel / 2, centre_text, ha="center", va="center", fontsize=7)
+
+    place(0, 0, image, image_title, "" if image is not None else "test image\nnot available")
+    place(0, 1, _overlay(image, baseline.cam), baseline.title)
+    for k, (upper_panel, lower_panel) in enumerate(zip(seed_panels, mean_panels)):
+        place(0, k + 2, _overlay(image, upper_panel.cam), upper_panel.title)
+        place(1, k + 2, _overlay(image, lower_panel.cam), lower_panel.title)
+    place(1, 0, None, "", "top: one seed\nbottom: mean of\nthe seeds' maps")
+    ax.set_xlim(0, width)  # imshow resets the limits to the images' extent
+    ax.set_ylim(height, 0)
+    bar_axes = fig.add_axes(((width - bar + 0.1) / width, 0.15 / height, 0.12 / width,
+                             (2 * panel + caption) / height))
+    fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CAM_COLORMAP]), cax=bar_axes,
+                 label="CAM (0 low – 1 high)")
+    ax.text(width / 2, 0.1, title, ha="center", va="top", fontsize=9)
+    return fig

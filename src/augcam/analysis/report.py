@@ -1,0 +1,366 @@
+"""Stage 5: every analysis of a finished run, written as CSV tables, PNG and SVG figures, and one
+self-contained `report.html`.
+
+`write_report(run_dir)` reads only the run directory (tables, training histories, stored CAMs,
+study.yaml, manifest.json) plus the test images for the CAM grids, so it reruns in seconds on any
+machine. Everything is computed and rendered in memory first and written at the end, each file
+atomically (temporary file, then rename): an error leaves the previous outputs as they were.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import textwrap
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from augcam import __version__
+from augcam.analysis import plots
+from augcam.analysis.cams import CamSets, TestImages, load_test_images
+from augcam.analysis.tables import (BASELINE, PERFORMANCE_COLUMNS, SEGMENTS, RunTables, augmentation_order,
+                                    correlation_maps, display_name, extreme_images, load_run, pair_frequencies,
+                                    performance_summary, segment, segment_counts, segment_medians,
+                                    summary_table, training_histories)
+from augcam.errors import AugcamError
+from augcam.store import atomic_path, write_text
+
+__all__ = ["Analyses", "analyse", "extreme_image_figures", "write_report", "DEFAULT_PAIRS"]
+
+DEFAULT_PAIRS = 4
+FIGURE_DPI = 150
+PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate")
+QUESTION = "How does a data augmentation change where an image classifier looks?"
+
+
+@dataclass
+class Analyses:
+    """Every table of the report, computed from a run's tables."""
+
+    order: list[str]
+    metrics: list[str]
+    performance: pd.DataFrame
+    histories: pd.DataFrame
+    correlations: dict[str, pd.DataFrame]
+    strongest: pd.DataFrame
+    weakest: pd.DataFrame
+    segment_counts: pd.DataFrame
+    segment_medians: pd.DataFrame
+    extremes: pd.DataFrame
+    summary: pd.DataFrame
+
+    def csv_files(self) -> dict[str, str]:
+        """File name under tables/ → CSV text."""
+        files = {"performance_summary.csv": self.performance.to_csv(index=False)}
+        for metric, corr in self.correlations.items():
+            files[f"correlation_{metric}.csv"] = corr.to_csv()
+        files.update({"pairs_strongest.csv": self.strongest.to_csv(index=False),
+                      "pairs_weakest.csv": self.weakest.to_csv(index=False),
+                      "segment_counts.csv": self.segment_counts.to_csv(index=False),
+                      "segment_medians.csv": self.segment_medians.to_csv(index=False),
+                      "extreme_images.csv": self.extremes.to_csv(index=False),
+                      "summary.csv": self.summary.to_csv(index=False)})
+        return files
+
+
+def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS) -> Analyses:
+    """All analyses of a loaded run (`augcam.analysis.load_run`)."""
+    order = augmentation_order(tables.performance)
+    correlations = correlation_maps(tables.aggregated, order)
+    strongest, weakest = pair_frequencies(correlations, pairs)
+    return Analyses(order=order, metrics=tables.metric_names,
+                    performance=performance_summary(tables.performance),
+                    histories=training_histories(tables),
+                    correlations=correlations, strongest=strongest, weakest=weakest,
+                    segment_counts=segment_counts(tables.metrics, order),
+                    segment_medians=segment_medians(tables.metrics, order),
+                    extremes=extreme_images(tables.aggregated),
+                    summary=summary_table(tables.performance, tables.aggregated, tables.metrics))
+
+
+# --- extreme-image grids ---------------------------------------------------------------------
+
+
+def _class_name(classes: tuple[str, ...] | None, index: int) -> str:
+    return classes[index] if classes and 0 <= index < len(classes) else str(index)
+
+
+def extreme_image_figures(tables: RunTables, extremes: pd.DataFrame, images: TestImages | None,
+                          cams: CamSets | None = None) -> dict[tuple[str, str], Any]:
+    """One grid per row of `extremes` ((metric, criterion) → Figure): the test image, the baseline
+    CAM and, per augmentation, one seed's CAM (the study's first seed) and the mean of its seeds'
+    input-sized CAMs, all overlaid on the image. Without `images` (data not on this machine) the
+    CAMs are drawn alone, at 4× the layer's resolution when the input size is unknown."""
+    perf = tables.performance[tables.performance["status"] == "complete"]
+    base_id = str(perf.loc[perf["augmentation"] == BASELINE, "model_id"].iloc[0])
+    cams = cams or CamSets(tables.root)
+    classes = images.classes if images is not None else None
+    if images is not None:
+        size = images.input_size
+    else:
+        image_size = (tables.study.get("data") or {}).get("image_size")
+        h, w = cams.raw_size(base_id)
+        size = (image_size, image_size) if image_size else (4 * h, 4 * w)
+    by_aug = {aug: rows.sort_values("seed", kind="stable")
+              for aug, rows in perf[perf["augmentation"] != BASELINE].groupby("augmentation", sort=False)}
+    augs = [a for a in augmentation_order(tables.performance) if a in by_aug]
+    figures = {}
+    for row in extremes.itertuples(index=False):
+        image_index = int(row.image_index)
+        seed_panels, mean_panels = [], []
+        for aug in augs:
+            models = by_aug[aug]
+            maps = [cams.cam(mid, image_index, size) for mid in models["model_id"]]
+            preds = [_class_name(classes, cams.prediction(mid, image_index)) for mid in models["model_id"]]
+            first_seed = models["seed"].iloc[0]
+            seed_panels.append(plots.CamPanel(f"{aug} s{first_seed}\n→ {preds[0]}", maps[0]))
+            # Class names may hold "/" (Fashion-MNIST's "T-shirt/top"), so seeds' predictions are
+            # counted rather than joined.
+            votes = pd.Series(preds).value_counts(sort=True)
+            pred_text = votes.index[0] if len(votes) == 1 else textwrap.fill(
+                ", ".join(f"{c} ×{n}" for c, n in votes.items()), width=24)
+            mean_panels.append(plots.CamPanel(f"{aug} mean of {len(maps)}\n→ {pred_text}",
+                                              np.mean(np.stack(maps), axis=0)))
+        baseline = plots.CamPanel(f"baseline\n→ {_class_name(classes, cams.prediction(base_id, image_index))}",
+                                  cams.cam(base_id, image_index, size))
+        image = images.rgb(image_index) if images is not None else None
+        title = (f"{display_name(row.metric)}: test image with the {row.criterion} across augmentations "
+                 f"({row.value:.4g})")
+        figures[(row.metric, row.criterion)] = plots.extreme_image_grid(
+            image, f"test image {image_index}\nlabel: {_class_name(classes, int(row.label))}", baseline,
+            seed_panels, mean_panels, title)
+    return figures
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderedFigure:
+    name: str  # file stem under figures/
+    caption: str
+    png: bytes
+    svg: bytes
+
+    @property
+    def png_base64(self) -> str:
+        return base64.b64encode(self.png).decode("ascii")
+
+
+def _render(fig, name: str, caption: str) -> RenderedFigure:
+    import matplotlib
+
+    png, svg = io.BytesIO(), io.BytesIO()
+    # A fixed hash salt and no date make the SVG the same bytes on every rerun. Text stays text
+    # (fonttype "none"): editable in a vector editor, smaller, and faster to write than glyph paths.
+    with matplotlib.rc_context({"svg.hashsalt": "augcam", "svg.fonttype": "none"}):
+        fig.savefig(png, format="png", dpi=FIGURE_DPI)
+        # The layout solved for the PNG holds for the SVG (positions are fractions of the figure,
+        # text sizes are in points): solving it again would double the time spent on layout.
+        fig.set_layout_engine("none")
+        fig.savefig(svg, format="svg", metadata={"Date": None})
+    return RenderedFigure(name, caption, png.getvalue(), svg.getvalue())
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _html_table(frame: pd.DataFrame, digits: int = 4) -> dict:
+    return {"columns": [str(c) for c in frame.columns],
+            "rows": [[_fmt(v, digits) for v in row] for row in frame.itertuples(index=False)]}
+
+
+def _summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
+    columns = ["augmentation", "models", "test accuracy"] + [display_name(m) for m in metrics]
+    rows = []
+    for row in summary.to_dict("records"):
+        acc = _fmt(row["test_accuracy_mean"])
+        if not pd.isna(row["test_accuracy_std"]):
+            acc += f" ± {row['test_accuracy_std']:.4f}"
+        cells = [row["augmentation"], _fmt(row["n_models"]), acc]
+        for m in metrics:
+            if pd.isna(row[f"{m}_median"]):
+                cells.append("")
+                continue
+            nan = row[f"{m}_nan"]
+            cells.append(f"{row[f'{m}_median']:.4f} [{row[f'{m}_iqr']:.4f}]"
+                         + (f" ({int(nan)} NaN)" if not pd.isna(nan) and nan else ""))
+        rows.append(cells)
+    return {"columns": columns, "rows": rows}
+
+
+def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
+    data, model = study.get("data") or {}, study.get("model") or {}
+    training, cam = study.get("training") or {}, study.get("cam") or {}
+    sizes = "/".join(str(data.get(k) if data.get(k) is not None else "all")
+                     for k in ("train_size", "val_size", "test_size"))
+    augs = []
+    for entry in study.get("augmentations") or []:
+        params = ", ".join(f"{k}={v}" for k, v in (entry.get("params") or {}).items())
+        label = entry.get("label") or entry.get("name")
+        name = entry.get("name")
+        described = f"{label} ({name})" if label != name else str(label)
+        augs.append(f"{described}: {params}" if params else described)
+    n_images = int(tables.aggregated["image_index"].nunique())
+    return [
+        ("study", f"{study.get('name')}: {study.get('description') or ''}".strip(": ")),
+        ("data", f"{data.get('dataset')}, train/val/test = {sizes} images, split seed {data.get('split_seed')}, "
+                 f"val fraction {data.get('val_fraction')}"
+                 + (f", resized to {data['image_size']}×{data['image_size']}" if data.get("image_size") else "")),
+        ("model", f"{model.get('name')}, CAM target layer {model.get('target_layer') or 'default (last conv stage)'}"),
+        ("training", ", ".join(f"{k} {training[k]}" for k in ("epochs", "batch_size", "lr", "weight_decay",
+                                                                 "init_seed", "ordering_seed", "copies")
+                               if k in training)),
+        ("augmentations", "; ".join(augs)),
+        ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
+        ("CAM", f"{cam.get('method')}, target = {cam.get('target')} class; {n_images} test images compared"),
+        ("metrics", ", ".join(display_name(m) for m in tables.metric_names)),
+    ]
+
+
+def _provenance(manifest: dict, report_seconds: float) -> dict:
+    import jinja2
+    import matplotlib
+
+    versions = dict(manifest.get("versions") or {})
+    versions.setdefault("matplotlib", matplotlib.__version__)
+    versions.setdefault("jinja2", jinja2.__version__)
+    recorded = manifest.get("stages") or {}
+    # manifest.json is written with sorted keys; show the stages in the order they run.
+    order = [s for s in PIPELINE_STAGES if s in recorded] + sorted(set(recorded) - set(PIPELINE_STAGES))
+    stages = [(name, recorded[name].get("seconds"), recorded[name].get("status")) for name in order]
+    stages.append(("report (this file)", round(report_seconds, 3), "complete"))
+    return {"augcam_version": manifest.get("augcam_version"), "config_hash": manifest.get("config_hash"),
+            "device": manifest.get("device"), "device_name": manifest.get("device_name"),
+            "started": manifest.get("started"), "finished": manifest.get("finished"),
+            "total_seconds": manifest.get("seconds"), "versions": sorted(versions.items()), "stages": stages,
+            "report_augcam_version": __version__,
+            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _template():
+    import jinja2
+
+    text = resources.files("augcam.analysis").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    return env.from_string(text)
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: int = DEFAULT_PAIRS) -> Path:
+    """Analyse a finished run directory: CSVs under tables/, PNG + SVG under figures/, and
+    report.html; returns the report's path. Raises an `AugcamError` subclass naming the file when
+    the directory is not a finished run; writes nothing then."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, step: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = step()
+        timings[name] = time.perf_counter() - t0
+        return value
+
+    tables = timed("load", lambda: load_run(run_dir))
+    cams = CamSets(tables.root)
+    finished = tables.performance.loc[tables.performance["status"] == "complete", "model_id"]
+    timed("CAMs", lambda: cams.load([str(m) for m in finished]))
+    result = timed("analyses", lambda: analyse(tables, pairs))
+    order, metrics = result.order, result.metrics
+
+    image_note = None
+    try:
+        unique = tables.aggregated.drop_duplicates("image_index")
+        images = timed("test images", lambda: load_test_images(
+            tables.study, result.extremes["image_index"].to_numpy(),
+            unique.set_index("image_index").loc[result.extremes["image_index"], "label"].to_numpy()))
+    except AugcamError as err:
+        # The report is still worth having without the images under the CAMs; the reader is told why.
+        images = None
+        image_note = f"The test images could not be loaded, so the CAMs are drawn without them: {err}"
+        console.print(f"[yellow]report[/]: {image_note}", highlight=False)
+
+    def build_figures() -> list[RenderedFigure]:
+        rendered = [
+            _render(plots.performance_bars(tables.performance, order), "performance",
+                    "Test accuracy, macro precision, recall and F1 per augmentation: bar = mean over seeds, "
+                    "error bar = ±1 standard deviation, dots = single seeds; compare each bar with the baseline's."),
+            _render(plots.training_curves(result.histories, order), "training_curves",
+                    "Train/validation accuracy and loss per epoch, one line per model: diverging train and "
+                    "validation curves mean over-fitting; the best-validation epoch is the model explained."),
+        ]
+        for m in metrics:
+            rendered.append(_render(plots.metric_boxplot(tables.aggregated, m, order), f"distribution_{m}",
+                                    f"{display_name(m)} between each augmentation's CAM and the baseline's, one value "
+                                    "per test image (mean over seeds); box = quartiles, line = median, dots = outliers."))
+        for m in metrics:
+            rendered.append(_render(plots.correlation_heatmap(result.correlations[m], m), f"correlation_{m}",
+                                    f"Pearson correlation over the test images of {display_name(m)} between two "
+                                    "augmentations: high = the two change the CAMs of the same images in the same way."))
+        segments = segment(tables.metrics)
+        for m in metrics:
+            rendered.append(_render(plots.segmented_boxplot(tables.metrics, m, order, segments), f"segmented_{m}",
+                                    f"{display_name(m)} split by whether the baseline and the augmented model "
+                                    "classify the image correctly (one value per model and image, seeds pooled); "
+                                    "the small numbers count the values in each box."))
+        grids = extreme_image_figures(tables, result.extremes, images, cams)
+        for (m, criterion), fig in grids.items():
+            what = "mean" if criterion == "highest mean" else "std"
+            rendered.append(_render(fig, f"extreme_{m}_{what}",
+                                    f"The test image whose {display_name(m)} has the {criterion} across "
+                                    "augmentations: CAMs overlaid on the image (red = high); top row one seed, "
+                                    "bottom row the mean of the seeds' maps; → = predicted class."))
+        return rendered
+
+    figures = timed("figures", build_figures)
+    by_name = {f.name: f for f in figures}
+    segment_table = result.segment_counts.rename(columns={s.replace(" ", "_"): s for s in SEGMENTS})
+    perf_table = result.performance.rename(columns={f"{c}_{s}": f"{display_name(c)} {s}" for c in PERFORMANCE_COLUMNS
+                                                    for s in ("mean", "std")})
+    context = {
+        "question": QUESTION, "study": tables.study, "config": _config_summary(tables.study, tables),
+        "augmentations": [a for a in order if a != BASELINE], "metrics": metrics, "display": display_name,
+        "figure": by_name, "pairs": pairs,
+        "performance_table": _html_table(perf_table),
+        "failed": tables.performance.loc[tables.performance["status"] != "complete", ["model_id", "status"]]
+        .to_dict("records"),
+        "strongest": _html_table(result.strongest), "weakest": _html_table(result.weakest),
+        "segment_table": _html_table(segment_table),
+        "extremes": result.extremes.to_dict("records"), "image_note": image_note,
+        "summary_table": _summary_display(result.summary, metrics),
+    }
+    html = timed("html", lambda: _template().render(
+        **context, provenance=_provenance(tables.manifest, time.perf_counter() - started)))
+
+    root = tables.root
+    t0 = time.perf_counter()
+    for name, text in result.csv_files().items():
+        write_text(root / "tables" / name, text)
+    for fig in figures:
+        for suffix, payload in (("png", fig.png), ("svg", fig.svg)):
+            with atomic_path(root / "figures" / f"{fig.name}.{suffix}") as tmp:
+                tmp.write_bytes(payload)
+    report = root / "report.html"
+    write_text(report, html)  # last: its presence means every table and figure above is written
+    timings["write"] = time.perf_counter() - t0
+    total = time.perf_counter() - started
+    console.print(f"[bold]report[/]: {len(result.csv_files())} tables, {len(figures)} figures (PNG + SVG), "
+                  f"{report} in {total:.1f} s ("
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")", highlight=False)
+    return report

@@ -1,0 +1,185 @@
+"""The machinery shared by every CAM method: capture, gradients, the fast linear-head path, hooks.
+
+A method is a subclass of `CAMMethod` registered with `@register_cam_method`. The base class runs
+the forward pass, captures the target layer's output A (B, C, h, w), takes the gradient G of each
+image's target logit with respect to A when the method uses gradients, and asks the method for the
+layer-resolution map before ReLU through one of two hooks:
+
+* ``channel_weights(A, G) -> (B, C)`` — the map is Σ_c w_c · A_c (Grad-CAM, Grad-CAM++, XGrad-CAM);
+* ``layer_map(capture) -> (B, h, w)`` — anything else (HiRes-CAM, Layer-CAM, Eigen-CAM, Score-CAM,
+  saliency); the default implementation is the weighted sum above.
+
+The base class then applies ReLU, as pytorch-grad-cam does for every method.
+
+Fast path. When the model declares a `LinearHead` for the target layer (logits = W · mean_hw(A) + b),
+the gradient of logit c with respect to A[k, i, j] is W[c, k] / (h·w) at every pixel, so gradient
+methods get G without a backward pass: one forward pass (no autograd graph) and the hooks. The
+declaration is checked on every batch by recomputing the logits from A.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augcam.errors import ConfigError
+from augcam.models import LinearHead, get_layer
+from augcam.registry import Registry
+
+CAM_METHODS: Registry[type["CAMMethod"]] = Registry("CAM method")
+
+
+def register_cam_method(cls: type["CAMMethod"]) -> type["CAMMethod"]:
+    return CAM_METHODS.register(cls.name)(cls)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own mode afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def capture_output(layer: nn.Module) -> Iterator[list[Tensor]]:
+    """Collect the outputs of `layer` during the forward passes inside the block; the hook is
+    removed on exit, even after an exception."""
+    outputs: list[Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor:
+        outputs.append(output)
+        # The rest of the network gets a copy: some forwards (DenseNet's) apply an in-place ReLU
+        # to this output, which would otherwise change the captured activations and gradients.
+        return output.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> nn.Module:
+    if isinstance(target_layer, nn.Module):
+        return target_layer
+    return get_layer(model, target_layer)
+
+
+def linear_head_classifier(model: nn.Module, layer: nn.Module, head: LinearHead | None) -> nn.Linear | None:
+    """The head's `nn.Linear` if `head` is declared for exactly this target layer, else None
+    (then CAMs take the general path). A declaration whose modules are not a global average
+    pooling and a linear layer raises ValueError: it would give wrong maps silently."""
+    if head is None or get_layer(model, head.layer) is not layer:
+        return None
+    pool = get_layer(model, head.pool)
+    classifier = get_layer(model, head.classifier)
+    if not (isinstance(pool, (nn.AdaptiveAvgPool2d,)) and pool.output_size in (1, (1, 1))):
+        raise ValueError(f"LinearHead.pool {head.pool!r} is {pool!r}, not a global average pooling")
+    if not isinstance(classifier, nn.Linear):
+        raise ValueError(f"LinearHead.classifier {head.classifier!r} is {type(classifier).__name__}, not nn.Linear")
+    return classifier
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """What a method's hooks see for one batch (every tensor on the model's device, detached)."""
+
+    model: nn.Module  # in eval mode, no hooks of ours attached
+    images: Tensor  # (B, C_in, H, W)
+    activations: Tensor  # (B, C, h, w): the target layer's output (the images for input methods)
+    gradients: Tensor | None  # d(target logit)/d(activations), same shape; None if not used
+    targets: Tensor  # (B,) class indices
+    batch_size: int  # images per forward pass, for methods that run more forward passes
+
+
+def _single_output(outputs: list[Tensor]) -> Tensor:
+    if len(outputs) != 1:
+        raise ValueError(f"the target layer ran {len(outputs)} times in one forward pass; "
+                         "choose a layer that runs exactly once")
+    activations = outputs[0]
+    if activations.dim() != 4:
+        raise ConfigError(f"model.target_layer: the layer's output has shape {tuple(activations.shape)}; "
+                          "a CAM needs a convolutional layer with (batch, channels, height, width) output")
+    return activations
+
+
+def _check_head(logits: Tensor, activations: Tensor, classifier: nn.Linear) -> None:
+    """The declared head must reproduce the model's logits from the captured activations."""
+    with torch.no_grad():
+        head_logits = F.linear(activations.mean(dim=(2, 3)), classifier.weight, classifier.bias)
+    logits = logits.detach()
+    scale = float(logits.abs().max()) if logits.numel() else 0.0
+    # Loose enough for reduced-precision matmuls (TF32), far below what a missing ReLU or another
+    # layer between the pooling and the classifier changes.
+    if not torch.allclose(head_logits, logits, rtol=1e-3, atol=1e-3 * (1.0 + scale)):
+        difference = float((head_logits - logits).abs().max())
+        raise ValueError("the model's declared LinearHead does not hold: logits computed as "
+                         "classifier(mean of the target layer) differ from the model's logits by "
+                         f"{difference:.3g}; fix or remove the model's `head` declaration")
+
+
+class CAMMethod:
+    """Base class: subclasses set `name` and override `channel_weights` or `layer_map`."""
+
+    name: ClassVar[str]
+    uses_gradients: ClassVar[bool] = True
+    # True: explain the input pixels instead of a layer (gradient saliency); the target layer is unused.
+    explains_input: ClassVar[bool] = False
+
+    def channel_weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        """(B, C, h, w) activations and gradients → (B, C) weights."""
+        raise NotImplementedError(f"{type(self).__name__} must override channel_weights or layer_map")
+
+    def layer_map(self, capture: LayerCapture) -> Tensor:
+        """The map (B, h, w) before ReLU; by default Σ_c w_c · A_c with `channel_weights`."""
+        weights = self.channel_weights(capture.activations, capture.gradients)
+        return torch.einsum("bc,bchw->bhw", weights, capture.activations)
+
+    def raw(self, model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor | None, *,
+            head: nn.Linear | None = None, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+        """One batch (model in eval mode): raw maps (B, h, w) at the layer's resolution (≥ 0) and
+        logits (B, K). `head` is the classifier of a declared LinearHead for this layer, or None."""
+        capture, logits = self._capture(model, layer, images, targets, head, batch_size)
+        return torch.relu(self.layer_map(capture)), logits
+
+    def _capture(self, model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor | None,
+                 head: nn.Linear | None, batch_size: int) -> tuple[LayerCapture, Tensor]:
+        fast = head is not None and self.uses_gradients and not self.explains_input
+        needs_graph = self.uses_gradients and not fast
+        if self.explains_input:
+            activations = images.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(activations)
+        else:
+            with capture_output(layer) as outputs, torch.set_grad_enabled(needs_graph):
+                logits = model(images)
+            activations = _single_output(outputs)
+        targets = logits.argmax(dim=1) if targets is None else targets.to(logits.device).view(-1)
+
+        gradients = None
+        if fast:
+            _check_head(logits, activations, head)
+            height, width = activations.shape[-2:]
+            # d logit_c / d A[k, i, j] = W[c, k] / (h·w) everywhere: the average pooling spreads
+            # the classifier weight evenly over the pixels.
+            per_channel = head.weight.detach()[targets] / (height * width)
+            gradients = per_channel[:, :, None, None].expand_as(activations)
+        elif needs_graph:
+            # The target score is the raw logit of the target class (pytorch-grad-cam's
+            # ClassifierOutputTarget). Samples are independent in eval mode, so the gradient of
+            # the sum gives every sample's own gradient in one backward pass; autograd.grad fills
+            # no parameter gradients.
+            score = logits.gather(1, targets.view(-1, 1)).sum()
+            (gradients,) = torch.autograd.grad(score, activations)
+        capture = LayerCapture(model, images, activations.detach(), gradients, targets, batch_size)
+        return capture, logits.detach()
