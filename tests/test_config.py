@@ -75,6 +75,11 @@ def test_short_and_long_augmentation_forms():
     ({"name": "t", "augmentations": [{"name": "gaussian_blur", "sigma": "abc"}]},
      r"augmentations\[gaussian_blur\]\.sigma: .*'abc'"),
     ({**MINIMAL, "device": "cuda:x"}, r"device: expected auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
+    # Controls (issue #9).
+    ({"name": "t", "augmentations": ["affine", "identity"]}, r"'identity' is the control that controls\.identity adds"),
+    ({**MINIMAL, "controls": {"baseline_replicas": -1}}, r"controls\.baseline_replicas: .*greater than or equal to 0"),
+    ({**MINIMAL, "controls": {"sanity_imgs": 5}}, r"controls\.sanity_imgs: unknown key; did you mean 'sanity_images'"),
+    ({**MINIMAL, "controls": {"identity": "often"}}, r"controls\.identity: Input should be a valid boolean"),
 ])
 def test_bad_config_gives_one_clear_message(data, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -115,3 +120,13 @@ def test_same_augmentation_with_other_parameters_under_two_labels_is_fine():
     c = load_config({"name": "t", "augmentations": [{"name": "affine", "label": "a"},
                                                     {"name": "affine", "label": "b", "degrees": 5}]})
     assert [a.display for a in c.augmentations] == ["a", "b"]
+
+
+def test_controls_are_on_by_default_and_identity_may_be_listed_when_they_are_off():
+    config = load_config(MINIMAL)
+    assert config.controls.identity and config.controls.baseline_replicas == 2
+    assert [entry.display for entry in config.study_augmentations][-1] == "identity"
+    off = load_config({"name": "t", "augmentations": ["affine", "identity"], "controls": {"identity": False}})
+    assert [entry.display for entry in off.study_augmentations] == ["affine", "identity"]
+    for name in ("quick", "fashion-mnist", "thesis-cifar10"):
+        assert load_config(name).controls.identity, f"preset {name} runs the identity control"

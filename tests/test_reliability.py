@@ -44,8 +44,11 @@ STUDY = {
     "augmentations": ["affine"],
     "seeds": [0, 1],
     "cam": {"batch_size": 64},  # 4 CAM batches per model, so a kill can land between two of them
+    # One baseline replica (plan position 3) and a short sanity check keep the control stages in every
+    # test at little cost; the identity control would only add models like affine's.
+    "controls": {"identity": False, "baseline_replicas": 1, "sanity_images": 20},
 }
-TABLES = ("performance", "metrics", "aggregated")
+TABLES = ("performance", "metrics", "aggregated", "noise_floor")
 TIMING_COLUMNS = ["train_seconds"]  # wall-clock time: the one thing a rerun may not reproduce
 
 
@@ -106,14 +109,15 @@ def model_dirs(out: Path) -> dict[str, Path]:
 # --- 1. resume after SIGKILL -------------------------------------------------------------------
 
 # (kill point, what the run directory holds after the kill, what the next run must say it resumes)
-# Model positions in the plan: 0 = baseline, 1 = affine seed 0, 2 = affine seed 1.
+# Model positions in the plan: 0 = baseline, 1 = affine seed 0, 2 = affine seed 1, 3 = baseline replica.
 KILL_CHAIN = [
     ("train:0:2", "baseline checkpointed after its last epoch, weights not yet written", None),
     ("train:1:1", "mid-training: affine seed 0 checkpointed after epoch 1 of 2", "resume: baseline after epoch 2/2"),
     ("explain:2:2", "mid-CAM: batch 2 of 4 of affine seed 1's CAMs computed", "resume: affine seed 0 after epoch 1/2"),
     ("compare:2", "mid-metrics: every metric computed, metrics.parquet not yet written",
-     "2 CAM sets reused, 1 to compute"),
-    ("stage:performance", "performance.parquet written, aggregated.parquet not", "3 CAM sets reused, 0 to compute"),
+     "2 CAM sets reused, 2 to compute"),
+    ("stage:performance", "performance.parquet written, aggregated.parquet not", "4 CAM sets reused, 0 to compute"),
+    ("stage:sanity", "every table written, the report not", "4 CAM sets reused, 0 to compute"),
 ]
 
 
@@ -140,12 +144,16 @@ def test_sigkill_at_each_stage_then_rerun_gives_bit_identical_tables(study_file,
         elif kill_at == "explain:2:2":
             assert len(list((out / "cams").iterdir())) == 2 and not (out / "tables").exists(), state
         elif kill_at == "compare:2":
-            assert len(list((out / "cams").iterdir())) == 3 and not (out / "tables").exists(), state
+            assert len(list((out / "cams").iterdir())) == 4 and not (out / "tables").exists(), state
         elif kill_at == "stage:performance":
             assert sorted(p.name for p in (out / "tables").iterdir()) == ["metrics.parquet", "performance.parquet"]
+        elif kill_at == "stage:sanity":
+            assert {"aggregated.parquet", "noise_floor.parquet", "sanity.csv"} <= {
+                p.name for p in (out / "tables").iterdir()} and not (out / "report.html").exists(), state
     done = run_cli(study_file, out)
     assert done.returncode == 0, done.stderr
-    assert "3 reused" in done.stderr and "3 CAM sets reused, 0 to compute" in done.stderr
+    assert "4 reused" in done.stderr and "4 CAM sets reused, 0 to compute" in done.stderr
+    assert (out / "report.html").is_file()
     assert_identical_tables(out, reference)
     assert_clean_finish(out)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -274,10 +282,10 @@ def test_adding_an_augmentation_and_a_seed_trains_only_the_new_models(reference,
     bigger = {**STUDY, "augmentations": ["affine", "gaussian_blur"], "seeds": [0, 1, 2]}
     result, log = _run_in_process(bigger, out)
     train = result.manifest["stages"]["train"]
-    assert (train["reused"], train["trained"], train["resumed"]) == (3, 4, 0)
-    assert "3 reused" in log and "train on cpu: 4 (affine seed 2, gaussian_blur seed 0, gaussian_blur seed 1, " \
+    assert (train["reused"], train["trained"], train["resumed"]) == (4, 4, 0)
+    assert "4 reused" in log and "train on cpu: 4 (affine seed 2, gaussian_blur seed 0, gaussian_blur seed 1, " \
         "gaussian_blur seed 2)" in log
-    assert "3 CAM sets reused, 4 to compute" in log
+    assert "4 CAM sets reused, 4 to compute" in log
     for path, stamp in stamps.items():
         assert (path.stat().st_mtime_ns, path.read_bytes()) == stamp, f"{path} was rewritten"
     # The reused models' metric rows are those of the smaller study.
@@ -291,11 +299,11 @@ def test_changing_only_analysis_settings_retrains_nothing(reference, tmp_path):
     shutil.copytree(reference, out)
     result, log = _run_in_process({**STUDY, "metrics": {"overlap_percentages": [50, 25]}}, out)
     assert result.manifest["stages"]["train"]["trained"] == 0 and result.manifest["stages"]["explain"]["computed"] == 0
-    assert "train: 3 models — 3 reused" in log and "3 CAM sets reused, 0 to compute" in log
+    assert "train: 4 models — 4 reused" in log and "4 CAM sets reused, 0 to compute" in log
     assert {"overlap_50", "overlap_25"} <= set(result.metrics.columns) and "overlap_20" not in result.metrics.columns
     result, log = _run_in_process({**STUDY, "cam": {"batch_size": 64, "target": "label"}}, out)
     assert result.manifest["stages"]["train"]["trained"] == 0
-    assert "3 CAM sets reused" not in log and "0 CAM sets reused, 3 to compute" in log
+    assert "4 CAM sets reused" not in log and "0 CAM sets reused, 4 to compute" in log
 
 
 # --- 3. determinism and the manifest --------------------------------------------------------------
@@ -310,7 +318,8 @@ def test_two_fresh_runs_give_bit_identical_tables_and_a_complete_manifest(refere
     assert manifest["deterministic"]["use_deterministic_algorithms"] is True
     assert manifest["deterministic"]["cudnn_benchmark"] is False
     assert manifest["seeds"] == {"split": 0, "init": 0, "ordering": 0, "augmentation": [0, 1]}
-    assert set(manifest["stages"]) == {"train", "explain", "compare", "performance", "aggregate"}
+    assert set(manifest["stages"]) == {"train", "explain", "compare", "performance", "aggregate", "controls", "sanity",
+                                       "report"}
     for stage in manifest["stages"].values():
         assert stage["status"] == "complete" and stage["seconds"] >= 0
     assert {model["status"] for model in manifest["models"].values()} == {"complete"}
@@ -387,7 +396,8 @@ def test_damaged_stored_files_are_recomputed_not_trusted(reference, tmp_path):
 def test_stored_files_are_safetensors_parquet_and_json_and_nothing_is_pickled(reference):
     files = [path for path in reference.rglob("*") if path.is_file()]
     suffixes = {path.suffix for path in files}
-    assert suffixes == {".safetensors", ".parquet", ".json", ".yaml"}, suffixes
+    # Stored data: tensors, tables, metadata; the rest is the report (HTML, CSV, figures).
+    assert suffixes == {".safetensors", ".parquet", ".json", ".yaml", ".csv", ".png", ".svg", ".html"}, suffixes
     source = Path(__file__).parents[1] / "src" / "augcam"
     loads = [f"{path}:{number}" for path in source.rglob("*.py")
              for number, line in enumerate(path.read_text().splitlines(), 1)
@@ -561,7 +571,7 @@ def test_force_reuses_a_directory_that_holds_another_study(reference, tmp_path):
     with pytest.raises(AugcamError, match="holds the run of study 'reliability', not 'renamed'"):
         _run_in_process(renamed, out)
     result = run_study(renamed, out, device="cpu", force=True, console=Console(file=io.StringIO()))
-    assert result.manifest["stages"]["train"]["reused"] == 3, "model ids do not depend on the study's name"
+    assert result.manifest["stages"]["train"]["reused"] == 4, "model ids do not depend on the study's name"
     assert RunDir(out).read_study()["name"] == "renamed"
 
 

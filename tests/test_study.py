@@ -41,17 +41,19 @@ def test_tables_have_the_contracted_rows_and_columns(tiny_run):
     performance = pd.read_parquet(out / "tables/performance.parquet")
     metrics = pd.read_parquet(out / "tables/metrics.parquet")
     aggregated = pd.read_parquet(out / "tables/aggregated.parquet")
-    assert len(performance) == 1 + 2 * 2
-    assert list(performance.augmentation) == ["baseline", "affine", "affine", "cutmix", "cutmix"]
-    assert performance.seed.isna().tolist() == [True, False, False, False, False]
+    # The identity control is trained like any augmentation, after the listed ones.
+    assert len(performance) == 1 + 3 * 2
+    assert list(performance.augmentation) == ["baseline", "affine", "affine", "cutmix", "cutmix", "identity",
+                                              "identity"]
+    assert performance.seed.isna().tolist() == [True] + [False] * 6
     for column in ("model_id", "test_accuracy", "precision", "recall", "f1", "best_epoch", "best_val_accuracy",
                    "train_seconds"):
         assert column in performance.columns
     assert list(metrics.columns) == ["model_id", "augmentation", "seed", "image_index", "label", "baseline_pred",
                                      "model_pred", *METRIC_COLUMNS]
-    assert len(metrics) == 4 * 120
+    assert len(metrics) == 6 * 120
     assert metrics.groupby("model_id").image_index.apply(lambda s: s.is_unique and len(s) == 120).all()
-    assert len(aggregated) == 2 * 120
+    assert len(aggregated) == 3 * 120
     assert set(aggregated.columns) >= {"augmentation", "image_index", "label", "baseline_pred", "n_models",
                                        *METRIC_COLUMNS}
     assert (aggregated.n_models == 2).all()
@@ -65,15 +67,28 @@ def test_tables_have_the_contracted_rows_and_columns(tiny_run):
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert set(manifest["stages"]) == {"train", "explain", "compare", "performance", "aggregate"}
+    assert set(manifest["stages"]) == {"train", "explain", "compare", "performance", "aggregate", "controls",
+                                       "sanity", "report"}
+    assert (out / "report.html").is_file() and (out / "tables" / "sanity.csv").is_file()
 
 
 def test_every_model_started_from_the_same_weights_on_the_same_split(tiny_run):
     metas = [json.loads(p.read_text()) for p in sorted((tiny_run.out / "models").glob("*/meta.json"))]
-    assert len(metas) == 5
+    replicas = {m["replica"]: m for m in metas if "replica" in m}
+    metas = [m for m in metas if "replica" not in m]
+    assert len(metas) == 7
     assert len({m["initial_weights_sha256"] for m in metas}) == 1
     assert len({m["key"]["data"]["fingerprint"] for m in metas}) == 1
     assert len({m["key"]["training"]["ordering_seed"] for m in metas}) == 1
+    # The two default baseline replicas differ from the baseline by one source of randomness each.
+    baseline = next(m for m in metas if m["augmentation"] == "baseline")
+    assert sorted(replicas) == ["init+1", "ordering+1"]
+    ordering, init = replicas["ordering+1"], replicas["init+1"]
+    assert ordering["initial_weights_sha256"] == baseline["initial_weights_sha256"]
+    assert ordering["key"]["training"]["ordering_seed"] == baseline["key"]["training"]["ordering_seed"] + 1
+    assert init["initial_weights_sha256"] != baseline["initial_weights_sha256"]
+    assert init["key"]["training"]["init_seed"] == baseline["key"]["training"]["init_seed"] + 1
+    assert init["key"]["training"]["ordering_seed"] == baseline["key"]["training"]["ordering_seed"]
 
 
 def test_performance_equals_scikit_learn(tiny_run):
@@ -118,11 +133,64 @@ def test_metric_rows_match_oracles_on_stored_cams(tiny_run):
 
 def test_rerun_reuses_everything_and_gives_identical_tables(tiny_run):
     again = run_study(TINY, tiny_run.out, device="cpu")
-    assert again.manifest["stages"]["train"]["reused"] == 5
-    assert again.manifest["stages"]["explain"]["reused"] == 5
+    assert again.manifest["stages"]["train"]["reused"] == 9
+    assert again.manifest["stages"]["explain"]["reused"] == 9
     for name in ("performance", "metrics", "aggregated"):
         first = getattr(tiny_run, name).drop(columns=["train_seconds"], errors="ignore")
         pd.testing.assert_frame_equal(first, getattr(again, name).drop(columns=["train_seconds"], errors="ignore"))
+
+
+def _stored_maps(out: Path, model_id: str) -> dict[str, torch.Tensor]:
+    return read_tensors(out / "cams" / f"{model_id}.safetensors")
+
+
+def test_noise_floor_rows_are_each_replica_against_the_baseline(tiny_run):
+    out = tiny_run.out
+    noise = pd.read_parquet(out / "tables" / "noise_floor.parquet")
+    assert list(noise.columns) == ["model_id", "replica", "image_index", "label", "baseline_pred", "model_pred",
+                                   *METRIC_COLUMNS]
+    assert noise.groupby("replica").size().to_dict() == {"init+1": 120, "ordering+1": 120}
+    base = _stored_maps(out, tiny_run.performance.model_id[0])
+    rows = noise[noise.replica == "init+1"].reset_index(drop=True)
+    other = _stored_maps(out, rows.model_id[0])
+    b = upsample(base["raw"], (28, 28)).flatten(1).double().numpy()
+    o = upsample(other["raw"], (28, 28)).flatten(1).double().numpy()
+    for i in range(0, 120, 13):
+        assert rows.mad[i] == pytest.approx(np.abs(b[i] - o[i]).mean(), abs=1e-9)
+        if b[i].std() > 0 and o[i].std() > 0:
+            assert rows.spearman[i] == pytest.approx(spearmanr(b[i], o[i])[0], abs=1e-6)
+    # Replicas are controls, not augmentations: they stay out of the augmentation tables.
+    assert "replica" not in tiny_run.metrics.columns
+    assert not set(noise.model_id) & set(tiny_run.performance.model_id)
+
+
+def test_between_augmentations_compares_models_of_two_augmentations_with_the_same_seed(tiny_run):
+    out = tiny_run.out
+    between = pd.read_parquet(out / "tables" / "between_augmentations.parquet")
+    pairs = between.groupby(["augmentation_a", "augmentation_b", "seed"]).size()
+    assert pairs.to_dict() == {(a, b, s): 120 for a, b in [("affine", "cutmix"), ("affine", "identity"),
+                                                           ("cutmix", "identity")] for s in (0, 1)}
+    performance = tiny_run.performance.set_index(["augmentation", "seed"])
+    a = _stored_maps(out, performance.loc[("affine", 1), "model_id"])
+    b = _stored_maps(out, performance.loc[("cutmix", 1), "model_id"])
+    rows = between[(between.augmentation_a == "affine") & (between.augmentation_b == "cutmix")
+                   & (between.seed == 1)].reset_index(drop=True)
+    x = upsample(a["raw"], (28, 28)).flatten(1).double().numpy()
+    y = upsample(b["raw"], (28, 28)).flatten(1).double().numpy()
+    for i in range(0, 120, 11):
+        if x[i].std() > 0 and y[i].std() > 0:
+            assert rows.pearson[i] == pytest.approx(pearsonr(x[i], y[i])[0], abs=1e-6)
+
+
+def test_sanity_check_randomises_every_layer_and_grad_cam_passes(tiny_run):
+    sanity = pd.read_csv(tiny_run.out / "tables" / "sanity.csv")
+    assert set(sanity.test) == {"cascading"} and (sanity.method == "gradcam").all()
+    assert sanity.step.tolist() == list(range(len(sanity)))
+    assert sanity.spearman_median[0] == pytest.approx(1.0)
+    # small_cnn has 7 layers with parameters; every one is randomised, output layer first.
+    assert len(sanity) == 1 + 7 and sanity.layer[1] == "classifier"
+    verdict = tiny_run.manifest["stages"]["sanity"]
+    assert verdict["passes"] and verdict["final_median"] < 0.5
 
 
 def test_cli_run_prints_summary(tmp_path, fashion_mnist_available):
@@ -134,7 +202,9 @@ def test_cli_run_prints_summary(tmp_path, fashion_mnist_available):
     done = subprocess.run([*AUGCAM, "run", str(study), "--out", str(tmp_path / "out"), "--device", "cpu"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "gaussian_blur" in done.stdout and "Median" in done.stdout and "tables/metrics.parquet" in done.stdout
+    assert "gaussian_blur" in done.stdout and "Median" in done.stdout and "report.html" in done.stdout
+    # The noise floor is a row of the median table, under the augmentations it is compared with.
+    assert "noise floor" in done.stdout and "identity" in done.stdout
     assert (tmp_path / "out/tables/metrics.parquet").exists()
 
 

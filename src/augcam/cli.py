@@ -48,7 +48,7 @@ def run(config: str = typer.Argument(..., help="A preset name (see `augcam prese
         set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.epochs=2"),
         force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
         debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
-    """Run a whole study: train, explain, compare, aggregate."""
+    """Run a whole study: train, explain, compare, aggregate, report."""
     try:
         from augcam.config import load_config
         from augcam.study import run_study, summary_tables
@@ -61,8 +61,7 @@ def run(config: str = typer.Argument(..., help="A preset name (see `augcam prese
     for table in summary_tables(result):
         out_console.print(table)
     out_console.print(f"Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
-                      f"  tables/performance.parquet  tables/metrics.parquet  tables/aggregated.parquet\n"
-                      f"  models/  cams/  manifest.json  study.yaml")
+                      f"  report.html  tables/  figures/  models/  cams/  manifest.json  study.yaml")
 
 
 @app.command()
@@ -89,7 +88,7 @@ def validate(config: str = typer.Argument(..., help="A preset name or a study YA
 
             prepared = prepare(study)
             out_console.print(
-                f"{config}: valid — {len(prepared.runs)} models, {len(prepared.split.train)} train / "
+                f"{config}: valid — {len(prepared.all_runs)} models, {len(prepared.split.train)} train / "
                 f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
                 f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})")
         else:
@@ -105,8 +104,14 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run directory (t
     """Re-create the analyses (tables/*.csv, figures/) and report.html of a finished run."""
     try:
         from augcam.analysis import write_report
+        from augcam.store import RunDir, RunLock
 
-        path = write_report(run_dir, console=err_console, pairs=pairs)
+        if not run_dir.is_dir():  # write_report names what is missing
+            path = write_report(run_dir, console=err_console, pairs=pairs)
+        else:
+            # A run in progress rewrites the tables the report reads: wait for it to finish.
+            with RunLock(RunDir(run_dir).lock_file):
+                path = write_report(run_dir, console=err_console, pairs=pairs)
     except AugcamError as err:
         _fail(err, debug)
         return

@@ -146,6 +146,27 @@ class MetricsConfig(Section):
         return values
 
 
+IDENTITY = "identity"  # the control augmentation: an unchanged copy of each image
+
+
+class ControlsConfig(Section):
+    """Controls that separate an augmentation's effect from everything else (docs/trustworthy.md).
+
+    identity: add the `identity` augmentation (an unchanged copy of each image), so the augmented
+    models' extra training steps are measured apart from the transformation.
+    baseline_replicas: baselines retrained with another ordering seed (odd replicas) or another
+    init seed (even replicas); their CAMs vs the baseline's give the noise floor of every metric.
+    sanity_images: test images for the cascading-randomisation sanity check of the CAM method
+    (0 turns it off). data_randomization: also train a baseline on permuted labels and compare its
+    CAMs with the baseline's (the data-randomisation sanity check; one more model).
+    """
+
+    identity: bool = True
+    baseline_replicas: int = Field(2, ge=0)
+    sanity_images: int = Field(200, ge=0)
+    data_randomization: bool = False
+
+
 class StudyConfig(Section):
     name: str = Field(min_length=1)
     description: str = ""
@@ -156,6 +177,7 @@ class StudyConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     cam: CamConfig = CamConfig()
     metrics: MetricsConfig = MetricsConfig()
+    controls: ControlsConfig = ControlsConfig()
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     @field_validator("augmentations")
@@ -178,6 +200,19 @@ class StudyConfig(Section):
                                  f"({entry.name}) with the same parameters; they would train identical models")
             seen[key] = entry.display
         return entries
+
+    @model_validator(mode="after")
+    def _identity_once(self) -> "StudyConfig":
+        if self.controls.identity and IDENTITY in [entry.display for entry in self.augmentations]:
+            raise ValueError(f"augmentations: {IDENTITY!r} is the control that controls.identity adds; "
+                             "remove it from the list, or set controls.identity: false")
+        return self
+
+    @property
+    def study_augmentations(self) -> list[AugmentationConfig]:
+        """The augmentations the study trains: the listed ones, then the identity control."""
+        extra = [AugmentationConfig(name=IDENTITY)] if self.controls.identity else []
+        return list(self.augmentations) + extra
 
     @field_validator("seeds")
     @classmethod
@@ -325,7 +360,7 @@ def _describe(err: ValidationError, origin: str) -> str:
             message = error["msg"].removeprefix("Value error, ")
             shown = f" (got {error['input']!r})" if error["type"] not in ("value_error", "assertion_error") \
                 and not isinstance(error.get("input"), (dict, list)) else ""
-            lines.append(f"{where}: {message}{shown}")
+            lines.append(f"{where}: {message}{shown}" if where else f"{message}{shown}")
     if len(lines) == 1:
         return f"{origin}: {lines[0]}"
     return f"{origin}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["cascading_randomization", "layers_in_forward_order", "sanity_verdict", "CamFunction"]
+__all__ = ["cascading_randomization", "layers_in_forward_order", "sanity_verdict", "spearman_summary", "CamFunction"]
 
 # (model, images, targets) -> input-sized maps (N, H, W)
 CamFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,15 +90,16 @@ def cascading_randomization(model: nn.Module, target_layer: str, images: torch.T
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     order = layers_in_forward_order(randomised, images)
-    rows = [_row(0, "(trained model)", compare_maps(reference, reference)["spearman"])]
+    rows = [spearman_summary(0, "(trained model)", compare_maps(reference, reference)["spearman"])]
     for step, name in enumerate(reversed(order), start=1):
         _reinitialise(modules[name], seed + step)
         maps = cam_function(randomised, images, targets)
-        rows.append(_row(step, name, compare_maps(reference, maps)["spearman"]))
+        rows.append(spearman_summary(step, name, compare_maps(reference, maps)["spearman"]))
     return pd.DataFrame(rows)
 
 
-def _row(step: int, layer: str, spearman: torch.Tensor) -> dict:
+def spearman_summary(step: int, layer: str, spearman: torch.Tensor) -> dict:
+    """One row of the sanity table: quantiles of per-image Spearman values of one step."""
     values = spearman.double().cpu()
     defined = values[~torch.isnan(values)]
     quantiles = (torch.quantile(defined, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()

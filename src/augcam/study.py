@@ -14,7 +14,7 @@ import os
 import platform
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from augcam.errors import AugcamError, ConfigError, DataError
 from augcam.metrics import class_kld, compare_maps, performance
 from augcam.models import MODELS, build_model, get_layer
 from augcam.store import (RunDir, RunLock, describe_holder, read_tensor_metadata, read_tensors, write_json,
-                          write_parquet, write_tensors)
+                          write_parquet, write_tensors, write_text)
 from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, TrainState, load_train_state,
                           prepare_inputs, save_train_state, train_model)
 
@@ -67,20 +67,31 @@ def kill_point(*parts: object) -> None:
 
 @dataclass(frozen=True)
 class ModelRun:
-    """One model of the plan: the baseline (entry None) or augmentation `entry` with `seed`."""
+    """One model of the plan: the baseline (entry None), augmentation `entry` with `seed`, or a
+    control without augmentation: a baseline `replica` trained with another init or ordering seed
+    (the noise floor), or the baseline trained on permuted labels (the data-randomisation check)."""
 
     model_id: str
     augmentation: str
     seed: int | None
     entry: AugmentationConfig | None = None
+    init_seed: int = 0
+    ordering_seed: int = 0
+    replica: str | None = None  # "ordering+1", "init+1", …
+    permuted_labels: bool = False
 
     @property
     def is_baseline(self) -> bool:
-        return self.entry is None
+        """The baseline itself (not a replica nor the permuted-labels control)."""
+        return self.entry is None and self.replica is None and not self.permuted_labels
 
     @property
     def label(self) -> str:
-        """How messages name the model: `baseline`, `affine seed 1`."""
+        """How messages name the model: `baseline`, `affine seed 1`, `baseline replica init+1`."""
+        if self.replica is not None:
+            return f"{BASELINE} replica {self.replica}"
+        if self.permuted_labels:
+            return f"{BASELINE} on permuted labels"
         return self.augmentation if self.is_baseline else f"{self.augmentation} seed {self.seed}"
 
 
@@ -100,11 +111,24 @@ class PreparedStudy:
     layer_size: tuple[int, int]
     data_fingerprint: str
     test_fingerprint: str = ""
-    runs: list[ModelRun] = field(default_factory=list)
+    runs: list[ModelRun] = field(default_factory=list)  # the baseline, then every augmentation × seed
+    controls: list[ModelRun] = field(default_factory=list)  # baseline replicas, permuted labels
 
     @property
     def baseline(self) -> ModelRun:
         return self.runs[0]
+
+    @property
+    def all_runs(self) -> list[ModelRun]:
+        return self.runs + self.controls
+
+    @property
+    def replicas(self) -> list[ModelRun]:
+        return [run for run in self.controls if run.replica is not None]
+
+    @property
+    def permuted(self) -> ModelRun | None:
+        return next((run for run in self.controls if run.permuted_labels), None)
 
     @property
     def num_classes(self) -> int:
@@ -155,7 +179,8 @@ def _data_fingerprint(train_set: ImageSet, split: Split) -> str:
 
 
 def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationConfig | None,
-              seed: int | None) -> dict[str, Any]:
+              seed: int | None, *, init_seed: int | None = None, ordering_seed: int | None = None,
+              permuted_labels: bool = False) -> dict[str, Any]:
     """Everything that determines a model's trained weights, and nothing else.
 
     Not in the key, on purpose: analysis settings (model.target_layer, cam, metrics), the device
@@ -169,10 +194,14 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
         "data": {"fingerprint": data_fingerprint, "image_size": config.data.image_size},
         "model": config.model.name,
         "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
-                     "weight_decay": t.weight_decay, "init_seed": t.init_seed,
-                     "ordering_seed": t.ordering_seed, "eval_batch_size": t.eval_batch_size},
+                     "weight_decay": t.weight_decay,
+                     "init_seed": t.init_seed if init_seed is None else init_seed,
+                     "ordering_seed": t.ordering_seed if ordering_seed is None else ordering_seed,
+                     "eval_batch_size": t.eval_batch_size},
         "augmentation": None,
     }
+    if permuted_labels:
+        key["permuted_labels"] = True
     if entry is not None:
         key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies,
                                "seed": seed}
@@ -180,13 +209,37 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
 
 
 def plan(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
-    """The baseline first, then one model per (augmentation, seed)."""
+    """The baseline first, then one model per (augmentation, seed), the identity control included."""
+    t = config.training
+    seeds = {"init_seed": t.init_seed, "ordering_seed": t.ordering_seed}
     base_key = digest(model_key(config, data_fingerprint, None, None))
-    runs = [ModelRun(f"{BASELINE}-{base_key[:12]}", BASELINE, None)]
-    for entry in config.augmentations:
+    runs = [ModelRun(f"{BASELINE}-{base_key[:12]}", BASELINE, None, **seeds)]
+    for entry in config.study_augmentations:
         for seed in config.seeds:
             key = digest(model_key(config, data_fingerprint, entry, seed))
-            runs.append(ModelRun(f"{entry.name}-s{seed}-{key[:12]}", entry.display, seed, entry))
+            runs.append(ModelRun(f"{entry.name}-s{seed}-{key[:12]}", entry.display, seed, entry, **seeds))
+    return runs
+
+
+def plan_controls(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
+    """Baselines that differ from the baseline by randomness alone: replica i (1-based) changes the
+    ordering seed when i is odd and the init seed when i is even, by ceil(i / 2), so the noise floor
+    covers both sources the literature names; then, if asked, the baseline on permuted labels."""
+    t = config.training
+    runs = []
+    for i in range(1, config.controls.baseline_replicas + 1):
+        shift = (i + 1) // 2
+        init_seed, ordering_seed = (t.init_seed, t.ordering_seed + shift) if i % 2 else \
+            (t.init_seed + shift, t.ordering_seed)
+        replica = f"ordering+{shift}" if i % 2 else f"init+{shift}"
+        key = digest(model_key(config, data_fingerprint, None, None, init_seed=init_seed,
+                               ordering_seed=ordering_seed))
+        runs.append(ModelRun(f"{BASELINE}-{replica.replace('+', '')}-{key[:12]}", BASELINE, None,
+                             init_seed=init_seed, ordering_seed=ordering_seed, replica=replica))
+    if config.controls.data_randomization:
+        key = digest(model_key(config, data_fingerprint, None, None, permuted_labels=True))
+        runs.append(ModelRun(f"{BASELINE}-permuted-{key[:12]}", BASELINE, None, init_seed=t.init_seed,
+                             ordering_seed=t.ordering_seed, permuted_labels=True))
     return runs
 
 
@@ -214,6 +267,7 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
                              layer_size, fingerprint, _fingerprint(test_set, split.test))
     prepared.runs = plan(config, fingerprint)
+    prepared.controls = plan_controls(config, fingerprint)
     return prepared
 
 
@@ -358,6 +412,9 @@ class Runner:
             metrics = self.compare(explained)
             performance_table = self.performance_table(explained)
             aggregated = self.aggregate(metrics)
+            self.compare_controls(explained)
+            self.sanity(explained)
+            self.report()
         except BaseException as err:
             # Recorded, then re-raised: the manifest says how the run ended.
             self.manifest["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -369,6 +426,15 @@ class Runner:
         self.manifest["status"] = "complete"
         self._write_manifest()
         return StudyResult(self.run_dir.root, performance_table, metrics, aggregated, self.manifest)
+
+    def report(self) -> None:
+        """Stage 6: analyses, figures and report.html, from the tables alone (= `augcam report`)."""
+        from augcam.analysis import write_report
+
+        started = self._stage_started("report")
+        # The manifest is complete but for this stage: the report's provenance footer reads it.
+        path = write_report(self.run_dir.root, self.console)
+        self._stage("report", "complete", time.perf_counter() - started, file=path.name)
 
     # --- stage 1: train --------------------------------------------------------------------
 
@@ -404,7 +470,7 @@ class Runner:
         p, t = self.p, self.config.training
         finished: dict[str, dict] = {}
         resumable: dict[str, TrainState] = {}
-        for run in p.runs:
+        for run in p.all_runs:
             meta = self._meta(run)
             if meta is not None:
                 finished[run.model_id] = meta
@@ -414,12 +480,12 @@ class Runner:
             state = self._resumable(run)
             if state is not None:
                 resumable[run.model_id] = state
-        todo = [run for run in p.runs if run.model_id not in finished]
-        failed_before = [run for run in p.runs if finished.get(run.model_id, {}).get("status") not in
+        todo = [run for run in p.all_runs if run.model_id not in finished]
+        failed_before = [run for run in p.all_runs if finished.get(run.model_id, {}).get("status") not in
                          (None, "complete")]
         resumed = [run for run in todo if run.model_id in resumable]
         new = [run for run in todo if run.model_id not in resumable]
-        lines = [f"[bold]train[/]: {len(p.runs)} models — {len(finished)} reused from {self.run_dir.root}"
+        lines = [f"[bold]train[/]: {len(p.all_runs)} models — {len(finished)} reused from {self.run_dir.root}"
                  + (f" ({len(failed_before)} of them failed earlier: {_labels(failed_before)})" if failed_before else "")]
         if resumed:
             lines.append("  resume: " + ", ".join(f"{run.label} after epoch {resumable[run.model_id].epochs_done}/"
@@ -434,11 +500,12 @@ class Runner:
                             p.mean, p.std, self.config.data.image_size)
         settings = TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, t.ordering_seed, t.copies,
                                  t.eval_batch_size)
+        permuted_data = self._permuted_label_data(data) if p.permuted is not None else None
         n_train = len(p.split.train)
 
         def images_left(run: ModelRun) -> int:
             done = resumable[run.model_id].epochs_done if run.model_id in resumable else 0
-            return (t.epochs - done) * n_train * (1 if run.is_baseline else 1 + t.copies)
+            return (t.epochs - done) * n_train * (1 if run.entry is None else 1 + t.copies)
 
         total = sum(images_left(run) for run in todo)
         with _progress(self.console, disable=not todo) as progress:
@@ -458,32 +525,47 @@ class Runner:
                 state = resumable.get(run.model_id)
                 first = state.epochs_done + 1 if state is not None else 1
                 progress.update(task, description=f"train {run.label} epoch {first}/{t.epochs}")
-                self._train_one(run, data, settings, on_epoch, on_batch, state)
-        metas = {run.model_id: self._meta(run) or {} for run in p.runs}
+                self._train_one(run, permuted_data if run.permuted_labels else data,
+                                replace(settings, ordering_seed=run.ordering_seed), on_epoch, on_batch, state)
+        metas = {run.model_id: self._meta(run) or {} for run in p.all_runs}
         self.manifest["models"] = {
             run.model_id: {"augmentation": run.augmentation, "seed": run.seed,
                            "status": metas[run.model_id].get("status"),
                            **({"error": metas[run.model_id]["error"]} if "error" in metas[run.model_id] else {}),
                            **({"resumed_after_epoch": resumable[run.model_id].epochs_done}
-                              if run.model_id in resumable else {})}
-            for run in p.runs}
+                              if run.model_id in resumable else {}),
+                           **({"replica": run.replica} if run.replica else {}),
+                           **({"permuted_labels": True} if run.permuted_labels else {})}
+            for run in p.all_runs}
         statuses = {mid: meta.get("status") for mid, meta in metas.items()}
         self._stage("train", "complete", time.perf_counter() - started, trained=len(new), reused=len(finished),
                     resumed=len(resumed), failed=sum(s != "complete" for s in statuses.values()))
         if statuses[p.baseline.model_id] != "complete":
             raise AugcamError(f"the baseline model failed ({statuses[p.baseline.model_id]}: "
                               f"{metas[p.baseline.model_id].get('error', '')}); nothing can be compared with it")
-        return [run for run in p.runs if statuses[run.model_id] == "complete"]
+        return [run for run in p.all_runs if statuses[run.model_id] == "complete"]
+
+    def _permuted_label_data(self, data: TrainingData) -> TrainingData:
+        """The training data with labels shuffled across images (training and validation alike, so
+        best-epoch selection is not on true labels): Adebayo et al.'s data-randomisation test."""
+        generator = torch.Generator().manual_seed(self.config.data.split_seed + 1)
+        train = torch.randperm(len(data.train_labels), generator=generator)
+        val = torch.randperm(len(data.val_labels), generator=generator)
+        return replace(data, train_labels=data.train_labels[train.to(data.train_labels.device)],
+                       val_labels=data.val_labels[val.to(data.val_labels.device)])
 
     def _train_one(self, run: ModelRun, data: TrainingData, settings: TrainSettings, on_epoch, on_batch,
                    resume: TrainState | None) -> None:
         p = self.p
-        index = p.runs.index(run)
+        index = p.all_runs.index(run)
         model = build_model(self.config.model.name, p.train_set.images.shape[1], p.num_classes,
-                            self.config.training.init_seed).to(self.device)
+                            run.init_seed).to(self.device)
         augmentation = run.entry.build() if run.entry is not None else None
         meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
-                "key": model_key(self.config, p.data_fingerprint, run.entry, run.seed),
+                **({"replica": run.replica} if run.replica else {}),
+                **({"permuted_labels": True} if run.permuted_labels else {}),
+                "key": model_key(self.config, p.data_fingerprint, run.entry, run.seed, init_seed=run.init_seed,
+                                 ordering_seed=run.ordering_seed, permuted_labels=run.permuted_labels),
                 "device": str(self.device), "training_code_version": TRAINING_CODE_VERSION}
         checkpoint = self.run_dir.checkpoint_file(run.model_id)
 
@@ -521,7 +603,13 @@ class Runner:
         return digest({"model_id": run.model_id, "test": self.p.split.test.tolist(),
                        "test_fingerprint": self.p.test_fingerprint, "method": c.cam.method,
                        "layer": self.p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
-                       "batch_size": c.cam.batch_size})
+                       "batch_size": c.cam.batch_size, "linear_head": self._head is not None})
+
+    @property
+    def _head(self):
+        """The model's declared LinearHead: gradient CAMs at the layer it follows need no backward
+        pass (same maps within float rounding, tested in test_cams)."""
+        return MODELS[self.config.model.name].head
 
     def explain_all(self, runs: list[ModelRun]) -> list[ModelRun]:
         started = self._stage_started("explain")
@@ -559,7 +647,7 @@ class Runner:
 
     def _explain_one(self, run: ModelRun, advance) -> None:
         p, c = self.p, self.config
-        index = p.runs.index(run)
+        index = p.all_runs.index(run)
         model = self._load_model(run)
         mean = torch.tensor(p.mean, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(p.std, device=self.device).view(1, -1, 1, 1)
@@ -570,7 +658,8 @@ class Runner:
         for number, start in enumerate(range(0, len(test_images), batch), start=1):
             inputs = prepare_inputs(self._images(test_images[start:start + batch]), mean, std, c.data.image_size)
             wanted = labels[start:start + batch].to(self.device) if c.cam.target == "label" else None
-            batch_maps, batch_logits = raw_cams(c.cam.method, model, p.target_layer, inputs, wanted, batch)
+            batch_maps, batch_logits = raw_cams(c.cam.method, model, p.target_layer, inputs, wanted, batch,
+                                                head=self._head)
             maps.append(batch_maps.cpu())
             logits.append(batch_logits.cpu())
             targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
@@ -588,7 +677,7 @@ class Runner:
     def compare(self, runs: list[ModelRun]) -> pd.DataFrame:
         started = self._stage_started("compare")
         p, c = self.p, self.config
-        augmented = [run for run in runs if not run.is_baseline]
+        augmented = [run for run in runs if run.entry is not None]
         self.console.print(f"[bold]compare[/]: {len(augmented)} models vs the baseline on {len(p.split.test)} "
                            "test images, from the stored CAM sets (always recomputed: metrics settings may have "
                            "changed, and it takes seconds)", highlight=False)
@@ -612,7 +701,7 @@ class Runner:
                 "image_index": p.split.test.numpy(), "label": labels.numpy(),
                 "baseline_pred": base["predictions"].numpy(), "model_pred": other["predictions"].numpy(),
                 **values}))
-            kill_point("compare", p.runs.index(run))
+            kill_point("compare", p.all_runs.index(run))
         metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         write_parquet(self.run_dir.table("metrics.parquet"), metrics)
         columns = self.metric_columns(metrics)
@@ -624,6 +713,101 @@ class Runner:
         self._stage("compare", "complete", time.perf_counter() - started, rows=len(metrics),
                     undefined_values=undefined, infinite_values=infinite, nonfinite_logits=nonfinite_logits)
         return metrics
+
+    # --- stage 3b: controls ---------------------------------------------------------------------
+
+    def compare_controls(self, runs: list[ModelRun]) -> None:
+        """The noise floor (each baseline replica's CAMs vs the baseline's, image by image) and the
+        augmentation-vs-augmentation comparison (models of two augmentations with the same seed)."""
+        started = self._stage_started("controls")
+        p, c = self.p, self.config
+        complete = {run.model_id for run in runs}
+        replicas = [run for run in p.replicas if run.model_id in complete]
+        by_aug: dict[str, dict[int, ModelRun]] = {}
+        for run in p.runs:
+            if run.entry is not None and run.model_id in complete:
+                by_aug.setdefault(run.augmentation, {})[run.seed] = run
+        names = list(by_aug)
+        pairs = [(a, b, seed) for i, a in enumerate(names) for b in names[i + 1:]
+                 for seed in c.seeds if seed in by_aug[a] and seed in by_aug[b]]
+        self.console.print(f"[bold]controls[/]: noise floor from {len(replicas)} baseline replica(s); "
+                           f"{len(pairs)} augmentation-vs-augmentation comparisons", highlight=False)
+        test_index = p.split.test.numpy()
+        labels = p.test_set.labels[p.split.test].numpy()
+        cams: dict[str, dict[str, torch.Tensor]] = {}
+
+        def cam_set(run: ModelRun) -> dict[str, torch.Tensor]:
+            if run.model_id not in cams:
+                cams[run.model_id] = read_tensors(self.run_dir.cams_file(run.model_id))
+            return cams[run.model_id]
+
+        def values(a: ModelRun, b: ModelRun) -> dict[str, np.ndarray]:
+            return compare_cam_sets(cam_set(a), cam_set(b), p.input_size, c.metrics.overlap_percentages,
+                                    c.metrics.kld_eps, self.device)
+
+        noise_path = self.run_dir.table("noise_floor.parquet")
+        if replicas:
+            base = cam_set(p.baseline)
+            noise = pd.concat([pd.DataFrame({
+                "model_id": run.model_id, "replica": run.replica, "image_index": test_index, "label": labels,
+                "baseline_pred": base["predictions"].numpy(), "model_pred": cam_set(run)["predictions"].numpy(),
+                **values(p.baseline, run)}) for run in replicas], ignore_index=True)
+            write_parquet(noise_path, noise)
+        else:
+            noise_path.unlink(missing_ok=True)  # a table from an earlier config would be stale
+        between_path = self.run_dir.table("between_augmentations.parquet")
+        if pairs:
+            frames = []
+            for a, b, seed in pairs:
+                frames.append(pd.DataFrame({
+                    "augmentation_a": a, "augmentation_b": b, "seed": pd.array([seed] * len(test_index), dtype="Int64"),
+                    "image_index": test_index, **values(by_aug[a][seed], by_aug[b][seed])}))
+                # Keep at most the CAM sets of one seed in memory.
+                cams = {key: value for key, value in cams.items() if key == p.baseline.model_id}
+            write_parquet(between_path, pd.concat(frames, ignore_index=True))
+        else:
+            between_path.unlink(missing_ok=True)
+        self._stage("controls", "complete", time.perf_counter() - started, replicas=len(replicas),
+                    between_pairs=len(pairs))
+
+    # --- stage 5: sanity check -----------------------------------------------------------------
+
+    def sanity(self, runs: list[ModelRun]) -> pd.DataFrame | None:
+        """Adebayo et al.'s checks of the CAM method on this study's baseline: cascading randomisation
+        of its layers (on the first `controls.sanity_images` test images) and, if the permuted-labels
+        control was trained, its CAMs vs the baseline's. Written to tables/sanity.csv."""
+        from augcam.sanity import cascading_randomization, sanity_verdict, spearman_summary
+
+        p, c = self.p, self.config
+        path = self.run_dir.table("sanity.csv")
+        n_images = min(c.controls.sanity_images, len(p.split.test))
+        if n_images == 0:
+            path.unlink(missing_ok=True)
+            return None
+        started = self._stage_started("sanity")
+        self.console.print(f"[bold]sanity[/]: cascading randomisation of the baseline's layers, {c.cam.method} "
+                           f"on {n_images} test images", highlight=False)
+        model = self._load_model(p.baseline)
+        mean = torch.tensor(p.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(p.std, device=self.device).view(1, -1, 1, 1)
+        images = prepare_inputs(self._images(p.test_set.images[p.split.test[:n_images]]), mean, std,
+                                c.data.image_size)
+        table = cascading_randomization(model, p.target_layer, images, method=c.cam.method,
+                                        seed=c.training.init_seed)
+        table.insert(0, "test", "cascading")
+        permuted = p.permuted
+        if permuted is not None and permuted.model_id in {run.model_id for run in runs}:
+            base = read_tensors(self.run_dir.cams_file(p.baseline.model_id))
+            other = read_tensors(self.run_dir.cams_file(permuted.model_id))
+            spearman = torch.from_numpy(compare_cam_sets(base, other, p.input_size, c.metrics.overlap_percentages,
+                                                         c.metrics.kld_eps, self.device)["spearman"])
+            table = pd.concat([table, pd.DataFrame([{"test": "data", **spearman_summary(1, "(labels permuted)", spearman)}])],
+                              ignore_index=True)
+        table.insert(1, "method", c.cam.method)
+        write_text(path, table.to_csv(index=False))
+        verdict = sanity_verdict(table[table["test"] == "cascading"])
+        self._stage("sanity", "complete", time.perf_counter() - started, images=n_images, **verdict)
+        return table
 
     @staticmethod
     def metric_columns(metrics: pd.DataFrame) -> list[str]:
@@ -729,8 +913,10 @@ def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, devic
         stale = run_dir.remove_stale_temp_files()
         if stale:
             console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
-        console.print(f"[bold]study[/] {config.name}: {len(prepared.runs)} models "
-                      f"(baseline + {len(config.augmentations)} augmentations × {len(config.seeds)} seeds), "
+        controls = (f" + {len(prepared.controls)} control baselines" if prepared.controls else "")
+        console.print(f"[bold]study[/] {config.name}: {len(prepared.all_runs)} models "
+                      f"(baseline + {len(config.study_augmentations)} augmentations × {len(config.seeds)} seeds"
+                      f"{controls}), "
                       f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
                       f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
                       f"({prepared.layer_size[0]}×{prepared.layer_size[1]})")
@@ -762,5 +948,12 @@ def summary_tables(result: StudyResult) -> list[Table]:
             metric_table.add_column(col, justify="right")
         for aug, row in medians.iterrows():
             metric_table.add_row(str(aug), *(f"{row[col]:.4f}" for col in columns))
+        noise_path = RunDir(result.out).table("noise_floor.parquet")
+        if noise_path.exists():
+            from augcam.statistics import noise_floor
+
+            noise = noise_floor(pd.read_parquet(noise_path), columns).median()
+            metric_table.add_row("[italic]noise floor (baseline replicas)[/]",
+                                 *(f"{noise[col]:.4f}" for col in columns), end_section=False)
         tables.append(metric_table)
     return tables
