@@ -13,7 +13,6 @@ Targets are the predicted classes on both sides (argmax of the logits).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_time, calibrated_model, machine, print_table  # noqa: E402
+from common import best_time, parse_args, calibrated_model, machine, print_table  # noqa: E402
 
 from augcam.cams import compute  # noqa: E402
 from augcam.models import MODELS, get_layer  # noqa: E402
@@ -44,15 +43,8 @@ def reference_maps(model, layer, images, batch_size):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply the image counts (quick runs: 0.1)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    args = parse_args(__doc__, "image")
+    device = args.device
     print(f"# Grad-CAM throughput on {machine(device)}\n")
 
     rows = []

@@ -13,7 +13,6 @@ resetting it; CUDA: max_memory_allocated), for the default chunking and for one 
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import warnings
@@ -25,7 +24,7 @@ import scipy.stats
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_time, machine, print_table  # noqa: E402
+from common import best_time, parse_args, machine, print_table  # noqa: E402
 
 from augcam.cams import upsample  # noqa: E402
 from augcam.metrics import compare_maps  # noqa: E402
@@ -102,15 +101,8 @@ def peak_memory(side: int, count: int, device: str, chunk_size: int | None, thre
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="device of augcam's tensors: cpu or cuda")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply the map counts (quick runs: 0.1)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    args = parse_args(__doc__, "map")
+    device = args.device
     print(f"# compare_maps throughput on {machine(device)}\n")
 
     rows = []
@@ -130,8 +122,8 @@ def main() -> None:
             np.testing.assert_array_equal(np.isnan(got), np.isnan(expected[key]), err_msg=key)
             np.testing.assert_allclose(got, expected[key], rtol=0, atol=1e-9, equal_nan=True, err_msg=key)
         threads = torch.get_num_threads()
-        chunked = peak_memory(side, count, args.device, None, threads)
-        whole = peak_memory(side, count, args.device, count, threads)
+        chunked = peak_memory(side, count, str(device), None, threads)
+        whole = peak_memory(side, count, str(device), count, threads)
         mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"  # noqa: E731
         ties = float((base == 0).float().mean())
         rows.append([f"{side}×{side}", str(count), f"{ties:.0%}", f"{count / reference_time:.0f}",

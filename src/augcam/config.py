@@ -121,6 +121,9 @@ class CamConfig(Section):
     method: str = "gradcam"
     target: Literal["predicted", "label"] = "predicted"
     batch_size: PositiveInt = 256
+    # Further methods computed for the baseline and the augmented models; the report then says
+    # whether each metric ranks the augmentations the same way under every method.
+    extra_methods: list[str] = Field(default_factory=list)
 
     @field_validator("method")
     @classmethod
@@ -129,6 +132,28 @@ class CamConfig(Section):
 
         CAM_METHODS.lookup(method, where="cam.method")
         return method
+
+    @field_validator("extra_methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        from augcam.cams import CAM_METHODS
+
+        for method in methods:
+            CAM_METHODS.lookup(method, where="cam.extra_methods")
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods must be distinct, got {methods}")
+        return methods
+
+    @model_validator(mode="after")
+    def _extra_differs(self) -> "CamConfig":
+        if self.method in self.extra_methods:
+            raise ValueError(f"extra_methods repeats cam.method {self.method!r}")
+        return self
+
+    @property
+    def methods(self) -> list[str]:
+        """Every CAM method of the study, the main one first."""
+        return [self.method, *self.extra_methods]
 
 
 class MetricsConfig(Section):

@@ -121,8 +121,10 @@ class RunDir:
         model is complete."""
         return self.model_dir(model_id) / "checkpoint.safetensors"
 
-    def cams_file(self, model_id: str) -> Path:
-        return self.root / "cams" / f"{model_id}.safetensors"
+    def cams_file(self, model_id: str, method: str | None = None) -> Path:
+        """The model's CAM set by the study's main CAM method, or by `method`, one of cam.extra_methods."""
+        return self.root / "cams" / (f"{model_id}.safetensors" if method is None else
+                                     f"{model_id}.{method}.safetensors")
 
     def table(self, name: str) -> Path:
         return self.tables / name

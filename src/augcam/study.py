@@ -596,12 +596,12 @@ class Runner:
 
     # --- stage 2: explain ------------------------------------------------------------------
 
-    def _cam_key(self, run: ModelRun) -> str:
+    def _cam_key(self, run: ModelRun, method: str | None = None) -> str:
         """Everything a stored CAM set depends on: the model, the test images, and the CAM settings
         (the batch size too, since batched convolutions may round differently)."""
         c = self.config
         return digest({"model_id": run.model_id, "test": self.p.split.test.tolist(),
-                       "test_fingerprint": self.p.test_fingerprint, "method": c.cam.method,
+                       "test_fingerprint": self.p.test_fingerprint, "method": method or c.cam.method,
                        "layer": self.p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
                        "batch_size": c.cam.batch_size, "linear_head": self._head is not None})
 
@@ -619,17 +619,25 @@ class Runner:
         self.console.print(f"[bold]explain[/]: {self.config.cam.method} on {n_test} test images — "
                            f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute"
                            + (f" ({_labels(todo)})" if todo else ""), highlight=False)
-        with _progress(self.console, disable=not todo) as progress:
-            task = progress.add_task("explain", total=max(len(todo) * n_test, 1), rate="")
-            for run in todo:
-                progress.update(task, description=f"explain {run.label}")
-                self._explain_one(run, lambda n: progress.update(task, advance=n))
-        self._stage("explain", "complete", time.perf_counter() - started, computed=len(todo),
-                    reused=len(runs) - len(todo))
+        # cam.extra_methods: the baseline and the augmented models only (the controls need one method).
+        extra = [(run, method) for method in self.config.cam.extra_methods for run in runs if run in p.runs]
+        extra_todo = [(run, method) for run, method in extra
+                      if self._stored_cam_key(run, method) != self._cam_key(run, method)]
+        if extra:
+            self.console.print(f"  extra methods {', '.join(self.config.cam.extra_methods)}: {len(extra) - len(extra_todo)}"
+                               f" CAM sets reused, {len(extra_todo)} to compute", highlight=False)
+        jobs = [(run, None) for run in todo] + extra_todo
+        with _progress(self.console, disable=not jobs) as progress:
+            task = progress.add_task("explain", total=max(len(jobs) * n_test, 1), rate="")
+            for run, method in jobs:
+                progress.update(task, description=f"explain {run.label}" + (f" ({method})" if method else ""))
+                self._explain_one(run, lambda n: progress.update(task, advance=n), method)
+        self._stage("explain", "complete", time.perf_counter() - started, computed=len(jobs),
+                    reused=len(runs) - len(todo) + len(extra) - len(extra_todo))
         return runs
 
-    def _stored_cam_key(self, run: ModelRun) -> str | None:
-        path = self.run_dir.cams_file(run.model_id)
+    def _stored_cam_key(self, run: ModelRun, method: str | None = None) -> str | None:
+        path = self.run_dir.cams_file(run.model_id, method)
         if not path.exists():
             return None
         try:
@@ -645,7 +653,8 @@ class Runner:
         model.load_state_dict(read_tensors(self.run_dir.weights_file(run.model_id)))
         return model.to(self.device)
 
-    def _explain_one(self, run: ModelRun, advance) -> None:
+    def _explain_one(self, run: ModelRun, advance, method: str | None = None) -> None:
+        """Store the CAM set of `run` by the main CAM method, or by `method` (an extra one)."""
         p, c = self.p, self.config
         index = p.all_runs.index(run)
         model = self._load_model(run)
@@ -658,18 +667,19 @@ class Runner:
         for number, start in enumerate(range(0, len(test_images), batch), start=1):
             inputs = prepare_inputs(self._images(test_images[start:start + batch]), mean, std, c.data.image_size)
             wanted = labels[start:start + batch].to(self.device) if c.cam.target == "label" else None
-            batch_maps, batch_logits = raw_cams(c.cam.method, model, p.target_layer, inputs, wanted, batch,
-                                                head=self._head)
+            batch_maps, batch_logits = raw_cams(method or c.cam.method, model, p.target_layer, inputs, wanted,
+                                                batch, head=self._head)
             maps.append(batch_maps.cpu())
             logits.append(batch_logits.cpu())
             targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
             advance(len(inputs))
             kill_point("explain", index, number)
         logits_all = torch.cat(logits)
-        write_tensors(self.run_dir.cams_file(run.model_id), {
+        write_tensors(self.run_dir.cams_file(run.model_id, method), {
             "raw": torch.cat(maps).float(), "logits": logits_all.float(), "predictions": logits_all.argmax(1),
             "targets": torch.cat(targets), "image_index": p.split.test.clone()},
-            metadata={"cam_key": self._cam_key(run), "method": c.cam.method, "target_layer": p.target_layer,
+            metadata={"cam_key": self._cam_key(run, method), "method": method or c.cam.method,
+                      "target_layer": p.target_layer,
                       "target": c.cam.target, "model_id": run.model_id})
 
     # --- stage 3: compare ------------------------------------------------------------------
@@ -704,6 +714,7 @@ class Runner:
             kill_point("compare", p.all_runs.index(run))
         metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         write_parquet(self.run_dir.table("metrics.parquet"), metrics)
+        self._compare_extra_methods(augmented)
         columns = self.metric_columns(metrics)
         undefined = {col: int(metrics[col].isna().sum()) for col in columns}
         infinite = {col: int(np.isinf(metrics[col].to_numpy()).sum()) for col in columns}
@@ -713,6 +724,27 @@ class Runner:
         self._stage("compare", "complete", time.perf_counter() - started, rows=len(metrics),
                     undefined_values=undefined, infinite_values=infinite, nonfinite_logits=nonfinite_logits)
         return metrics
+
+    def _compare_extra_methods(self, augmented: list[ModelRun]) -> None:
+        """tables/method_metrics.parquet: the rows of metrics.parquet recomputed with each of
+        cam.extra_methods (column `method`), so the report can check that the augmentations rank
+        the same way whichever CAM method explains them."""
+        p, c = self.p, self.config
+        path = self.run_dir.table("method_metrics.parquet")
+        if not c.cam.extra_methods:
+            path.unlink(missing_ok=True)  # a table from an earlier config would be stale
+            return
+        frames = []
+        for method in c.cam.extra_methods:
+            base = read_tensors(self.run_dir.cams_file(p.baseline.model_id, method))
+            for run in augmented:
+                values = compare_cam_sets(base, read_tensors(self.run_dir.cams_file(run.model_id, method)),
+                                          p.input_size, c.metrics.overlap_percentages, c.metrics.kld_eps, self.device)
+                frames.append(pd.DataFrame({
+                    "method": method, "model_id": run.model_id, "augmentation": run.augmentation,
+                    "seed": pd.array([run.seed] * len(p.split.test), dtype="Int64"),
+                    "image_index": p.split.test.numpy(), **values}))
+        write_parquet(path, pd.concat(frames, ignore_index=True))
 
     # --- stage 3b: controls ---------------------------------------------------------------------
 
