@@ -40,8 +40,10 @@ def make_images(root: Path) -> None:
                 Image.fromarray(pixels, mode="L").save(root / split / name / f"{k}.png")
 
 
-def make_run(out: Path, data_root: Path) -> Path:
-    """A finished run directory of 1 baseline + 3 augmentations × 2 seeds on 12 test images."""
+def make_run(out: Path, data_root: Path, controls: bool = True) -> Path:
+    """A finished run directory of 1 baseline + 3 augmentations × 2 seeds on 12 test images; with
+    `controls`, also the control tables a study with controls writes (noise floor of two baseline
+    replicas, augmentation-vs-augmentation rows, a sanity check with a data-randomisation row)."""
     rng = np.random.default_rng(1)
     config = load_config({"name": "synthetic", "description": "hand-made run for the report tests",
                           "data": {"dataset": "image-folder", "root": str(data_root), "val_fraction": 0.25},
@@ -85,13 +87,39 @@ def make_run(out: Path, data_root: Path) -> Path:
     aggregated.insert(0, "baseline_pred", grouped["baseline_pred"].first())
     aggregated.insert(0, "label", grouped["label"].first())
     aggregated.reset_index().to_parquet(out / "tables/aggregated.parquet", index=False)
+    if controls:
+        write_control_tables(out, labels, base_pred, rng)
     (out / "manifest.json").write_text(json.dumps({
         "augcam_version": "0.1.0", "config_hash": config.config_hash(), "device": "cpu", "device_name": "x86_64",
         "versions": {"augcam": "0.1.0", "torch": torch.__version__}, "started": "2026-01-01T00:00:00+00:00",
         "finished": "2026-01-01T00:01:00+00:00", "seconds": 60.0, "status": "complete",
         "stages": {"train": {"status": "complete", "seconds": 50.0}, "explain": {"status": "complete", "seconds": 5.0},
-                   "compare": {"status": "complete", "seconds": 4.0}}}))
+                   "compare": {"status": "complete", "seconds": 4.0}},
+        **({"controls": {"identity": False, "baseline_replicas": 2, "sanity_images": 12, "data_randomization": True}}
+           if controls else {})}))
     return out
+
+
+def write_control_tables(out: Path, labels: np.ndarray, base_pred: np.ndarray, rng) -> None:
+    n = len(labels)
+    pd.concat([pd.DataFrame({"model_id": f"baseline-{replica.replace('+', '')}-000000000000", "replica": replica,
+                             "image_index": np.arange(n), "label": labels, "baseline_pred": base_pred,
+                             "model_pred": base_pred, **{m: rng.uniform(0, 1, n) for m in METRICS}})
+               for replica in ("ordering+1", "init+1")], ignore_index=True
+              ).to_parquet(out / "tables/noise_floor.parquet", index=False)
+    pd.DataFrame([{"augmentation_a": a, "augmentation_b": b, "seed": seed, "image_index": i,
+                   **{m: rng.uniform(0, 1) for m in METRICS}}
+                  for k, a in enumerate(AUGS) for b in AUGS[k + 1:] for seed in SEEDS for i in range(n)]
+                 ).astype({"seed": "Int64"}).to_parquet(out / "tables/between_augmentations.parquet", index=False)
+    layers = ["(trained model)", "classifier", "conv2", "conv1"]
+    median = [1.0, 0.6, 0.3, 0.05]
+    rows = [{"test": "cascading", "method": "gradcam", "step": step, "layer": layer, "spearman_median": m,
+             "spearman_q25": m - 0.1 * (step > 0), "spearman_q75": min(1.0, m + 0.1), "abs_spearman_median": m,
+             "n_images": n, "n_undefined": 0} for step, (layer, m) in enumerate(zip(layers, median))]
+    rows.append({"test": "data", "method": "gradcam", "step": 1, "layer": "(labels permuted)", "spearman_median": 0.2,
+                 "spearman_q25": 0.1, "spearman_q75": 0.3, "abs_spearman_median": 0.2, "n_images": n,
+                 "n_undefined": 0})
+    pd.DataFrame(rows).to_csv(out / "tables/sanity.csv", index=False)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +140,9 @@ def reported(tmp_path_factory, data_root):
 def test_every_analysis_is_written(reported):
     tables = {p.name for p in (reported / "tables").glob("*.csv")}
     assert tables == {"performance_summary.csv", "pairs_strongest.csv", "pairs_weakest.csv", "segment_counts.csv",
-                      "segment_medians.csv", "extreme_images.csv", "summary.csv",
-                      *(f"correlation_{m}.csv" for m in METRICS)}
+                      "segment_medians.csv", "extreme_images.csv", "summary.csv", "clusters.csv",
+                      "noise_floor_summary.csv", "significance.csv", "between_augmentations_median.csv",
+                      "sanity.csv", "sanity_verdict.csv", *(f"correlation_{m}.csv" for m in METRICS)}
     correlation = pd.read_csv(reported / "tables/correlation_mad.csv", index_col=0)
     assert list(correlation.index) == list(AUGS) and list(correlation.columns) == list(AUGS)
     counts = pd.read_csv(reported / "tables/segment_counts.csv")
@@ -121,7 +150,8 @@ def test_every_analysis_is_written(reported):
     figures = {p.name for p in (reported / "figures").iterdir()}
     stems = (["performance", "training_curves"] + [f"{kind}_{m}" for kind in ("distribution", "correlation",
                                                                                "segmented") for m in METRICS]
-             + [f"extreme_{m}_{c}" for m in METRICS for c in ("mean", "std")])
+             + [f"extreme_{m}_{c}" for m in METRICS for c in ("mean", "std")]
+             + ["clusters", "between_augmentations", "noise_effects", "sanity"])
     assert figures == {f"{s}.{ext}" for s in stems for ext in ("png", "svg")}
     with Image.open(reported / "figures/performance.png") as png:
         assert min(png.info["dpi"]) >= 149.9
@@ -137,10 +167,12 @@ def test_report_is_one_self_contained_file_in_the_contracted_order(reported):
     assert len(sources) == len(list((reported / "figures").glob("*.png")))
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert len(re.findall(r"<figcaption>\s*\S", html)) == len(sources)
-    headings = re.findall(r"<h2>\d\. ([^<]+)</h2>", html)
-    assert headings == ["Performance", "Metric distributions", "Correlation maps between augmentations",
-                        "Strongest and weakest pairs", "Results by prediction agreement", "Extreme images",
-                        "Summary table"]
+    headings = re.findall(r"<h2>(\d+)\. ([^<]+)</h2>", html)
+    assert [int(n) for n, _ in headings] == list(range(1, len(headings) + 1))
+    assert [title for _, title in headings] == [
+        "Performance", "Metric distributions", "Correlation maps between augmentations", "Strongest and weakest pairs",
+        "Impact profiles", "Results by prediction agreement", "Extreme images", "Summary table",
+        "Is it more than noise?", "Sanity check"]
     assert html.index("How does a data augmentation change where an image classifier looks?") < html.index("<h2>")
     manifest = json.loads((reported / "manifest.json").read_text())
     footer = html[html.index("<footer>"):]

@@ -94,3 +94,29 @@ def test_noise_floor_is_the_mean_over_replicas_per_image():
     assert noise.index.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="lacks 1"):
         significance_table(aggregated, noise.drop(index=4), ["pearson"], n_resamples=50)
+
+
+@pytest.mark.parametrize("n", [5, 8, 41])
+def test_resampled_medians_have_the_distribution_of_medians_of_resamples(n):
+    # The order-statistics engine draws medians, not resamples; the distribution over the (few)
+    # possible medians must be that of brute-force resampling (frequencies agree to Monte-Carlo error).
+    from augcam.statistics import _resampled_medians
+
+    rng = np.random.default_rng(n)
+    values = np.round(rng.gamma(2.0, 1.0, size=n), 1)
+    fast = pd.Series(_resampled_medians(values, 200_000, np.random.default_rng(0))).round(9)
+    brute = pd.Series(np.median(rng.choice(values, size=(200_000, n)), axis=1)).round(9)
+    freq = pd.concat([fast.value_counts(normalize=True), brute.value_counts(normalize=True)], axis=1).fillna(0)
+    assert (freq.iloc[:, 0] - freq.iloc[:, 1]).abs().max() < 0.006  # ~5 standard errors at 200,000 draws
+    assert set(fast.unique()) <= set(np.round(np.add.outer(values, values) / 2, 9).ravel()) | set(values)
+
+
+def test_both_bootstrap_engines_estimate_the_same_interval():
+    rng = np.random.default_rng(4)
+    values = rng.normal(0.6, 0.2, size=2000)
+    fast = bootstrap_ci(values, n_resamples=4000, seed=1)
+    scipy = bootstrap_ci(values, n_resamples=4000, seed=1, engine="scipy")
+    width = scipy[1] - scipy[0]
+    assert abs(fast[0] - scipy[0]) < 0.15 * width and abs(fast[1] - scipy[1]) < 0.15 * width
+    with pytest.raises(ValueError, match="engine"):
+        bootstrap_ci(values, engine="bca")

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from augcam.errors import AugcamError
 
@@ -25,7 +26,8 @@ out_console = Console() if sys.stdout.isatty() else Console(width=160)
 def _fail(err: BaseException, debug: bool) -> None:
     if debug:
         raise err
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    # Escaped: a message may hold brackets rich would take for markup ("augcam[ray]", "augmentations[x]").
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -47,14 +49,29 @@ def run(config: str = typer.Argument(..., help="A preset name (see `augcam prese
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the config)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.epochs=2"),
         force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
+        executor: str = typer.Option("local", help="local: the models one after the other in this process; "
+                                     "ray: one task per model on a Ray cluster (docs/cluster.md)."),
+        address: Optional[str] = typer.Option(None, help="With --executor ray: the cluster to use (auto: the one "
+                                              "this machine belongs to, or HOST:PORT of its head); default: start "
+                                              "a local Ray cluster on this machine."),
         debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
     """Run a whole study: train, explain, compare, aggregate, report."""
     try:
         from augcam.config import load_config
-        from augcam.study import run_study, summary_tables
+        from augcam.study import EXECUTORS, run_study, summary_tables
 
+        # Checked before the study file, so that a wrong option costs no data loading.
+        if executor not in EXECUTORS:
+            raise AugcamError(f"--executor: expected {' or '.join(EXECUTORS)}, got {executor!r}")
+        if address is not None and executor != "ray":
+            raise AugcamError("--address names a Ray cluster: use it with --executor ray")
+        if executor == "ray":
+            from augcam.cluster import import_ray
+
+            import_ray()
         study = load_config(config, overrides=_parse_sets(set_))
-        result = run_study(study, out, device=device, force=force, console=err_console)
+        result = run_study(study, out, device=device, force=force, console=err_console, executor=executor,
+                           address=address)
     except AugcamError as err:
         _fail(err, debug)
         return

@@ -192,6 +192,22 @@ class ControlsConfig(Section):
     data_randomization: bool = False
 
 
+class ResourcesConfig(Section):
+    """What each model's task asks a Ray cluster for (`augcam run --executor ray`, docs/cluster.md).
+
+    cpus_per_model: CPUs reserved per model (> 0; fractions allowed). gpus_per_model: share of a
+    GPU per model, in [0, 1] (0.25: four small models share a GPU; 1: a whole GPU); null means 1
+    when the models train on a GPU (device cuda, or auto on a cluster with GPUs) and 0 otherwise.
+    max_retries: how often a model whose worker process or node died is started again (from its
+    last epoch checkpoint). None of these change a model's weights, so they are not in its id,
+    and the local executor ignores them.
+    """
+
+    cpus_per_model: PositiveFloat = 1.0
+    gpus_per_model: float | None = Field(None, ge=0, le=1)
+    max_retries: int = Field(3, ge=0)
+
+
 class StudyConfig(Section):
     name: str = Field(min_length=1)
     description: str = ""
@@ -203,6 +219,7 @@ class StudyConfig(Section):
     cam: CamConfig = CamConfig()
     metrics: MetricsConfig = MetricsConfig()
     controls: ControlsConfig = ControlsConfig()
+    resources: ResourcesConfig = ResourcesConfig()
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     @field_validator("augmentations")
@@ -231,6 +248,17 @@ class StudyConfig(Section):
         if self.controls.identity and IDENTITY in [entry.display for entry in self.augmentations]:
             raise ValueError(f"augmentations: {IDENTITY!r} is the control that controls.identity adds; "
                              "remove it from the list, or set controls.identity: false")
+        return self
+
+    @model_validator(mode="after")
+    def _gpus_match_device(self) -> "StudyConfig":
+        gpus = self.resources.gpus_per_model
+        if gpus is not None and gpus > 0 and self.device in ("cpu", "mps"):
+            raise ValueError(f"resources.gpus_per_model: {gpus:g} asks for GPUs, but device is {self.device!r}; "
+                             "set it to 0 (or leave it out), or use device: cuda or auto")
+        if gpus == 0 and self.device.startswith("cuda"):
+            raise ValueError(f"resources.gpus_per_model: 0 gives the models no GPU, but device is {self.device!r}; "
+                             "give each model a share of a GPU (e.g. 0.25), or leave it out")
         return self
 
     @property

@@ -11,9 +11,17 @@ ordering or init seed — on the same test images, not against zero:
 Each row has the median of the metric with a bootstrap 95% CI over test images, the median of the
 noise floor, the effect (median of the per-image paired difference, with its CI), the Wilcoxon
 signed-rank p-value of that paired difference and the Holm-adjusted p-value over every
-(augmentation, metric) row of the table. The heavy lifting is SciPy's (`scipy.stats.bootstrap`,
-`scipy.stats.wilcoxon`); Holm's step-down adjustment is a few lines and is tested on textbook
-inputs.
+(augmentation, metric) row of the table. The Wilcoxon test is SciPy's (`scipy.stats.wilcoxon`);
+Holm's step-down adjustment is a few lines and is tested on textbook inputs.
+
+The bootstrap of the median draws each resample's median directly instead of the resample: the
+median of n values drawn with replacement from the sorted sample x_(1) ≤ … ≤ x_(n) is x at the
+median of n uniform indices, and the k-th smallest of n uniforms is Beta(k, n + 1 − k). That is
+the same percentile bootstrap as `scipy.stats.bootstrap(..., np.median, method="percentile")`
+(same distribution of resampled medians, another random stream) at O(n_resamples) instead of
+O(n_resamples · n) per interval: ~1000× faster on 2,000 test images, which is what makes a
+significance table of every (augmentation, metric) a matter of a second. `engine="scipy"` runs
+SciPy's resampling instead.
 """
 
 from __future__ import annotations
@@ -31,21 +39,53 @@ SIGNIFICANCE_COLUMNS = ["augmentation", "metric", "n_images", "median", "ci_low"
 
 
 def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
+                 seed: int = 0, engine: str = "order-statistics") -> tuple[float, float]:
     """Percentile bootstrap CI of the median of `values` (NaNs dropped); (nan, nan) if fewer than
     two values. Percentile rather than BCa: BCa's jackknife is unstable for medians of data with
-    many ties, which CAM metrics (overlap rates) have."""
-    from scipy import stats
+    many ties, which CAM metrics (overlap rates) have.
 
+    `engine`: "order-statistics" (default) draws each resample's median from the distribution of
+    the sample's order statistics (see the module's docstring; exact, fast); "scipy" resamples
+    with `scipy.stats.bootstrap`. Both estimate the same interval; their random streams differ."""
     values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
     if len(values) < 2:
         return float("nan"), float("nan")
     if np.all(values == values[0]):  # a constant sample: every resample has the same median
         return float(values[0]), float(values[0])
+    if engine == "order-statistics":
+        medians = _resampled_medians(values, n_resamples, np.random.default_rng(seed))
+        tail = (1 - confidence) / 2
+        low, high = np.percentile(medians, [100 * tail, 100 * (1 - tail)])
+        return float(low), float(high)
+    if engine != "scipy":
+        raise ValueError(f"engine must be 'order-statistics' or 'scipy', got {engine!r}")
+    from scipy import stats
+
     result = stats.bootstrap((values,), np.median, confidence_level=confidence, n_resamples=n_resamples,
                              method="percentile", vectorized=True, rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _resampled_medians(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of `n_resamples` resamples (n draws with replacement) of `values`, drawn without
+    drawing the resamples. A resample is x_sorted[I_1..I_n] with I_j = floor(n·U_j), U_j uniform
+    on (0, 1); since x_sorted is non-decreasing, its k-th smallest value is x_sorted[floor(n·U_(k))]
+    (ties included), and U_(k) ~ Beta(k, n + 1 − k). For even n the median is the mean of the k-th
+    and (k+1)-th smallest, k = n/2: given U_(k) = u, the other n − k uniforms lie in (u, 1), so
+    U_(k+1) = u + (1 − u)·Beta(1, n − k)."""
+    ordered = np.sort(values)
+    n = len(ordered)
+
+    def pick(u: np.ndarray) -> np.ndarray:
+        return ordered[np.minimum((u * n).astype(np.int64), n - 1)]
+
+    k = (n + 1) // 2
+    lower = rng.beta(k, n + 1 - k, n_resamples)
+    if n % 2:
+        return pick(lower)
+    upper = lower + (1 - lower) * rng.beta(1, n - k, n_resamples)
+    return 0.5 * (pick(lower) + pick(upper))
 
 
 def paired_test(values: np.ndarray, reference: np.ndarray) -> float:
@@ -93,13 +133,15 @@ def noise_floor(replica_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.Dat
 
 
 def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: Sequence[str],
-                       alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+                       alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0,
+                       engine: str = "order-statistics") -> pd.DataFrame:
     """One row per (augmentation, metric): the metric's median with a bootstrap CI over test images,
     the noise floor's median, the effect (median paired difference augmentation − noise floor,
     with a CI), the Wilcoxon p-value and the Holm-adjusted p-value across every row.
 
     `aggregated` is the seed-averaged table (augmentation, image_index, metrics…); `noise` is
-    `noise_floor(...)`, indexed by image_index. Images are paired by `image_index`."""
+    `noise_floor(...)`, indexed by image_index. Images are paired by `image_index`. `engine`:
+    how the bootstrap resamples (`bootstrap_ci`)."""
     rows = []
     for augmentation, group in aggregated.groupby("augmentation", sort=False):
         group = group.set_index("image_index")
@@ -112,8 +154,8 @@ def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: S
             values = group[metric].to_numpy(np.float64)
             reference = paired_noise[metric].to_numpy(np.float64)
             difference = values - reference
-            low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
-            effect_low, effect_high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed)
+            low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed, engine=engine)
+            effect_low, effect_high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed, engine=engine)
             rows.append({
                 "augmentation": augmentation, "metric": metric,
                 "n_images": int(np.sum(~np.isnan(difference))),

@@ -41,6 +41,12 @@ from augcam.store import (RunDir, RunLock, describe_holder, read_tensor_metadata
 from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, TrainState, load_train_state,
                           prepare_inputs, save_train_state, train_model)
 
+# The executors that run a study's models (`augcam run --executor`): "local" runs them one after
+# the other in this process; "ray" runs each model's stage chain as a task on a Ray cluster
+# (augcam/cluster.py). Both call the same per-model functions below (train_one_model,
+# compute_cam_set), so they give the same numbers.
+EXECUTORS = ("local", "ray")
+
 # Bump when a change to training code (train.py, an augmentation, a model builder) changes the
 # weights it produces: every model id changes, so cached models are retrained instead of reused.
 TRAINING_CODE_VERSION = 1
@@ -297,6 +303,154 @@ def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: st
     return size  # type: ignore[return-value]
 
 
+# --- one model's work, shared by every executor -----------------------------------------------
+# Pure functions of the prepared study: they read and write no file, so the local executor and a
+# cluster worker (augcam/cluster.py) run exactly the same code; what they return is stored by
+# `store_trained` and `write_tensors` in the process that owns the run directory.
+
+
+def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images → float32 in [0, 1] on `device`."""
+    return images.to(device).float().div_(255)
+
+
+def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels: bool = False) -> TrainingData:
+    """The study's training and validation data on `device` (labels permuted for that control)."""
+    p = prepared
+    data = TrainingData(images_on(p.train_set.images[p.split.train], device),
+                        p.train_set.labels[p.split.train].to(device),
+                        images_on(p.train_set.images[p.split.val], device),
+                        p.train_set.labels[p.split.val].to(device),
+                        p.mean, p.std, p.config.data.image_size)
+    return permuted_label_data(p.config, data) if permuted_labels else data
+
+
+def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData:
+    """The training data with labels shuffled across images (training and validation alike, so
+    best-epoch selection is not on true labels): Adebayo et al.'s data-randomisation test."""
+    generator = torch.Generator().manual_seed(config.data.split_seed + 1)
+    train = torch.randperm(len(data.train_labels), generator=generator)
+    val = torch.randperm(len(data.val_labels), generator=generator)
+    return replace(data, train_labels=data.train_labels[train.to(data.train_labels.device)],
+                   val_labels=data.val_labels[val.to(data.val_labels.device)])
+
+
+def train_settings(config: StudyConfig, run: ModelRun) -> TrainSettings:
+    t = config.training
+    return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, run.ordering_seed, t.copies,
+                         t.eval_batch_size)
+
+
+@dataclass
+class TrainOutcome:
+    """What training one model gives: meta.json's content (status "complete" or "diverged"), and
+    for a complete model its best-validation weights and per-epoch history."""
+
+    meta: dict[str, Any]
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return self.meta["status"]
+
+
+def train_one_model(prepared: PreparedStudy, run: ModelRun, device: torch.device, resume: TrainState | None = None,
+                    *, data: TrainingData | None = None, on_epoch=None, on_batch=None,
+                    on_checkpoint=None) -> TrainOutcome:
+    """Train one model of the plan on `device`, from its first epoch or from `resume` (a state
+    `on_checkpoint` received), and return its weights, history and meta. Touches no file; a model
+    whose loss diverges gives an outcome with status "diverged" and the error."""
+    p, c = prepared, prepared.config
+    if data is None:
+        data = training_data(p, device, run.permuted_labels)
+    model = build_model(c.model.name, p.train_set.images.shape[1], p.num_classes, run.init_seed).to(device)
+    augmentation = run.entry.build() if run.entry is not None else None
+    meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
+            **({"replica": run.replica} if run.replica else {}),
+            **({"permuted_labels": True} if run.permuted_labels else {}),
+            "key": model_key(c, p.data_fingerprint, run.entry, run.seed, init_seed=run.init_seed,
+                             ordering_seed=run.ordering_seed, permuted_labels=run.permuted_labels),
+            "device": str(device), "training_code_version": TRAINING_CODE_VERSION}
+    try:
+        result = train_model(model, data, train_settings(c, run), augmentation,
+                             run.seed if run.seed is not None else 0, on_epoch=on_epoch, on_batch=on_batch,
+                             on_checkpoint=on_checkpoint, resume=resume)
+    except TrainingDiverged as err:
+        return TrainOutcome({**meta, "status": "diverged", "error": str(err)})
+    return TrainOutcome(
+        {**meta, "status": "complete", "best_epoch": result.best_epoch,
+         "best_val_accuracy": result.best_val_accuracy, "train_seconds": round(result.seconds, 3),
+         "initial_weights_sha256": result.initial_digest, "epochs": len(result.history),
+         **({"resumed_after_epoch": resume.epochs_done} if resume is not None else {})},
+        result.best_state, result.history, result.seconds)
+
+
+def store_trained(run_dir: RunDir, run: ModelRun, outcome: TrainOutcome) -> None:
+    """Write a trained model into the run directory and drop its checkpoint."""
+    if outcome.status == "complete":
+        write_tensors(run_dir.weights_file(run.model_id), outcome.best_state)
+        write_parquet(run_dir.history_file(run.model_id), pd.DataFrame(outcome.history))
+    # meta.json is written last: its presence with the weights marks a finished model.
+    write_json(run_dir.meta_file(run.model_id), outcome.meta)
+    run_dir.checkpoint_file(run.model_id).unlink(missing_ok=True)
+
+
+def linear_head(config: StudyConfig):
+    """The model's declared LinearHead: gradient CAMs at the layer it follows need no backward
+    pass (same maps within float rounding, tested in test_cams)."""
+    return MODELS[config.model.name].head
+
+
+def cam_key(prepared: PreparedStudy, run: ModelRun, method: str | None = None) -> str:
+    """Everything a stored CAM set depends on: the model, the test images, and the CAM settings
+    (the batch size too, since batched convolutions may round differently)."""
+    p, c = prepared, prepared.config
+    return digest({"model_id": run.model_id, "test": p.split.test.tolist(),
+                   "test_fingerprint": p.test_fingerprint, "method": method or c.cam.method,
+                   "layer": p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
+                   "batch_size": c.cam.batch_size, "linear_head": linear_head(c) is not None})
+
+
+def load_model(prepared: PreparedStudy, weights: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
+    c = prepared.config
+    model = build_model(c.model.name, prepared.train_set.images.shape[1], prepared.num_classes,
+                        c.training.init_seed)
+    model.load_state_dict(weights)
+    return model.to(device)
+
+
+def compute_cam_set(prepared: PreparedStudy, run: ModelRun, model: torch.nn.Module, device: torch.device,
+                    method: str | None = None, after_batch=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The CAM set of one model for every test image, by the study's CAM method or by `method` (one
+    of cam.extra_methods): raw maps at the layer's resolution, logits, predictions, targets, with
+    the metadata (CAM key) it is stored with. `after_batch(number, size)` follows each batch."""
+    p, c = prepared, prepared.config
+    mean = torch.tensor(p.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(p.std, device=device).view(1, -1, 1, 1)
+    test_images = p.test_set.images[p.split.test]
+    labels = p.test_set.labels[p.split.test]
+    maps, logits, targets = [], [], []
+    batch = c.cam.batch_size
+    for number, start in enumerate(range(0, len(test_images), batch), start=1):
+        inputs = prepare_inputs(images_on(test_images[start:start + batch], device), mean, std, c.data.image_size)
+        wanted = labels[start:start + batch].to(device) if c.cam.target == "label" else None
+        batch_maps, batch_logits = raw_cams(method or c.cam.method, model, p.target_layer, inputs, wanted,
+                                            batch, head=linear_head(c))
+        maps.append(batch_maps.cpu())
+        logits.append(batch_logits.cpu())
+        targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
+        if after_batch is not None:
+            after_batch(number, len(inputs))
+    logits_all = torch.cat(logits)
+    tensors = {"raw": torch.cat(maps).float(), "logits": logits_all.float(), "predictions": logits_all.argmax(1),
+               "targets": torch.cat(targets), "image_index": p.split.test.clone()}
+    metadata = {"cam_key": cam_key(p, run, method), "method": method or c.cam.method,
+                "target_layer": p.target_layer, "target": c.cam.target, "model_id": run.model_id}
+    return tensors, metadata
+
+
 # --- running -------------------------------------------------------------------------------
 
 
@@ -348,13 +502,40 @@ def _labels(runs: list["ModelRun"], limit: int = 8) -> str:
     return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
 
 
+@dataclass
+class TrainingPlan:
+    """Stage 1's view of the run directory: finished models (complete, or failed for good), the
+    checkpoints a killed run left, and the models still to train."""
+
+    finished: dict[str, dict]
+    resumable: dict[str, TrainState]
+    todo: list[ModelRun]
+
+    @property
+    def resumed(self) -> list[ModelRun]:
+        return [run for run in self.todo if run.model_id in self.resumable]
+
+    @property
+    def new(self) -> list[ModelRun]:
+        return [run for run in self.todo if run.model_id not in self.resumable]
+
+
 class Runner:
-    def __init__(self, prepared: PreparedStudy, out: Path, device: torch.device, console: Console):
+    """One study in one run directory: the stages in order. Stages 1–2 (train, explain) run here
+    one model after the other, or on a cluster when an `executor` (augcam.cluster.RayExecutor) is
+    given; every later stage runs here, from what the run directory holds."""
+
+    def __init__(self, prepared: PreparedStudy, out: Path, device: torch.device, console: Console,
+                 executor: Any = None):
         self.p = prepared
         self.config = prepared.config
         self.run_dir = RunDir(out)
         self.device = device
         self.console = console
+        self.executor = executor
+        # Per-image metrics against the baseline computed by a cluster worker right after the model's
+        # CAMs (model id → metric → values); the compare stages compute the others from stored CAMs.
+        self.vs_baseline: dict[str, dict[str, np.ndarray]] = {}
         self.manifest: dict[str, Any] = {
             "augcam_version": __version__, "study": self.config.name, "config_hash": self.config.config_hash(),
             "training_code_version": TRAINING_CODE_VERSION,
@@ -368,7 +549,10 @@ class Runner:
                       "ordering": self.config.training.ordering_seed, "augmentation": self.config.seeds},
             "data": {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint},
             "started": _now(), "status": "running", "stages": {}, "models": {},
+            "executor": "local" if executor is None else executor.name,
         }
+        if executor is not None:
+            self.manifest[executor.name] = executor.manifest_info()
         previous = self._previous_manifest()
         if previous is not None:
             # What the last run of this directory left: "running" means it was killed.
@@ -386,7 +570,7 @@ class Runner:
 
     # Data on the device, as float32 in [0, 1].
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(self.device).float().div_(255)
+        return images_on(images, self.device)
 
     def _write_manifest(self) -> None:
         write_json(self.run_dir.manifest_file, self.manifest)
@@ -407,8 +591,11 @@ class Runner:
         self.run_dir.manifest_file.parent.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
         try:
-            trained = self.train_all()
-            explained = self.explain_all(trained)
+            if self.executor is None:
+                trained = self.train_all()
+                explained = self.explain_all(trained)
+            else:
+                explained = self.executor.train_and_explain(self)
             metrics = self.compare(explained)
             performance_table = self.performance_table(explained)
             aggregated = self.aggregate(metrics)
@@ -465,8 +652,8 @@ class Runner:
             self.console.print(f"[yellow]ignoring checkpoint[/] {err}; training {run.label} from the start")
             return None
 
-    def train_all(self) -> list[ModelRun]:
-        started = self._stage_started("train")
+    def training_plan(self, where: str) -> TrainingPlan:
+        """What stage 1 reuses, resumes and trains (printed); `where` names the device or cluster."""
         p, t = self.p, self.config.training
         finished: dict[str, dict] = {}
         resumable: dict[str, TrainState] = {}
@@ -480,27 +667,26 @@ class Runner:
             state = self._resumable(run)
             if state is not None:
                 resumable[run.model_id] = state
-        todo = [run for run in p.all_runs if run.model_id not in finished]
+        plan = TrainingPlan(finished, resumable, [run for run in p.all_runs if run.model_id not in finished])
         failed_before = [run for run in p.all_runs if finished.get(run.model_id, {}).get("status") not in
                          (None, "complete")]
-        resumed = [run for run in todo if run.model_id in resumable]
-        new = [run for run in todo if run.model_id not in resumable]
         lines = [f"[bold]train[/]: {len(p.all_runs)} models — {len(finished)} reused from {self.run_dir.root}"
                  + (f" ({len(failed_before)} of them failed earlier: {_labels(failed_before)})" if failed_before else "")]
-        if resumed:
+        if plan.resumed:
             lines.append("  resume: " + ", ".join(f"{run.label} after epoch {resumable[run.model_id].epochs_done}/"
-                                                  f"{t.epochs}" for run in resumed))
-        if new:
-            lines.append(f"  train on {self.device}: {len(new)} ({_labels(new)})")
+                                                  f"{t.epochs}" for run in plan.resumed))
+        if plan.new:
+            lines.append(f"  train on {where}: {len(plan.new)} ({_labels(plan.new)})")
         self.console.print("\n".join(lines), highlight=False)
-        data = TrainingData(self._images(p.train_set.images[p.split.train]),
-                            p.train_set.labels[p.split.train].to(self.device),
-                            self._images(p.train_set.images[p.split.val]),
-                            p.train_set.labels[p.split.val].to(self.device),
-                            p.mean, p.std, self.config.data.image_size)
-        settings = TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, t.ordering_seed, t.copies,
-                                 t.eval_batch_size)
-        permuted_data = self._permuted_label_data(data) if p.permuted is not None else None
+        return plan
+
+    def train_all(self) -> list[ModelRun]:
+        started = self._stage_started("train")
+        p, t = self.p, self.config.training
+        plan = self.training_plan(str(self.device))
+        todo, resumable = plan.todo, plan.resumable
+        data = training_data(p, self.device)
+        permuted_data = permuted_label_data(self.config, data) if p.permuted is not None else None
         n_train = len(p.split.train)
 
         def images_left(run: ModelRun) -> int:
@@ -525,94 +711,68 @@ class Runner:
                 state = resumable.get(run.model_id)
                 first = state.epochs_done + 1 if state is not None else 1
                 progress.update(task, description=f"train {run.label} epoch {first}/{t.epochs}")
-                self._train_one(run, permuted_data if run.permuted_labels else data,
-                                replace(settings, ordering_seed=run.ordering_seed), on_epoch, on_batch, state)
+                self._train_one(run, permuted_data if run.permuted_labels else data, on_epoch, on_batch, state)
+        return self.finish_training(started, plan)
+
+    def finish_training(self, started: float, plan: TrainingPlan,
+                        details: dict[str, dict] | None = None) -> list[ModelRun]:
+        """Record stage 1 in the manifest (each model's status, plus `details` per model id, e.g. the
+        cluster node) and return the complete models; stop the study if the baseline failed."""
+        p = self.p
         metas = {run.model_id: self._meta(run) or {} for run in p.all_runs}
+        details = details or {}
         self.manifest["models"] = {
             run.model_id: {"augmentation": run.augmentation, "seed": run.seed,
                            "status": metas[run.model_id].get("status"),
                            **({"error": metas[run.model_id]["error"]} if "error" in metas[run.model_id] else {}),
-                           **({"resumed_after_epoch": resumable[run.model_id].epochs_done}
-                              if run.model_id in resumable else {}),
+                           **({"resumed_after_epoch": plan.resumable[run.model_id].epochs_done}
+                              if run.model_id in plan.resumable else {}),
                            **({"replica": run.replica} if run.replica else {}),
-                           **({"permuted_labels": True} if run.permuted_labels else {})}
+                           **({"permuted_labels": True} if run.permuted_labels else {}),
+                           **details.get(run.model_id, {})}
             for run in p.all_runs}
         statuses = {mid: meta.get("status") for mid, meta in metas.items()}
-        self._stage("train", "complete", time.perf_counter() - started, trained=len(new), reused=len(finished),
-                    resumed=len(resumed), failed=sum(s != "complete" for s in statuses.values()))
+        self._stage("train", "complete", time.perf_counter() - started, trained=len(plan.new),
+                    reused=len(plan.finished), resumed=len(plan.resumed),
+                    failed=sum(s != "complete" for s in statuses.values()))
         if statuses[p.baseline.model_id] != "complete":
             raise AugcamError(f"the baseline model failed ({statuses[p.baseline.model_id]}: "
                               f"{metas[p.baseline.model_id].get('error', '')}); nothing can be compared with it")
         return [run for run in p.all_runs if statuses[run.model_id] == "complete"]
 
-    def _permuted_label_data(self, data: TrainingData) -> TrainingData:
-        """The training data with labels shuffled across images (training and validation alike, so
-        best-epoch selection is not on true labels): Adebayo et al.'s data-randomisation test."""
-        generator = torch.Generator().manual_seed(self.config.data.split_seed + 1)
-        train = torch.randperm(len(data.train_labels), generator=generator)
-        val = torch.randperm(len(data.val_labels), generator=generator)
-        return replace(data, train_labels=data.train_labels[train.to(data.train_labels.device)],
-                       val_labels=data.val_labels[val.to(data.val_labels.device)])
-
-    def _train_one(self, run: ModelRun, data: TrainingData, settings: TrainSettings, on_epoch, on_batch,
-                   resume: TrainState | None) -> None:
-        p = self.p
-        index = p.all_runs.index(run)
-        model = build_model(self.config.model.name, p.train_set.images.shape[1], p.num_classes,
-                            run.init_seed).to(self.device)
-        augmentation = run.entry.build() if run.entry is not None else None
-        meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
-                **({"replica": run.replica} if run.replica else {}),
-                **({"permuted_labels": True} if run.permuted_labels else {}),
-                "key": model_key(self.config, p.data_fingerprint, run.entry, run.seed, init_seed=run.init_seed,
-                                 ordering_seed=run.ordering_seed, permuted_labels=run.permuted_labels),
-                "device": str(self.device), "training_code_version": TRAINING_CODE_VERSION}
+    def _train_one(self, run: ModelRun, data: TrainingData, on_epoch, on_batch, resume: TrainState | None) -> None:
+        index = self.p.all_runs.index(run)
         checkpoint = self.run_dir.checkpoint_file(run.model_id)
 
         def on_checkpoint(state: TrainState) -> None:
             save_train_state(checkpoint, state, {"model_id": run.model_id})
             kill_point("train", index, state.epochs_done)
 
-        try:
-            result = train_model(model, data, settings, augmentation, run.seed if run.seed is not None else 0,
-                                 on_epoch=on_epoch, on_batch=on_batch, on_checkpoint=on_checkpoint, resume=resume)
-        except TrainingDiverged as err:
-            self.console.print(f"[red]model {run.label} ({run.model_id}) diverged[/]: {err}; "
+        outcome = train_one_model(self.p, run, self.device, resume, data=data, on_epoch=on_epoch,
+                                  on_batch=on_batch, on_checkpoint=on_checkpoint)
+        self.report_trained(run, outcome)
+        store_trained(self.run_dir, run, outcome)
+
+    def report_trained(self, run: ModelRun, outcome: TrainOutcome, where: str = "") -> None:
+        if outcome.status != "complete":
+            self.console.print(f"[red]model {run.label} ({run.model_id}) diverged[/]: {outcome.meta.get('error')}; "
                                "the study goes on without it")
-            write_json(self.run_dir.meta_file(run.model_id), {**meta, "status": "diverged", "error": str(err)})
-            checkpoint.unlink(missing_ok=True)
             return
-        write_tensors(self.run_dir.weights_file(run.model_id), result.best_state)
-        write_parquet(self.run_dir.history_file(run.model_id), pd.DataFrame(result.history))
-        # meta.json is written last: its presence with the weights marks a finished model.
-        write_json(self.run_dir.meta_file(run.model_id), {
-            **meta, "status": "complete", "best_epoch": result.best_epoch,
-            "best_val_accuracy": result.best_val_accuracy, "train_seconds": round(result.seconds, 3),
-            "initial_weights_sha256": result.initial_digest, "epochs": len(result.history),
-            **({"resumed_after_epoch": resume.epochs_done} if resume is not None else {})})
-        checkpoint.unlink(missing_ok=True)
-        self.console.print(f"  trained {run.model_id}: best val accuracy {result.best_val_accuracy:.4f} "
-                           f"at epoch {result.best_epoch} ({result.seconds:.1f} s)")
+        self.console.print(f"  trained {run.model_id}: best val accuracy {outcome.meta['best_val_accuracy']:.4f} "
+                           f"at epoch {outcome.meta['best_epoch']} ({outcome.seconds:.1f} s{where})")
 
     # --- stage 2: explain ------------------------------------------------------------------
 
     def _cam_key(self, run: ModelRun, method: str | None = None) -> str:
-        """Everything a stored CAM set depends on: the model, the test images, and the CAM settings
-        (the batch size too, since batched convolutions may round differently)."""
-        c = self.config
-        return digest({"model_id": run.model_id, "test": self.p.split.test.tolist(),
-                       "test_fingerprint": self.p.test_fingerprint, "method": method or c.cam.method,
-                       "layer": self.p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
-                       "batch_size": c.cam.batch_size, "linear_head": self._head is not None})
+        return cam_key(self.p, run, method)
 
     @property
     def _head(self):
-        """The model's declared LinearHead: gradient CAMs at the layer it follows need no backward
-        pass (same maps within float rounding, tested in test_cams)."""
-        return MODELS[self.config.model.name].head
+        return linear_head(self.config)
 
-    def explain_all(self, runs: list[ModelRun]) -> list[ModelRun]:
-        started = self._stage_started("explain")
+    def cam_jobs(self, runs: list[ModelRun]) -> tuple[list[tuple[ModelRun, str | None]], int]:
+        """The CAM sets stage 2 computes — (model, None) for the study's CAM method, (model, method)
+        for one of cam.extra_methods — and how many it reuses (printed)."""
         p = self.p
         todo = [run for run in runs if self._stored_cam_key(run) != self._cam_key(run)]
         n_test = len(p.split.test)
@@ -627,13 +787,18 @@ class Runner:
             self.console.print(f"  extra methods {', '.join(self.config.cam.extra_methods)}: {len(extra) - len(extra_todo)}"
                                f" CAM sets reused, {len(extra_todo)} to compute", highlight=False)
         jobs = [(run, None) for run in todo] + extra_todo
+        return jobs, len(runs) - len(todo) + len(extra) - len(extra_todo)
+
+    def explain_all(self, runs: list[ModelRun]) -> list[ModelRun]:
+        started = self._stage_started("explain")
+        jobs, reused = self.cam_jobs(runs)
+        n_test = len(self.p.split.test)
         with _progress(self.console, disable=not jobs) as progress:
             task = progress.add_task("explain", total=max(len(jobs) * n_test, 1), rate="")
             for run, method in jobs:
                 progress.update(task, description=f"explain {run.label}" + (f" ({method})" if method else ""))
                 self._explain_one(run, lambda n: progress.update(task, advance=n), method)
-        self._stage("explain", "complete", time.perf_counter() - started, computed=len(jobs),
-                    reused=len(runs) - len(todo) + len(extra) - len(extra_todo))
+        self._stage("explain", "complete", time.perf_counter() - started, computed=len(jobs), reused=reused)
         return runs
 
     def _stored_cam_key(self, run: ModelRun, method: str | None = None) -> str | None:
@@ -648,39 +813,18 @@ class Runner:
             return None
 
     def _load_model(self, run: ModelRun) -> torch.nn.Module:
-        model = build_model(self.config.model.name, self.p.train_set.images.shape[1], self.p.num_classes,
-                            self.config.training.init_seed)
-        model.load_state_dict(read_tensors(self.run_dir.weights_file(run.model_id)))
-        return model.to(self.device)
+        return load_model(self.p, read_tensors(self.run_dir.weights_file(run.model_id)), self.device)
 
     def _explain_one(self, run: ModelRun, advance, method: str | None = None) -> None:
         """Store the CAM set of `run` by the main CAM method, or by `method` (an extra one)."""
-        p, c = self.p, self.config
-        index = p.all_runs.index(run)
-        model = self._load_model(run)
-        mean = torch.tensor(p.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(p.std, device=self.device).view(1, -1, 1, 1)
-        test_images = p.test_set.images[p.split.test]
-        labels = p.test_set.labels[p.split.test]
-        maps, logits, targets = [], [], []
-        batch = c.cam.batch_size
-        for number, start in enumerate(range(0, len(test_images), batch), start=1):
-            inputs = prepare_inputs(self._images(test_images[start:start + batch]), mean, std, c.data.image_size)
-            wanted = labels[start:start + batch].to(self.device) if c.cam.target == "label" else None
-            batch_maps, batch_logits = raw_cams(method or c.cam.method, model, p.target_layer, inputs, wanted,
-                                                batch, head=self._head)
-            maps.append(batch_maps.cpu())
-            logits.append(batch_logits.cpu())
-            targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
-            advance(len(inputs))
+        index = self.p.all_runs.index(run)
+
+        def after_batch(number: int, size: int) -> None:
+            advance(size)
             kill_point("explain", index, number)
-        logits_all = torch.cat(logits)
-        write_tensors(self.run_dir.cams_file(run.model_id, method), {
-            "raw": torch.cat(maps).float(), "logits": logits_all.float(), "predictions": logits_all.argmax(1),
-            "targets": torch.cat(targets), "image_index": p.split.test.clone()},
-            metadata={"cam_key": self._cam_key(run, method), "method": method or c.cam.method,
-                      "target_layer": p.target_layer,
-                      "target": c.cam.target, "model_id": run.model_id})
+
+        tensors, metadata = compute_cam_set(self.p, run, self._load_model(run), self.device, method, after_batch)
+        write_tensors(self.run_dir.cams_file(run.model_id, method), tensors, metadata=metadata)
 
     # --- stage 3: compare ------------------------------------------------------------------
 
@@ -703,8 +847,7 @@ class Runner:
             bad = int((~torch.isfinite(other["logits"])).any(dim=1).sum())
             if bad:
                 nonfinite_logits[run.model_id] = bad
-            values = compare_cam_sets(base, other, p.input_size, c.metrics.overlap_percentages, c.metrics.kld_eps,
-                                      self.device)
+            values = self.baseline_metrics(run, base, other)
             frames.append(pd.DataFrame({
                 "model_id": run.model_id, "augmentation": run.augmentation,
                 "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
@@ -774,6 +917,8 @@ class Runner:
             return cams[run.model_id]
 
         def values(a: ModelRun, b: ModelRun) -> dict[str, np.ndarray]:
+            if a == p.baseline and b.model_id in self.vs_baseline:
+                return self.vs_baseline[b.model_id]
             return compare_cam_sets(cam_set(a), cam_set(b), p.input_size, c.metrics.overlap_percentages,
                                     c.metrics.kld_eps, self.device)
 
@@ -831,8 +976,7 @@ class Runner:
         if permuted is not None and permuted.model_id in {run.model_id for run in runs}:
             base = read_tensors(self.run_dir.cams_file(p.baseline.model_id))
             other = read_tensors(self.run_dir.cams_file(permuted.model_id))
-            spearman = torch.from_numpy(compare_cam_sets(base, other, p.input_size, c.metrics.overlap_percentages,
-                                                         c.metrics.kld_eps, self.device)["spearman"])
+            spearman = torch.from_numpy(self.baseline_metrics(permuted, base, other)["spearman"])
             table = pd.concat([table, pd.DataFrame([{"test": "data", **spearman_summary(1, "(labels permuted)", spearman)}])],
                               ignore_index=True)
         table.insert(1, "method", c.cam.method)
@@ -840,6 +984,17 @@ class Runner:
         verdict = sanity_verdict(table[table["test"] == "cascading"])
         self._stage("sanity", "complete", time.perf_counter() - started, images=n_images, **verdict)
         return table
+
+    def baseline_metrics(self, run: ModelRun, base: dict[str, torch.Tensor],
+                         other: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Per-image metrics of `run`'s CAM set (`other`) against the baseline's (`base`): those a
+        cluster worker computed right after the model's CAMs (same function, same inputs), or
+        computed here from the stored CAM sets."""
+        if run.model_id in self.vs_baseline:
+            return self.vs_baseline[run.model_id]
+        c = self.config
+        return compare_cam_sets(base, other, self.p.input_size, c.metrics.overlap_percentages, c.metrics.kld_eps,
+                                self.device)
 
     @staticmethod
     def metric_columns(metrics: pd.DataFrame) -> list[str]:
@@ -915,15 +1070,25 @@ def aggregate_over_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, device: str | None = None,
-              force: bool = False, console: Console | None = None) -> StudyResult:
+              force: bool = False, console: Console | None = None, executor: str = "local",
+              address: str | None = None) -> StudyResult:
     """Run a whole study into `out` and return its tables. Public entry point of the Python API.
 
+    `executor="ray"` trains and explains the models as tasks on a Ray cluster (docs/cluster.md):
+    the one at `address` ("auto": the cluster this machine belongs to; None: a local cluster
+    started for the run, or the one this process is already connected to), with the same tables.
+
     Everything a user can get wrong (config, data, device, an output directory that holds another
-    study, is unwritable or is in use by another run) raises an AugcamError before anything is
-    written. Rerunning on the same `out` reuses what is stored and resumes what a killed run left.
+    study, is unwritable or is in use by another run, an unreachable cluster) raises an AugcamError
+    before anything is written. Rerunning on the same `out` reuses what is stored and resumes what
+    a killed run left.
     """
     console = console or Console(stderr=True)
     started = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise AugcamError(f"--executor: expected {' or '.join(EXECUTORS)}, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise AugcamError("--address names a Ray cluster: use it with --executor ray")
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     if device is not None:
@@ -932,9 +1097,28 @@ def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, devic
         except ValueError as err:
             raise ConfigError(f"device: {err}") from None
         config = config.model_copy(update={"device": device})
-    torch_device = resolve_device(config.device)
+    cluster = None
+    if executor == "ray":
+        from augcam.cluster import RayExecutor
+
+        cluster = RayExecutor.check(config)  # config-level errors before any data is loaded
+    else:
+        torch_device = resolve_device(config.device)
     set_deterministic()
     prepared = prepare(config)
+    if cluster is not None:
+        cluster.connect(address, console)
+        torch_device = cluster.driver_device
+    try:
+        return _run_in(prepared, out, torch_device, console, force, cluster, started)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_in(prepared: PreparedStudy, out: str | Path, torch_device: torch.device, console: Console, force: bool,
+            cluster: Any, started: float) -> StudyResult:
+    config = prepared.config
     run_dir = RunDir(out)
     run_dir.create()
     with RunLock(run_dir.lock_file) as lock:
@@ -953,7 +1137,7 @@ def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, devic
                       f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
                       f"({prepared.layer_size[0]}×{prepared.layer_size[1]})")
         run_dir.write_study(config.resolved())
-        result = Runner(prepared, run_dir.root, torch_device, console).run()
+        result = Runner(prepared, run_dir.root, torch_device, console, cluster).run()
         result.manifest["seconds"] = round(time.perf_counter() - started, 3)
         write_json(run_dir.manifest_file, result.manifest)
     return result

@@ -269,6 +269,19 @@ def save_train_state(path: Path, state: TrainState, identity: dict[str, Any]) ->
     """Write `state` atomically; `identity` (e.g. the model id) is stored to be checked on load."""
     from augcam.store import write_tensors
 
+    tensors, metadata = _state_tensors(state, identity)
+    write_tensors(path, tensors, metadata=metadata)
+
+
+def train_state_to_bytes(state: TrainState, identity: dict[str, Any]) -> bytes:
+    """The bytes of the file `save_train_state` writes (sent from a cluster worker to the driver)."""
+    from safetensors.torch import save
+
+    tensors, metadata = _state_tensors(state, identity)
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def _state_tensors(state: TrainState, identity: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors: dict[str, torch.Tensor] = {}
     tensors.update({f"model/{k}": v for k, v in state.model.items()})
     tensors.update({f"best/{k}": v for k, v in state.best_state.items()})
@@ -284,24 +297,40 @@ def save_train_state(path: Path, state: TrainState, identity: dict[str, Any]) ->
             "best_epoch": state.best_epoch, "best_val_accuracy": state.best_val_accuracy,
             "history": state.history, "initial_digest": state.initial_digest, "seconds": state.seconds,
             "optimizer_param_groups": state.optimizer["param_groups"], "optimizer_values": optimizer_values}
-    write_tensors(path, tensors, metadata={"train_state": json.dumps(info)})
+    return tensors, {"train_state": json.dumps(info)}
 
 
 def load_train_state(path: Path, identity: dict[str, Any]) -> TrainState:
     """The state saved by `save_train_state`; ValueError if it is not one, or is another model's."""
     from augcam.store import read_tensor_metadata, read_tensors
 
+    return _state_from(str(path), read_tensor_metadata(path), lambda: read_tensors(path), identity)
+
+
+def train_state_from_bytes(data: bytes, identity: dict[str, Any]) -> TrainState:
+    """The state in bytes made by `train_state_to_bytes` (or read from a checkpoint file)."""
+    from safetensors.torch import load
+
     try:
-        info = json.loads(read_tensor_metadata(path)["train_state"])
+        size = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"not an augcam training checkpoint ({err})") from None
+    return _state_from("checkpoint", metadata, lambda: load(data), identity)
+
+
+def _state_from(where: str, metadata: dict[str, str], tensors: Callable[[], dict[str, torch.Tensor]],
+                identity: dict[str, Any]) -> TrainState:
+    try:
+        info = json.loads(metadata["train_state"])
     except (KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not an augcam training checkpoint ({err})") from None
+        raise ValueError(f"{where}: not an augcam training checkpoint ({err})") from None
     if info.get("format") != _STATE_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {info.get('format')!r}, expected {_STATE_FORMAT}")
+        raise ValueError(f"{where}: checkpoint format {info.get('format')!r}, expected {_STATE_FORMAT}")
     if info.get("identity") != identity:
-        raise ValueError(f"{path}: checkpoint of {info.get('identity')}, expected {identity}")
-    tensors = read_tensors(path)
+        raise ValueError(f"{where}: checkpoint of {info.get('identity')}, expected {identity}")
     parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "rng": {}, "optimizer": {}}
-    for name, tensor in tensors.items():
+    for name, tensor in tensors().items():
         prefix, _, rest = name.partition("/")
         parts[prefix][rest] = tensor
     optimizer_state: dict[int, dict[str, Any]] = {}

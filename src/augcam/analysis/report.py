@@ -26,18 +26,25 @@ from rich.console import Console
 from augcam import __version__
 from augcam.analysis import plots
 from augcam.analysis.cams import CamSets, TestImages, load_test_images
-from augcam.analysis.tables import (BASELINE, PERFORMANCE_COLUMNS, SEGMENTS, RunTables, augmentation_order,
-                                    correlation_maps, display_name, extreme_images, load_run, pair_frequencies,
-                                    performance_summary, segment, segment_counts, segment_medians,
-                                    summary_table, training_histories)
+from augcam.analysis.tables import (BASELINE, CONTROL, PERFORMANCE_COLUMNS, SANITY_THRESHOLD, SEGMENTS, RunTables,
+                                    augmentation_label, augmentation_order, between_augmentation_medians,
+                                    correlation_maps, display_name, extreme_images, impact_clusters_table,
+                                    load_run, method_name, noise_floor_summary, noise_verdicts, pair_frequencies,
+                                    performance_summary, sanity_verdicts, segment, segment_counts,
+                                    segment_medians, significance_vs_noise, summary_table, training_histories)
 from augcam.errors import AugcamError
 from augcam.store import atomic_path, write_text
 
 __all__ = ["Analyses", "analyse", "extreme_image_figures", "write_report", "DEFAULT_PAIRS"]
 
 DEFAULT_PAIRS = 4
+DEFAULT_RESAMPLES = 2000  # bootstrap resamples of every CI of the significance table
 FIGURE_DPI = 150
-PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate")
+PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "controls", "sanity")
+# Written only when the run has what they need (the controls' tables, two augmentations or more).
+OPTIONAL_TABLES = ("noise_floor_summary.csv", "significance.csv", "between_augmentations_median.csv",
+                   "sanity_verdict.csv")
+OPTIONAL_FIGURES = ("clusters", "between_augmentations", "noise_effects", "sanity")
 QUESTION = "How does a data augmentation change where an image classifier looks?"
 
 
@@ -56,6 +63,14 @@ class Analyses:
     segment_medians: pd.DataFrame
     extremes: pd.DataFrame
     summary: pd.DataFrame
+    clusters: pd.DataFrame
+    # From the controls' tables; None when the run has no such table (controls off).
+    noise_summary: pd.DataFrame | None = None
+    significance: pd.DataFrame | None = None
+    noise_verdicts: pd.DataFrame | None = None
+    between: pd.DataFrame | None = None
+    sanity: pd.DataFrame | None = None
+    sanity_verdicts: pd.DataFrame | None = None
 
     def csv_files(self) -> dict[str, str]:
         """File name under tables/ → CSV text."""
@@ -67,23 +82,39 @@ class Analyses:
                       "segment_counts.csv": self.segment_counts.to_csv(index=False),
                       "segment_medians.csv": self.segment_medians.to_csv(index=False),
                       "extreme_images.csv": self.extremes.to_csv(index=False),
-                      "summary.csv": self.summary.to_csv(index=False)})
+                      "summary.csv": self.summary.to_csv(index=False),
+                      "clusters.csv": self.clusters.to_csv(index=False)})
+        optional = {"noise_floor_summary.csv": self.noise_summary, "significance.csv": self.significance,
+                    "between_augmentations_median.csv": self.between, "sanity_verdict.csv": self.sanity_verdicts}
+        files.update({name: table.to_csv(index=False) for name, table in optional.items() if table is not None})
         return files
 
 
-def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS) -> Analyses:
-    """All analyses of a loaded run (`augcam.analysis.load_run`)."""
+def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS, n_resamples: int = DEFAULT_RESAMPLES) -> Analyses:
+    """All analyses of a loaded run (`augcam.analysis.load_run`); those of the controls only when
+    the run has their tables."""
     order = augmentation_order(tables.performance)
+    metrics = tables.metric_names
     correlations = correlation_maps(tables.aggregated, order)
     strongest, weakest = pair_frequencies(correlations, pairs)
-    return Analyses(order=order, metrics=tables.metric_names,
+    controls: dict[str, Any] = {}
+    if tables.noise is not None:
+        significance = significance_vs_noise(tables.aggregated, tables.noise, metrics, order, n_resamples=n_resamples)
+        controls.update(noise_summary=noise_floor_summary(tables.noise, metrics), significance=significance,
+                        noise_verdicts=noise_verdicts(significance))
+    if tables.between is not None:
+        controls["between"] = between_augmentation_medians(tables.between, metrics, order)
+    if tables.sanity is not None:
+        controls.update(sanity=tables.sanity, sanity_verdicts=sanity_verdicts(tables.sanity))
+    return Analyses(order=order, metrics=metrics,
                     performance=performance_summary(tables.performance),
                     histories=training_histories(tables),
                     correlations=correlations, strongest=strongest, weakest=weakest,
                     segment_counts=segment_counts(tables.metrics, order),
                     segment_medians=segment_medians(tables.metrics, order),
                     extremes=extreme_images(tables.aggregated),
-                    summary=summary_table(tables.performance, tables.aggregated, tables.metrics))
+                    summary=summary_table(tables.performance, tables.aggregated, tables.metrics),
+                    clusters=impact_clusters_table(tables.aggregated, metrics, order), **controls)
 
 
 # --- extreme-image grids ---------------------------------------------------------------------
@@ -202,6 +233,106 @@ def _summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
     return {"columns": columns, "rows": rows}
 
 
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the control marked in its augmentation column (for display only)."""
+    return frame.assign(augmentation=frame["augmentation"].map(augmentation_label))
+
+
+def _noise_summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
+    columns = ["replica"] + [display_name(m) for m in metrics]
+    rows = []
+    for replica, group in summary.groupby("replica", sort=False):
+        by_metric = group.set_index("metric")
+        name = "all (mean of the replicas per image)" if replica == "all" else f"baseline {replica}"
+        rows.append([name] + [f"{by_metric.loc[m, 'median']:.4f} [{by_metric.loc[m, 'iqr']:.4f}]"
+                              if m in by_metric.index and pd.notna(by_metric.loc[m, "median"]) else ""
+                              for m in metrics])
+    return {"columns": columns, "rows": rows}
+
+
+def _significance_display(significance: pd.DataFrame, metrics: list[str]) -> dict:
+    columns = ["augmentation"] + [display_name(m) for m in metrics] + ["differs in"]
+    rows = []
+    for aug, group in significance.groupby("augmentation", sort=False):
+        by_metric = group.set_index("metric")
+        cells = [augmentation_label(aug)]
+        for m in metrics:
+            if m not in by_metric.index or pd.isna(by_metric.loc[m, "effect"]):
+                cells.append("")
+                continue
+            mark = " *" if bool(by_metric.loc[m, "significant"]) else ""
+            cells.append(f"{by_metric.loc[m, 'effect']:+.4f}{mark}")
+        cells.append(f"{int(group['significant'].astype(bool).sum())} of {len(group)}")
+        rows.append(cells)
+    return {"columns": columns, "rows": rows}
+
+
+def _noise_sentences(verdicts: pd.DataFrame, augmentations: list[str]) -> list[str]:
+    """Which augmentations differ from the noise floor in at least one metric, which do not, and
+    what the identity control says."""
+    differ = verdicts[verdicts["significant"] > 0]
+    same = verdicts[verdicts["significant"] == 0]
+    sentences = []
+    if len(differ):
+        listed = ", ".join(f"{augmentation_label(r.augmentation)} ({r.significant} of {r.metrics} metrics)"
+                           for r in differ.itertuples(index=False))
+        sentences.append(f"Differ from the noise floor in at least one metric (Holm-adjusted p < 0.05): {listed}.")
+    if len(same):
+        listed = ", ".join(augmentation_label(a) for a in same["augmentation"])
+        sentences.append(f"Not distinguishable from the noise floor in any metric: {listed}.")
+    if CONTROL not in augmentations:
+        sentences.append(f"This run has no {CONTROL} control (controls.identity: false), so the effect of the "
+                         "augmented models' extra training steps is not separated from the transformations'.")
+    elif CONTROL in set(differ["augmentation"]):
+        sentences.append(f"The {CONTROL} control itself differs from the noise floor: the extra training steps "
+                         f"alone move the CAMs, so read each augmentation's effect against {CONTROL}'s as well "
+                         "as against 0.")
+    else:
+        sentences.append(f"As a control should, {CONTROL} does not: the extra training steps alone do not move "
+                         "the CAMs beyond randomness.")
+    return sentences
+
+
+def _clusters_display(clusters: pd.DataFrame) -> dict:
+    rows = clusters[clusters["scope"] == "all"].sort_values("leaf_order", kind="stable")
+    members: dict[int, list[str]] = {}
+    for row in rows.itertuples(index=False):
+        members.setdefault(int(row.cluster), []).append(augmentation_label(row.augmentation))
+    return {"columns": ["cluster", "augmentations (dendrogram order)"],
+            "rows": [[str(c), ", ".join(members[c])] for c in sorted(members)]}
+
+
+def _sanity_sentences(verdicts: pd.DataFrame) -> list[str]:
+    sentences = []
+    for row in verdicts.itertuples(index=False):
+        outcome = "passes" if row.passes else "fails"
+        if row.test == "cascading":
+            sentences.append(f"{method_name(row.method)} {outcome} the cascading randomisation check (median "
+                             f"|Spearman| after randomising every layer: {row.final_median:.2f}, threshold "
+                             f"{row.threshold:g}).")
+        elif row.test == "data":
+            sentences.append(f"{method_name(row.method)} {outcome} the data randomisation check (median "
+                             f"|Spearman| between the baseline's CAMs and those of a model trained on permuted "
+                             f"labels: {row.final_median:.2f}, threshold {row.threshold:g}).")
+    return sentences
+
+
+def _controls_note(tables: RunTables) -> str | None:
+    """One line naming the controls this run did not make, whose sections the report leaves out."""
+    missing = []
+    if tables.noise is None:
+        missing.append("no baseline replicas (controls.baseline_replicas: 0), so no noise floor and no "
+                       "“Is it more than noise?” section")
+    if tables.between is None:
+        missing.append("no augmentation-vs-augmentation comparison")
+    if tables.sanity is None:
+        missing.append("no sanity check (controls.sanity_images: 0), so no “Sanity check” section")
+    if not missing:
+        return None
+    return ("Controls were off for this run: " + "; ".join(missing)
+            + ". See docs/trustworthy.md for what they add.")
+
+
 def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
     data, model = study.get("data") or {}, study.get("model") or {}
     training, cam = study.get("training") or {}, study.get("cam") or {}
@@ -228,7 +359,25 @@ def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
         ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
         ("CAM", f"{cam.get('method')}, target = {cam.get('target')} class; {n_images} test images compared"),
         ("metrics", ", ".join(display_name(m) for m in tables.metric_names)),
+        ("controls", _controls_summary(study, tables)),
     ]
+
+
+def _controls_summary(study: dict, tables: RunTables) -> str:
+    recorded = tables.controls or (study.get("controls") or {})
+    parts = [f"identity control {'on' if CONTROL in set(tables.aggregated['augmentation']) else 'off'}"]
+    if tables.noise is not None:
+        replicas = list(dict.fromkeys(tables.noise["replica"].astype(str)))
+        parts.append(f"{len(replicas)} baseline replica(s) ({', '.join(replicas)})")
+    else:
+        parts.append("no baseline replicas")
+    if tables.sanity is not None:
+        images = recorded.get("sanity_images")
+        parts.append("sanity check" + (f" on {images} test images" if images else ""))
+        parts.append("data randomisation " + ("on" if (tables.sanity["test"] == "data").any() else "off"))
+    else:
+        parts.append("no sanity check")
+    return ", ".join(parts)
 
 
 def _provenance(manifest: dict, report_seconds: float) -> dict:
@@ -263,7 +412,8 @@ def _template():
 # --- the stage -------------------------------------------------------------------------------
 
 
-def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: int = DEFAULT_PAIRS) -> Path:
+def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: int = DEFAULT_PAIRS,
+                 n_resamples: int = DEFAULT_RESAMPLES) -> Path:
     """Analyse a finished run directory: CSVs under tables/, PNG + SVG under figures/, and
     report.html; returns the report's path. Raises an `AugcamError` subclass naming the file when
     the directory is not a finished run; writes nothing then."""
@@ -281,7 +431,7 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
     cams = CamSets(tables.root)
     finished = tables.performance.loc[tables.performance["status"] == "complete", "model_id"]
     timed("CAMs", lambda: cams.load([str(m) for m in finished]))
-    result = timed("analyses", lambda: analyse(tables, pairs))
+    result = timed("analyses", lambda: analyse(tables, pairs, n_resamples))
     order, metrics = result.order, result.metrics
 
     image_note = None
@@ -313,6 +463,28 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
             rendered.append(_render(plots.correlation_heatmap(result.correlations[m], m), f"correlation_{m}",
                                     f"Pearson correlation over the test images of {display_name(m)} between two "
                                     "augmentations: high = the two change the CAMs of the same images in the same way."))
+        augs = [a for a in order if a != BASELINE]
+        if len(augs) >= 2:
+            rendered.append(_render(plots.cluster_dendrograms(tables.aggregated, metrics, order), "clusters",
+                                    "Average-linkage dendrograms of the augmentations' impact profiles (all metrics, "
+                                    "then each metric): augmentations joined at a small distance change the CAMs of "
+                                    "the same images alike; one colour per cluster below the dashed cut."))
+        if result.between is not None and len(result.between):
+            rendered.append(_render(plots.between_heatmaps(result.between, metrics, order), "between_augmentations",
+                                    "Median over the test images of each metric between two augmented models' CAMs "
+                                    "(same seed, averaged over seeds); the brighter the cell, the more alike the two "
+                                    "augmentations' CAMs (the colour scale is reversed for distances)."))
+        if result.significance is not None:
+            rendered.append(_render(plots.significance_forest(result.significance, metrics, order), "noise_effects",
+                                    "Effect of each augmentation beyond randomness: median per-image difference from "
+                                    "the noise floor (0, dashed) with its 95% bootstrap CI; filled = significant after "
+                                    "Holm's adjustment, hollow = not distinguishable from retraining noise."))
+        if result.sanity is not None:
+            rendered.append(_render(plots.sanity_curve(result.sanity), "sanity",
+                                    "Cascading randomisation of the baseline's layers (output first): Spearman between "
+                                    "the trained model's CAMs and the randomised model's, median and quartile band; a "
+                                    f"sound method falls inside the dotted ±{SANITY_THRESHOLD:g} lines by the last "
+                                    "layer (diamond: model trained on permuted labels)."))
         segments = segment(tables.metrics)
         for m in metrics:
             rendered.append(_render(plots.segmented_boxplot(tables.metrics, m, order, segments), f"segmented_{m}",
@@ -333,34 +505,62 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
     segment_table = result.segment_counts.rename(columns={s.replace(" ", "_"): s for s in SEGMENTS})
     perf_table = result.performance.rename(columns={f"{c}_{s}": f"{display_name(c)} {s}" for c in PERFORMANCE_COLUMNS
                                                     for s in ("mean", "std")})
+    augmentations = [a for a in order if a != BASELINE]
     context = {
         "question": QUESTION, "study": tables.study, "config": _config_summary(tables.study, tables),
-        "augmentations": [a for a in order if a != BASELINE], "metrics": metrics, "display": display_name,
-        "figure": by_name, "pairs": pairs,
-        "performance_table": _html_table(perf_table),
+        "augmentations": [augmentation_label(a) for a in augmentations], "metrics": metrics,
+        "display": display_name, "figure": by_name, "pairs": pairs,
+        "performance_table": _html_table(_labelled(perf_table)),
         "failed": tables.performance.loc[tables.performance["status"] != "complete", ["model_id", "status"]]
         .to_dict("records"),
         "strongest": _html_table(result.strongest), "weakest": _html_table(result.weakest),
-        "segment_table": _html_table(segment_table),
+        "segment_table": _html_table(_labelled(segment_table)),
         "extremes": result.extremes.to_dict("records"), "image_note": image_note,
-        "summary_table": _summary_display(result.summary, metrics),
+        "summary_table": _summary_display(_labelled(result.summary), metrics),
+        "clusters_table": _clusters_display(result.clusters), "control": augmentation_label(CONTROL),
+        "has_between": result.between is not None and len(result.between) > 0,
+        "noise": None if result.significance is None else {
+            "summary": _noise_summary_display(result.noise_summary, metrics),
+            "significance": _significance_display(result.significance, metrics),
+            "sentences": _noise_sentences(result.noise_verdicts, augmentations),
+            "replicas": int(result.noise_summary["replica"].nunique() - 1),
+            "resamples": n_resamples},
+        "sanity": None if result.sanity is None else {"sentences": _sanity_sentences(result.sanity_verdicts),
+                                                      "threshold": SANITY_THRESHOLD},
+        "controls_note": _controls_note(tables),
     }
+    # Sections in order, (id, title); those of the controls only when the run has their tables.
+    sections = [("performance", "Performance"), ("distributions", "Metric distributions"),
+                ("correlations", "Correlation maps between augmentations"), ("pairs", "Strongest and weakest pairs"),
+                ("profiles", "Impact profiles"), ("segments", "Results by prediction agreement"),
+                ("extremes", "Extreme images"), ("summary", "Summary table")]
+    sections += [("noise", "Is it more than noise?")] * (context["noise"] is not None)
+    sections += [("sanity", "Sanity check")] * (context["sanity"] is not None)
+    context.update(sections=sections, number={sid: i for i, (sid, _) in enumerate(sections, start=1)})
     html = timed("html", lambda: _template().render(
         **context, provenance=_provenance(tables.manifest, time.perf_counter() - started)))
 
     root = tables.root
     t0 = time.perf_counter()
-    for name, text in result.csv_files().items():
+    csv_files = result.csv_files()
+    for name, text in csv_files.items():
         write_text(root / "tables" / name, text)
     for fig in figures:
         for suffix, payload in (("png", fig.png), ("svg", fig.svg)):
             with atomic_path(root / "figures" / f"{fig.name}.{suffix}") as tmp:
                 tmp.write_bytes(payload)
+    # Outputs of the controls' analyses that this run no longer has (its controls were turned off
+    # since the last report) would contradict the report: remove them.
+    for name in set(OPTIONAL_TABLES) - set(csv_files):
+        (root / "tables" / name).unlink(missing_ok=True)
+    for stem in set(OPTIONAL_FIGURES) - set(by_name):
+        for suffix in ("png", "svg"):
+            (root / "figures" / f"{stem}.{suffix}").unlink(missing_ok=True)
     report = root / "report.html"
     write_text(report, html)  # last: its presence means every table and figure above is written
     timings["write"] = time.perf_counter() - t0
     total = time.perf_counter() - started
-    console.print(f"[bold]report[/]: {len(result.csv_files())} tables, {len(figures)} figures (PNG + SVG), "
+    console.print(f"[bold]report[/]: {len(csv_files)} tables, {len(figures)} figures (PNG + SVG), "
                   f"{report} in {total:.1f} s ("
                   + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")", highlight=False)
     return report

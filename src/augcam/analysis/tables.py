@@ -1,8 +1,9 @@
 """Stage 5's numbers: every analysis of a finished run as a pandas DataFrame.
 
 Everything here is a pure function of the run's tables (`performance.parquet`, `metrics.parquet`,
-`aggregated.parquet`) and the per-model training histories, so the analyses can be recomputed on
-any machine, without the models' device, and give the same CSVs every time.
+`aggregated.parquet`, and the controls' `noise_floor.parquet`, `between_augmentations.parquet` and
+`sanity.csv` when the study made them) and the per-model training histories, so the analyses can be
+recomputed on any machine, without the models' device, and give the same CSVs every time.
 
 Conventions shared by every function:
 
@@ -25,19 +26,30 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from augcam.config import IDENTITY
 from augcam.errors import AugcamError
+from augcam.profiles import cluster_table
+from augcam.statistics import noise_floor, significance_table
 
 __all__ = [
     "ReportError", "RunTables", "load_run", "metric_columns", "display_name", "augmentation_order",
-    "performance_summary", "training_histories", "correlation_maps", "pair_frequencies",
+    "augmentation_label", "method_name", "performance_summary", "training_histories", "correlation_maps",
+    "pair_frequencies",
     "SEGMENTS", "segment", "segment_counts", "segment_medians", "extreme_images", "summary_table",
+    "noise_floor_summary", "significance_vs_noise", "noise_verdicts", "impact_clusters_table",
+    "between_augmentation_medians", "between_matrix", "sanity_verdicts", "SANITY_THRESHOLD",
 ]
 
 BASELINE = "baseline"
-# Columns of metrics.parquet / aggregated.parquet that identify a row or describe predictions; every
-# other numeric column is a metric.
+CONTROL = IDENTITY  # the control augmentation: an unchanged copy of each image (docs/trustworthy.md)
+# Columns of the metric tables (metrics.parquet, aggregated.parquet, noise_floor.parquet,
+# between_augmentations.parquet) that identify a row or describe predictions; every other numeric
+# column is a metric.
 ID_COLUMNS = frozenset({"model_id", "augmentation", "seed", "image_index", "label", "baseline_pred",
-                        "model_pred", "n_models"})
+                        "model_pred", "n_models", "replica", "augmentation_a", "augmentation_b"})
+SANITY_THRESHOLD = 0.5  # median |Spearman| below which a CAM method passes a randomisation check
+# Metrics for which a lower value means a CAM closer to the other one; the rest are similarities.
+DISTANCE_METRICS = frozenset({"mad", "msd", "class_kld", "kl", "max_abs_diff"})
 PERFORMANCE_COLUMNS = ("test_accuracy", "precision", "recall", "f1")
 
 _DISPLAY_NAMES = {"mad": "MAD", "msd": "MSD", "pearson": "Pearson", "spearman": "Spearman",
@@ -59,6 +71,20 @@ def display_name(column: str) -> str:
     return column
 
 
+_METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
+                 "layercam": "LayerCAM", "scorecam": "Score-CAM", "eigencam": "EigenCAM", "saliency": "Saliency"}
+
+
+def method_name(method: str) -> str:
+    """A CAM method's name as the literature writes it: `gradcam` → `Grad-CAM`."""
+    return _METHOD_NAMES.get(str(method), str(method))
+
+
+def augmentation_label(name: str) -> str:
+    """How figures and the report name an augmentation: the control is marked as one."""
+    return f"{name} (control)" if name == CONTROL else name
+
+
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The metric columns of a metrics or aggregated table, in table order."""
     return [col for col in table.columns
@@ -78,6 +104,16 @@ class RunTables:
     performance: pd.DataFrame
     metrics: pd.DataFrame
     aggregated: pd.DataFrame
+    # The controls' tables (None when the study did not make them: controls off, or an older run).
+    noise: pd.DataFrame | None = None  # noise_floor.parquet: baseline replicas vs the baseline
+    between: pd.DataFrame | None = None  # between_augmentations.parquet: model (a, seed) vs (b, seed)
+    sanity: pd.DataFrame | None = None  # sanity.csv: randomisation checks of the CAM method
+
+    @property
+    def controls(self) -> dict:
+        """manifest.json's record of the controls the study ran ({} for a run made without it)."""
+        value = self.manifest.get("controls")
+        return value if isinstance(value, dict) else {}
 
     @property
     def augmentations(self) -> list[str]:
@@ -99,6 +135,10 @@ _REQUIRED = {
     "performance.parquet": {"model_id", "augmentation", "seed", "status", *PERFORMANCE_COLUMNS},
     "metrics.parquet": {"model_id", "augmentation", "seed", "image_index", "label", "baseline_pred", "model_pred"},
     "aggregated.parquet": {"augmentation", "image_index", "label", "baseline_pred"},
+    "noise_floor.parquet": {"replica", "image_index"},
+    "between_augmentations.parquet": {"augmentation_a", "augmentation_b", "seed", "image_index"},
+    "sanity.csv": {"test", "method", "step", "layer", "spearman_median", "spearman_q25", "spearman_q75",
+                   "abs_spearman_median", "n_images", "n_undefined"},
 }
 
 
@@ -107,7 +147,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ReportError(f"{path}: missing; the study has not finished its compare and aggregate stages "
                           f"(run `augcam run` on this directory first)")
     try:
-        table = pd.read_parquet(path)
+        table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as err:
         raise ReportError(f"{path}: cannot read the table ({err})") from None
     missing = sorted(_REQUIRED[path.name] - set(table.columns))
@@ -148,7 +188,30 @@ def load_run(run_dir: str | Path) -> RunTables:
     if metric_columns(aggregated) != metric_columns(metrics):
         raise ReportError(f"{root / 'tables'}: aggregated.parquet and metrics.parquet have different metric "
                           f"columns ({metric_columns(aggregated)} vs {metric_columns(metrics)}); rerun the study")
-    return RunTables(root, study, manifest, performance, metrics, aggregated)
+    noise = _read_control(root / "tables" / "noise_floor.parquet", aggregated)
+    between = _read_control(root / "tables" / "between_augmentations.parquet", aggregated)
+    sanity = _read_control(root / "tables" / "sanity.csv", aggregated)
+    if noise is not None:
+        missing = np.setdiff1d(aggregated["image_index"].unique(), noise["image_index"].unique())
+        if len(missing):
+            raise ReportError(f"{root / 'tables' / 'noise_floor.parquet'}: lacks {len(missing)} of the test images "
+                              f"of aggregated.parquet (e.g. image {missing[0]}); rerun the study")
+    return RunTables(root, study, manifest, performance, metrics, aggregated, noise, between, sanity)
+
+
+def _read_control(path: Path, aggregated: pd.DataFrame) -> pd.DataFrame | None:
+    """A control table, or None when the study did not write it (controls off)."""
+    if not path.exists():
+        return None
+    table = _read_table(path)
+    if path.suffix == ".csv":
+        table["layer"] = table["layer"].astype(str)
+        return table
+    expected = metric_columns(aggregated)
+    if metric_columns(table) != expected:
+        raise ReportError(f"{path}: its metric columns ({metric_columns(table)}) are not those of "
+                          f"aggregated.parquet ({expected}); rerun the study")
+    return table
 
 
 def augmentation_order(performance: pd.DataFrame) -> list[str]:
@@ -354,3 +417,114 @@ def summary_table(performance: pd.DataFrame, aggregated: pd.DataFrame, metrics: 
     per_metric.index.name = "augmentation"
     summary = perf.merge(per_metric.reset_index(), on="augmentation", how="left")
     return summary
+
+
+# --- 8. is it more than noise? (controls) ----------------------------------------------------
+
+
+def noise_floor_summary(noise: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The noise floor per metric: one row per (metric, replica) with the number of images and the
+    median, quartiles and interquartile range over the test images of the metric between that
+    baseline replica's CAMs and the baseline's, then a row `replica` = "all" for the per-image mean
+    over the replicas — the noise floor every augmentation is tested against."""
+    metrics = metric_columns(noise) if metrics is None else list(metrics)
+    replicas = list(dict.fromkeys(noise["replica"].astype(str)))
+    floor = noise_floor(noise, metrics)
+    rows = []
+    for metric in metrics:
+        samples = [(r, noise.loc[noise["replica"].astype(str) == r, metric]) for r in replicas]
+        for replica, values in samples + [("all", floor[metric])]:
+            q25, q50, q75 = values.quantile([0.25, 0.5, 0.75]).to_numpy()
+            rows.append({"metric": metric, "replica": replica, "n_images": int(values.notna().sum()),
+                         "median": q50, "q25": q25, "q75": q75, "iqr": q75 - q25})
+    return pd.DataFrame(rows, columns=["metric", "replica", "n_images", "median", "q25", "q75", "iqr"])
+
+
+def significance_vs_noise(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: list[str] | None = None,
+                          order: list[str] | None = None, *, n_resamples: int = 2000,
+                          seed: int = 0) -> pd.DataFrame:
+    """`augcam.statistics.significance_table` of every (augmentation, metric) against the noise
+    floor of the baseline replicas (`noise` = noise_floor.parquet's rows), in study order then
+    metric order. Holm's adjustment runs over the whole table."""
+    metrics = metric_columns(aggregated) if metrics is None else list(metrics)
+    table = significance_table(aggregated, noise_floor(noise, metrics), metrics, n_resamples=n_resamples,
+                               seed=seed)
+    augs = _ordered(table["augmentation"], order or [])
+    rank = table["augmentation"].map({a: i for i, a in enumerate(augs)})
+    metric_rank = table["metric"].map({m: i for i, m in enumerate(metrics)})
+    table = table.assign(_a=rank, _m=metric_rank).sort_values(["_a", "_m"], kind="stable")
+    return table.drop(columns=["_a", "_m"]).reset_index(drop=True)
+
+
+def noise_verdicts(significance: pd.DataFrame) -> pd.DataFrame:
+    """Per augmentation (table order): in how many metrics it differs significantly from the noise
+    floor (Holm-adjusted) and which."""
+    rows = []
+    for aug, group in significance.groupby("augmentation", sort=False):
+        differ = group.loc[group["significant"].astype(bool), "metric"].tolist()
+        rows.append({"augmentation": aug, "metrics": len(group), "significant": len(differ),
+                     "significant_metrics": ", ".join(differ)})
+    return pd.DataFrame(rows, columns=["augmentation", "metrics", "significant", "significant_metrics"])
+
+
+# --- 9. impact profiles ----------------------------------------------------------------------
+
+
+def impact_clusters_table(aggregated: pd.DataFrame, metrics: list[str] | None = None,
+                          order: list[str] | None = None) -> pd.DataFrame:
+    """`augcam.profiles.cluster_table` with the augmentations in study order: per scope (all metrics
+    combined, then each metric alone) each augmentation's cluster, dendrogram leaf position and the
+    distance the dendrogram is cut at."""
+    metrics = metric_columns(aggregated) if metrics is None else list(metrics)
+    augs = _ordered(aggregated["augmentation"], order or [])
+    rank = aggregated["augmentation"].map({a: i for i, a in enumerate(augs)})
+    ordered = aggregated.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
+    return cluster_table(ordered, metrics)
+
+
+def between_augmentation_medians(between: pd.DataFrame, metrics: list[str] | None = None,
+                                 order: list[str] | None = None) -> pd.DataFrame:
+    """From between_augmentations.parquet (model (a, seed) vs model (b, seed), per test image): the
+    mean over seeds per (a, b, image), then per pair (a, b) the median over images of every metric.
+    One row per pair (pairs in study order): `augmentation_a`, `augmentation_b`, `n_seeds`,
+    `n_images`, then one column per metric."""
+    metrics = metric_columns(between) if metrics is None else list(metrics)
+    keys = ["augmentation_a", "augmentation_b"]
+    per_image = between.groupby([*keys, "image_index"], sort=False)[metrics].mean()
+    grouped = per_image.groupby(level=keys, sort=False)
+    medians = grouped.median()
+    medians.insert(0, "n_images", grouped.size())
+    medians.insert(0, "n_seeds", between.groupby(keys, sort=False)["seed"].nunique())
+    medians = medians.reset_index()
+    augs = _ordered(pd.concat([medians["augmentation_a"], medians["augmentation_b"]]), order or [])
+    rank = {a: i for i, a in enumerate(augs)}
+    medians = medians.assign(_a=medians["augmentation_a"].map(rank), _b=medians["augmentation_b"].map(rank))
+    medians = medians.sort_values(["_a", "_b"], kind="stable").drop(columns=["_a", "_b"])
+    return medians.reset_index(drop=True)
+
+
+def between_matrix(medians: pd.DataFrame, metric: str, order: list[str] | None = None) -> pd.DataFrame:
+    """One metric of `between_augmentation_medians` as a symmetric augmentations × augmentations
+    matrix (study order), NaN on the diagonal and for pairs that were not compared."""
+    augs = _ordered(pd.concat([medians["augmentation_a"], medians["augmentation_b"]]), order or [])
+    matrix = pd.DataFrame(np.nan, index=pd.Index(augs, name="augmentation"), columns=augs)
+    for a, b, value in zip(medians["augmentation_a"], medians["augmentation_b"], medians[metric]):
+        matrix.loc[a, b] = matrix.loc[b, a] = value
+    return matrix
+
+
+# --- 10. sanity check ------------------------------------------------------------------------
+
+
+def sanity_verdicts(sanity: pd.DataFrame, threshold: float = SANITY_THRESHOLD) -> pd.DataFrame:
+    """`augcam.sanity.sanity_verdict` per (test, CAM method) of sanity.csv: for "cascading" the
+    median |Spearman| to the trained model's maps after every layer is randomised, for "data" the
+    one between the baseline and the model trained on permuted labels; a method passes when it is
+    below `threshold`."""
+    from augcam.sanity import sanity_verdict
+
+    rows = []
+    for (test, method), group in sanity.groupby(["test", "method"], sort=False):
+        verdict = sanity_verdict(group.sort_values("step", kind="stable"), threshold)
+        rows.append({"test": test, "method": method, **verdict})
+    return pd.DataFrame(rows, columns=["test", "method", "passes", "final_median", "threshold", "steps"])
