@@ -218,7 +218,8 @@ def test_cli_presets_and_validate(fashion_mnist_available):
         assert name in listed.stdout
     checked = subprocess.run([*AUGCAM, "validate", "quick"], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stderr
-    assert "22 models" in checked.stdout and "6000 train / 1000 val / 2000 test" in checked.stdout
+    # baseline + 7 augmentations × 3 seeds + the identity control × 3 seeds + 2 baseline replicas
+    assert "27 models" in checked.stdout and "6000 train / 1000 val / 2000 test" in checked.stdout
 
 
 # --- the reference study's preset on generated CIFAR-10 files ---------------------------------
@@ -248,7 +249,11 @@ def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
     assert prepared.train_set.images.shape == (100, 3, 32, 32)
     assert prepared.test_set.images.shape == (20, 3, 32, 32)
     assert prepared.input_size == (224, 224) and prepared.layer_size == (7, 7)
-    assert prepared.target_layer == "features.8" and len(prepared.runs) == 22
+    assert prepared.target_layer == "features.8"
+    # The published plan (baseline + 7 augmentations × 3 seeds), then the identity control × 3
+    # seeds; the 2 baseline replicas are controls outside `runs`.
+    assert len(prepared.runs) == 25 and [r.augmentation for r in prepared.runs[22:]] == ["identity"] * 3
+    assert len(prepared.controls) == 2
     t = config.training
     images = prepared.train_set.images.float() / 255
     data = TrainingData(images[prepared.split.train], prepared.train_set.labels[prepared.split.train],

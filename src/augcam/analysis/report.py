@@ -463,8 +463,9 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
             rendered.append(_render(plots.correlation_heatmap(result.correlations[m], m), f"correlation_{m}",
                                     f"Pearson correlation over the test images of {display_name(m)} between two "
                                     "augmentations: high = the two change the CAMs of the same images in the same way."))
-        augs = [a for a in order if a != BASELINE]
-        if len(augs) >= 2:
+        # A dendrogram needs two augmentations with metrics (a diverged model has none).
+        compared = set(tables.aggregated["augmentation"])
+        if len([a for a in order if a != BASELINE and a in compared]) >= 2:
             rendered.append(_render(plots.cluster_dendrograms(tables.aggregated, metrics, order), "clusters",
                                     "Average-linkage dendrograms of the augmentations' impact profiles (all metrics, "
                                     "then each metric): augmentations joined at a small distance change the CAMs of "
