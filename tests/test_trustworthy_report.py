@@ -156,6 +156,28 @@ def test_planted_effect_is_significant_and_identity_is_not(reported):
     assert "identity (control)" in html and "As a control should" in section
 
 
+def test_augmentations_are_tested_against_the_identity_control_too(reported):
+    """significance_vs_identity.csv: the same paired test with the identity control's per-image
+    values as the reference (oracle: NumPy medians and scipy.stats.wilcoxon on the differences)."""
+    from scipy.stats import wilcoxon
+
+    table = pd.read_csv(reported / "tables/significance_vs_identity.csv")
+    assert "identity_median" in table.columns and "noise_floor_median" not in table.columns
+    assert list(dict.fromkeys(table["augmentation"])) == [a for a in AUGS if a != "identity"]
+    values, _ = planted_values(np.random.default_rng(7))
+    for row in table.itertuples(index=False):
+        difference = values[row.augmentation][row.metric] - values["identity"][row.metric]
+        assert row.effect == pytest.approx(np.median(difference), abs=1e-12)
+        assert row.identity_median == pytest.approx(np.median(values["identity"][row.metric]), abs=1e-12)
+        assert row.p_value == pytest.approx(wilcoxon(difference).pvalue, rel=1e-9)
+        assert row.significant  # both groups sit far from identity, which is the noise floor
+    html = (reported / "report.html").read_text()
+    section = html[html.index('<section id="noise">'):html.index("</section>", html.index('<section id="noise">'))]
+    assert "Against the identity (control) control" in section or "Against the identity" in section
+    assert re.search(r"Differ from the identity control \(the transformation itself moves the CAMs\): [^<]*"
+                     + ".*".join(AUGS[:4]), section)
+
+
 def test_noise_floor_summary_is_per_replica_and_over_replicas(reported):
     summary = pd.read_csv(reported / "tables/noise_floor_summary.csv")
     noise = pd.read_parquet(reported / "tables/noise_floor.parquet")

@@ -134,26 +134,27 @@ def noise_floor(replica_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.Dat
 
 def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: Sequence[str],
                        alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0,
-                       engine: str = "order-statistics") -> pd.DataFrame:
+                       engine: str = "order-statistics", reference: str = "the noise floor") -> pd.DataFrame:
     """One row per (augmentation, metric): the metric's median with a bootstrap CI over test images,
     the noise floor's median, the effect (median paired difference augmentation − noise floor,
     with a CI), the Wilcoxon p-value and the Holm-adjusted p-value across every row.
 
     `aggregated` is the seed-averaged table (augmentation, image_index, metrics…); `noise` is
     `noise_floor(...)`, indexed by image_index. Images are paired by `image_index`. `engine`:
-    how the bootstrap resamples (`bootstrap_ci`)."""
+    how the bootstrap resamples (`bootstrap_ci`). Any per-image reference works in place of the
+    noise floor (e.g. the identity control's values); `reference` names it in errors."""
     rows = []
     for augmentation, group in aggregated.groupby("augmentation", sort=False):
         group = group.set_index("image_index")
         missing = group.index.difference(noise.index)
         if len(missing):
-            raise ValueError(f"the noise floor lacks {len(missing)} of augmentation {augmentation!r}'s "
+            raise ValueError(f"{reference} lacks {len(missing)} of augmentation {augmentation!r}'s "
                              f"test images (e.g. image {missing[0]})")
         paired_noise = noise.loc[group.index]
         for metric in metrics:
             values = group[metric].to_numpy(np.float64)
-            reference = paired_noise[metric].to_numpy(np.float64)
-            difference = values - reference
+            floor = paired_noise[metric].to_numpy(np.float64)
+            difference = values - floor
             low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed, engine=engine)
             effect_low, effect_high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed, engine=engine)
             rows.append({
@@ -161,11 +162,10 @@ def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: S
                 "n_images": int(np.sum(~np.isnan(difference))),
                 "median": float(np.nanmedian(values)) if np.any(~np.isnan(values)) else float("nan"),
                 "ci_low": low, "ci_high": high,
-                "noise_floor_median": float(np.nanmedian(reference)) if np.any(~np.isnan(reference))
-                else float("nan"),
+                "noise_floor_median": float(np.nanmedian(floor)) if np.any(~np.isnan(floor)) else float("nan"),
                 "effect": float(np.nanmedian(difference)) if np.any(~np.isnan(difference)) else float("nan"),
                 "effect_ci_low": effect_low, "effect_ci_high": effect_high,
-                "p_value": paired_test(values, reference),
+                "p_value": paired_test(values, floor),
             })
     table = pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS[:-2])
     table["p_adjusted"] = holm(table["p_value"].to_numpy()) if len(table) else []

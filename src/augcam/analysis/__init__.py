@@ -13,6 +13,7 @@ Every analysis is a function returning a DataFrame (`tables`) or a matplotlib Fi
 significance, augmentation vs augmentation, sanity check) run when the run has their tables:
 
     significance_vs_noise(run.aggregated, run.noise)   # tables/significance.csv
+    significance_vs_identity(run.aggregated)           # tables/significance_vs_identity.csv
     impact_clusters_table(run.aggregated)              # tables/clusters.csv
 """
 
@@ -25,7 +26,8 @@ from augcam.analysis.tables import (SEGMENTS, ReportError, RunTables, augmentati
                                     extreme_images, impact_clusters_table, load_run, metric_columns,
                                     noise_floor_summary, noise_verdicts, pair_frequencies, performance_summary,
                                     sanity_verdicts, segment, segment_counts, segment_medians,
-                                    significance_vs_noise, summary_table, training_histories)
+                                    significance_vs_identity, significance_vs_noise, summary_table,
+                                    training_histories)
 
 __all__ = [
     "write_report", "analyse", "Analyses", "load_run", "RunTables", "ReportError", "metric_columns",
@@ -33,7 +35,7 @@ __all__ = [
     "SEGMENTS", "segment", "segment_counts", "segment_medians", "extreme_images", "summary_table",
     "performance_bars", "training_curves", "metric_boxplot", "correlation_heatmap", "segmented_boxplot",
     "extreme_image_grid", "extreme_image_figures", "augmentation_label", "noise_floor_summary",
-    "significance_vs_noise", "noise_verdicts", "impact_clusters_table", "between_augmentation_medians",
+    "significance_vs_noise", "significance_vs_identity", "noise_verdicts", "impact_clusters_table", "between_augmentation_medians",
     "between_matrix", "sanity_verdicts", "significance_forest", "cluster_dendrograms", "between_heatmaps",
     "sanity_curve",
 ]

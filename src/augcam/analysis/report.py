@@ -31,7 +31,7 @@ from augcam.analysis.tables import (BASELINE, CONTROL, PERFORMANCE_COLUMNS, SANI
                                     correlation_maps, display_name, extreme_images, impact_clusters_table,
                                     load_run, method_name, noise_floor_summary, noise_verdicts, pair_frequencies,
                                     performance_summary, sanity_verdicts, segment, segment_counts,
-                                    segment_medians, significance_vs_noise, summary_table, training_histories)
+                                    segment_medians, significance_vs_identity, significance_vs_noise, summary_table, training_histories)
 from augcam.errors import AugcamError
 from augcam.store import atomic_path, write_text
 
@@ -42,8 +42,8 @@ DEFAULT_RESAMPLES = 2000  # bootstrap resamples of every CI of the significance 
 FIGURE_DPI = 150
 PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "controls", "sanity")
 # Written only when the run has what they need (the controls' tables, two augmentations or more).
-OPTIONAL_TABLES = ("noise_floor_summary.csv", "significance.csv", "between_augmentations_median.csv",
-                   "sanity_verdict.csv")
+OPTIONAL_TABLES = ("noise_floor_summary.csv", "significance.csv", "significance_vs_identity.csv",
+                   "between_augmentations_median.csv", "sanity_verdict.csv")
 OPTIONAL_FIGURES = ("clusters", "between_augmentations", "noise_effects", "sanity")
 QUESTION = "How does a data augmentation change where an image classifier looks?"
 
@@ -68,6 +68,7 @@ class Analyses:
     noise_summary: pd.DataFrame | None = None
     significance: pd.DataFrame | None = None
     noise_verdicts: pd.DataFrame | None = None
+    significance_identity: pd.DataFrame | None = None  # each augmentation vs the identity control
     between: pd.DataFrame | None = None
     sanity: pd.DataFrame | None = None
     sanity_verdicts: pd.DataFrame | None = None
@@ -85,6 +86,7 @@ class Analyses:
                       "summary.csv": self.summary.to_csv(index=False),
                       "clusters.csv": self.clusters.to_csv(index=False)})
         optional = {"noise_floor_summary.csv": self.noise_summary, "significance.csv": self.significance,
+                    "significance_vs_identity.csv": self.significance_identity,
                     "between_augmentations_median.csv": self.between, "sanity_verdict.csv": self.sanity_verdicts}
         files.update({name: table.to_csv(index=False) for name, table in optional.items() if table is not None})
         return files
@@ -102,6 +104,8 @@ def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS, n_resamples: int = DE
         significance = significance_vs_noise(tables.aggregated, tables.noise, metrics, order, n_resamples=n_resamples)
         controls.update(noise_summary=noise_floor_summary(tables.noise, metrics), significance=significance,
                         noise_verdicts=noise_verdicts(significance))
+    controls["significance_identity"] = significance_vs_identity(tables.aggregated, metrics, order,
+                                                                 n_resamples=n_resamples)
     if tables.between is not None:
         controls["between"] = between_augmentation_medians(tables.between, metrics, order)
     if tables.sanity is not None:
@@ -265,6 +269,23 @@ def _significance_display(significance: pd.DataFrame, metrics: list[str]) -> dic
         cells.append(f"{int(group['significant'].astype(bool).sum())} of {len(group)}")
         rows.append(cells)
     return {"columns": columns, "rows": rows}
+
+
+def _identity_sentences(verdicts: pd.DataFrame) -> list[str]:
+    """Which augmentations' CAMs differ from the identity control's, i.e. where the transformation,
+    not the extra training steps, moves the CAMs."""
+    differ = verdicts[verdicts["significant"] > 0]
+    same = verdicts[verdicts["significant"] == 0]
+    sentences = []
+    if len(differ):
+        listed = ", ".join(f"{augmentation_label(r.augmentation)} ({r.significant} of {r.metrics} metrics)"
+                           for r in differ.itertuples(index=False))
+        sentences.append(f"Differ from the {CONTROL} control (the transformation itself moves the CAMs): {listed}.")
+    if len(same):
+        listed = ", ".join(augmentation_label(a) for a in same["augmentation"])
+        sentences.append(f"Not distinguishable from the {CONTROL} control in any metric (what they change is "
+                         f"explained by the extra training steps): {listed}.")
+    return sentences
 
 
 def _noise_sentences(verdicts: pd.DataFrame, augmentations: list[str]) -> list[str]:
@@ -524,6 +545,9 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
             "summary": _noise_summary_display(result.noise_summary, metrics),
             "significance": _significance_display(result.significance, metrics),
             "sentences": _noise_sentences(result.noise_verdicts, augmentations),
+            "identity": None if result.significance_identity is None else {
+                "significance": _significance_display(result.significance_identity, metrics),
+                "sentences": _identity_sentences(noise_verdicts(result.significance_identity))},
             "replicas": int(result.noise_summary["replica"].nunique() - 1),
             "resamples": n_resamples},
         "sanity": None if result.sanity is None else {"sentences": _sanity_sentences(result.sanity_verdicts),

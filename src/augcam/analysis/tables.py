@@ -36,7 +36,7 @@ __all__ = [
     "augmentation_label", "method_name", "performance_summary", "training_histories", "correlation_maps",
     "pair_frequencies",
     "SEGMENTS", "segment", "segment_counts", "segment_medians", "extreme_images", "summary_table",
-    "noise_floor_summary", "significance_vs_noise", "noise_verdicts", "impact_clusters_table",
+    "noise_floor_summary", "significance_vs_noise", "significance_vs_identity", "noise_verdicts", "impact_clusters_table",
     "between_augmentation_medians", "between_matrix", "sanity_verdicts", "SANITY_THRESHOLD",
 ]
 
@@ -449,6 +449,28 @@ def significance_vs_noise(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics
     metrics = metric_columns(aggregated) if metrics is None else list(metrics)
     table = significance_table(aggregated, noise_floor(noise, metrics), metrics, n_resamples=n_resamples,
                                seed=seed)
+    return _in_study_order(table, metrics, order)
+
+
+def significance_vs_identity(aggregated: pd.DataFrame, metrics: list[str] | None = None,
+                             order: list[str] | None = None, *, n_resamples: int = 2000,
+                             seed: int = 0) -> pd.DataFrame | None:
+    """The same test with the identity control in place of the noise floor: every other
+    augmentation against `identity` on the same test images (seed-averaged values), so the effect of
+    the transformation is separated from that of the extra training steps both share. Columns as in
+    `significance_vs_noise`, with `identity_median` for `noise_floor_median`; Holm over this table.
+    None when the run has no identity control."""
+    metrics = metric_columns(aggregated) if metrics is None else list(metrics)
+    is_control = aggregated["augmentation"] == CONTROL
+    if not is_control.any() or is_control.all():
+        return None
+    identity = aggregated[is_control].set_index("image_index")[metrics]
+    table = significance_table(aggregated[~is_control], identity, metrics, n_resamples=n_resamples, seed=seed,
+                               reference=f"the {CONTROL} control")
+    return _in_study_order(table, metrics, order).rename(columns={"noise_floor_median": "identity_median"})
+
+
+def _in_study_order(table: pd.DataFrame, metrics: list[str], order: list[str] | None) -> pd.DataFrame:
     augs = _ordered(table["augmentation"], order or [])
     rank = table["augmentation"].map({a: i for i, a in enumerate(augs)})
     metric_rank = table["metric"].map({m: i for i, m in enumerate(metrics)})
