@@ -1,4 +1,7 @@
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,3 +16,22 @@ def fashion_mnist_available():
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists() and "AUGCAM_DATA" not in os.environ:
         pytest.fail("Fashion-MNIST is not installed: run `make data` (apt-get install dataset-fashion-mnist)")
     return True
+
+
+def sigkill_once_a_checkpoint_appears(command: list[str], out: Path, env: dict[str, str],
+                                      pattern: str = "affine-*/checkpoint.safetensors") -> bool:
+    """Run `command` (an `augcam run` into `out`) and SIGKILL it as soon as a model's epoch
+    checkpoint matching `pattern` shows up under out/models. Returns whether a checkpoint is still
+    there after the kill (usually; rarely the model had just finished)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if (out / "models").exists() and any((out / "models").glob(pattern)):
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before a checkpoint could be seen"
+    return bool(list((out / "models").glob("*/checkpoint.safetensors")))

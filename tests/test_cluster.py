@@ -29,6 +29,7 @@ from augcam.cli import app
 from augcam.config import load_config
 from augcam.errors import AugcamError
 from augcam.study import KILL_AT_ENV, plan, run_study
+from conftest import sigkill_once_a_checkpoint_appears
 
 AUGCAM = [sys.executable, "-m", "augcam"]
 STUDY = {
@@ -246,18 +247,7 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoints_in_the_run_direct
     command = [*AUGCAM, "run", str(study), "--out", str(out), "--device", "cpu", "--executor", "ray",
                "--address", cluster.address]
     env = {key: value for key, value in os.environ.items() if key != KILL_AT_ENV}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            if (out / "models").exists() and any((out / "models").glob("affine-*/checkpoint.safetensors")):
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the run finished before a checkpoint could be seen"
-    left_checkpoint = bool(list((out / "models").glob("*/checkpoint.safetensors")))
+    left_checkpoint = sigkill_once_a_checkpoint_appears(command, out, env)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "taking over the lock of a run that ended without releasing it" in done.stderr

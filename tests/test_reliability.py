@@ -34,6 +34,7 @@ from augcam.config import load_config
 from augcam.errors import AugcamError
 from augcam.store import RunDir, RunLock
 from augcam.study import (KILL_AT_ENV, aggregate_over_seeds, compare_cam_sets, model_key, plan, run_study)
+from conftest import sigkill_once_a_checkpoint_appears
 
 AUGCAM = [sys.executable, "-m", "augcam"]
 STUDY = {
@@ -167,21 +168,10 @@ def test_sigkill_from_outside_mid_training_then_rerun_gives_bit_identical_tables
     """No hook: the process is killed whenever a model's first checkpoint shows up."""
     out = tmp_path / "out"
     env = {key: value for key, value in os.environ.items() if key != KILL_AT_ENV}
-    process = subprocess.Popen([*AUGCAM, "run", str(study_file), "--out", str(out), "--device", "cpu"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            if (out / "models").exists() and any((out / "models").glob("affine-*/checkpoint.safetensors")):
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the run finished before a checkpoint could be seen"
-    assert (out / ".augcam.lock").exists(), "the killed run left its lock"
     # Usually the kill lands within the model's last epochs; rarely just after it was finished.
-    left_checkpoint = bool(list((out / "models").glob("*/checkpoint.safetensors")))
+    left_checkpoint = sigkill_once_a_checkpoint_appears(
+        [*AUGCAM, "run", str(study_file), "--out", str(out), "--device", "cpu"], out, env)
+    assert (out / ".augcam.lock").exists(), "the killed run left its lock"
     done = run_cli(study_file, out)
     assert done.returncode == 0, done.stderr
     assert ("resume: affine seed" in done.stderr) == left_checkpoint, done.stderr

@@ -271,36 +271,34 @@ def _significance_display(significance: pd.DataFrame, metrics: list[str]) -> dic
     return {"columns": columns, "rows": rows}
 
 
+def _verdict_sentences(verdicts: pd.DataFrame, differ: str, same: str) -> list[str]:
+    """"<differ>: a (k of n metrics), …." and "<same>: b, …." from `noise_verdicts(...)` rows."""
+    differing = verdicts[verdicts["significant"] > 0]
+    alike = verdicts[verdicts["significant"] == 0]
+    sentences = []
+    if len(differing):
+        listed = ", ".join(f"{augmentation_label(r.augmentation)} ({r.significant} of {r.metrics} metrics)"
+                           for r in differing.itertuples(index=False))
+        sentences.append(f"{differ}: {listed}.")
+    if len(alike):
+        sentences.append(f"{same}: {', '.join(augmentation_label(a) for a in alike['augmentation'])}.")
+    return sentences
+
+
 def _identity_sentences(verdicts: pd.DataFrame) -> list[str]:
     """Which augmentations' CAMs differ from the identity control's, i.e. where the transformation,
     not the extra training steps, moves the CAMs."""
-    differ = verdicts[verdicts["significant"] > 0]
-    same = verdicts[verdicts["significant"] == 0]
-    sentences = []
-    if len(differ):
-        listed = ", ".join(f"{augmentation_label(r.augmentation)} ({r.significant} of {r.metrics} metrics)"
-                           for r in differ.itertuples(index=False))
-        sentences.append(f"Differ from the {CONTROL} control (the transformation itself moves the CAMs): {listed}.")
-    if len(same):
-        listed = ", ".join(augmentation_label(a) for a in same["augmentation"])
-        sentences.append(f"Not distinguishable from the {CONTROL} control in any metric (what they change is "
-                         f"explained by the extra training steps): {listed}.")
-    return sentences
+    return _verdict_sentences(verdicts, f"Differ from the {CONTROL} control (the transformation itself moves the CAMs)",
+                              f"Not distinguishable from the {CONTROL} control in any metric (what they change is "
+                              "explained by the extra training steps)")
 
 
 def _noise_sentences(verdicts: pd.DataFrame, augmentations: list[str]) -> list[str]:
     """Which augmentations differ from the noise floor in at least one metric, which do not, and
     what the identity control says."""
+    sentences = _verdict_sentences(verdicts, "Differ from the noise floor in at least one metric (Holm-adjusted "
+                                   "p < 0.05)", "Not distinguishable from the noise floor in any metric")
     differ = verdicts[verdicts["significant"] > 0]
-    same = verdicts[verdicts["significant"] == 0]
-    sentences = []
-    if len(differ):
-        listed = ", ".join(f"{augmentation_label(r.augmentation)} ({r.significant} of {r.metrics} metrics)"
-                           for r in differ.itertuples(index=False))
-        sentences.append(f"Differ from the noise floor in at least one metric (Holm-adjusted p < 0.05): {listed}.")
-    if len(same):
-        listed = ", ".join(augmentation_label(a) for a in same["augmentation"])
-        sentences.append(f"Not distinguishable from the noise floor in any metric: {listed}.")
     if CONTROL not in augmentations:
         sentences.append(f"This run has no {CONTROL} control (controls.identity: false), so the effect of the "
                          "augmented models' extra training steps is not separated from the transformations'.")
