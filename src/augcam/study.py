@@ -31,7 +31,7 @@ from rich.table import Table
 from augcam import __version__
 from augcam.cams import capture_output, raw_cams, upsample
 from augcam.config import AugmentationConfig, StudyConfig, check_device_name, digest, load_config
-from augcam.data import ImageSet, load_dataset
+from augcam.data import ImageSet, load_dataset_parts
 from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
 from augcam.metrics import class_kld, compare_maps, performance
@@ -119,6 +119,19 @@ class PreparedStudy:
     test_fingerprint: str = ""
     runs: list[ModelRun] = field(default_factory=list)  # the baseline, then every augmentation × seed
     controls: list[ModelRun] = field(default_factory=list)  # baseline replicas, permuted labels
+    # The dataset's own validation set (split.val indexes it), e.g. the crosses' flipped one;
+    # None: split.val indexes the training set.
+    val_set: ImageSet | None = None
+
+    @property
+    def test_masks(self) -> torch.Tensor | None:
+        """ROI masks of the study's test images (bool (N, H, W)), when the dataset has masks."""
+        return self.test_set.masks[self.split.test] if self.test_set.masks is not None else None
+
+    @property
+    def val_source(self) -> ImageSet:
+        """The set split.val indexes."""
+        return self.val_set if self.val_set is not None else self.train_set
 
     @property
     def baseline(self) -> ModelRun:
@@ -178,10 +191,21 @@ def _fingerprint(image_set: ImageSet, *index_lists: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _data_fingerprint(train_set: ImageSet, split: Split) -> str:
+def _data_fingerprint(train_set: ImageSet, split: Split, val_set: ImageSet | None = None) -> str:
     """What the weights depend on: the training and validation images and labels, in split order
-    (the normalisation statistics are computed from them)."""
-    return _fingerprint(train_set, split.train, split.val)
+    (the normalisation statistics are computed from them); with a dataset's own validation set,
+    its selected images are hashed after the training part's, and the training masks too, which
+    mask-guided losses train on."""
+    if val_set is None:
+        return _fingerprint(train_set, split.train, split.val)
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(_fingerprint(train_set, split.train).encode())
+    h.update(_fingerprint(val_set, split.val).encode())
+    if train_set.masks is not None:
+        h.update(train_set.masks[split.train].numpy().tobytes())
+    return h.hexdigest()
 
 
 def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationConfig | None,
@@ -254,10 +278,12 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     d = config.data
-    train_set, test_set = load_dataset(d.dataset, d.root, d.download)
+    parts = load_dataset_parts(d.dataset, d.root, d.download)
+    train_set, test_set, val_set = parts.train, parts.test, parts.val
     try:
         split = make_split(train_set.labels, test_set.labels, val_fraction=d.val_fraction, seed=d.split_seed,
-                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size)
+                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size,
+                           val_labels=val_set.labels if val_set is not None else None)
     except ValueError as err:
         raise ConfigError(f"data: {err}") from None
     mean, std = channel_stats(train_set.images[split.train])
@@ -269,9 +295,9 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     height, width = test_set.images.shape[-2:]
     input_size = (d.image_size, d.image_size) if d.image_size else (int(height), int(width))
     layer_size = target_layer_size(config, train_set, target_layer, input_size)
-    fingerprint = _data_fingerprint(train_set, split)
+    fingerprint = _data_fingerprint(train_set, split, val_set)
     prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
-                             layer_size, fingerprint, _fingerprint(test_set, split.test))
+                             layer_size, fingerprint, _fingerprint(test_set, split.test), val_set=val_set)
     prepared.runs = plan(config, fingerprint)
     prepared.controls = plan_controls(config, fingerprint)
     return prepared
@@ -319,9 +345,11 @@ def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels
     p = prepared
     data = TrainingData(images_on(p.train_set.images[p.split.train], device),
                         p.train_set.labels[p.split.train].to(device),
-                        images_on(p.train_set.images[p.split.val], device),
-                        p.train_set.labels[p.split.val].to(device),
-                        p.mean, p.std, p.config.data.image_size)
+                        images_on(p.val_source.images[p.split.val], device),
+                        p.val_source.labels[p.split.val].to(device),
+                        p.mean, p.std, p.config.data.image_size,
+                        train_masks=(p.train_set.masks[p.split.train].to(device)
+                                     if p.train_set.masks is not None else None))
     return permuted_label_data(p.config, data) if permuted_labels else data
 
 

@@ -48,6 +48,9 @@ class TrainingData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int | None = None  # resize to image_size × image_size before the model
+    # Ground-truth ROI masks of the training images (bool (N, H, W), on the device) for mask-guided
+    # losses; None for a dataset without masks.
+    train_masks: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
