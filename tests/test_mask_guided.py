@@ -243,3 +243,32 @@ def test_mask_guided_preset_is_the_protocol():
     prepared = prepare(config)
     assert (len(prepared.split.train), len(prepared.split.val), len(prepared.split.test)) == (500, 200, 500)
     assert len(prepared.runs) == 1 + 4 * 3
+
+
+def test_generalisation_vs_localisation_table_by_hand():
+    from scipy import stats
+
+    from augcam.analysis.localisation import auc_localisation_correlation, generalisation_vs_localisation
+
+    performance = pd.DataFrame({
+        "model_id": ["b", "a0", "a1", "m0", "m1", "x"], "augmentation": ["baseline", "act", "act", "mask", "mask", "act"],
+        "seed": [None, 0, 1, 0, 1, 2], "status": ["complete"] * 5 + ["diverged"],
+        "test_accuracy": [0.1, 0.9, 0.8, 1.0, 0.95, np.nan], "roc_auc": [0.05, 0.97, 0.9, 1.0, 0.99, np.nan]})
+    rng = np.random.default_rng(0)
+    localisation = pd.DataFrame({"model_id": np.repeat(["b", "a0", "a1", "m0", "m1"], 4),
+                                 "image_index": np.tile(np.arange(4), 5), "iou": rng.random(20)})
+    localisation.loc[3, "iou"] = np.nan  # undefined for one image: left out of the model's mean
+    aggregated = pd.DataFrame({"augmentation": ["act"] * 3 + ["mask"] * 3, "image_index": [0, 1, 2] * 2,
+                               "label": 0, "baseline_pred": 0, "n_models": 2, "pearson": [0.1, 0.5, 0.2, 0.9, 0.7, 0.8]})
+    table = generalisation_vs_localisation(performance, localisation, aggregated)
+    assert list(table["augmentation"]) == ["baseline", "act", "mask"] and list(table["models"]) == [1, 2, 2]
+    per_model = localisation.groupby("model_id")["iou"].mean()
+    assert table.loc[0, "iou_mean"] == pytest.approx(np.nanmean(localisation["iou"][:4]))
+    assert table.loc[1, "iou_mean"] == pytest.approx((per_model["a0"] + per_model["a1"]) / 2)
+    assert table.loc[1, "iou_std"] == pytest.approx(np.std([per_model["a0"], per_model["a1"]], ddof=1))
+    assert table.loc[2, "roc_auc_mean"] == pytest.approx(0.995) and np.isnan(table.loc[0, "roc_auc_std"])
+    assert np.isnan(table.loc[0, "pearson_vs_baseline"]) and table.loc[1, "pearson_vs_baseline"] == pytest.approx(0.2)
+    correlation = auc_localisation_correlation(performance, localisation)
+    ids = ["b", "a0", "a1", "m0", "m1"]
+    expected = stats.spearmanr([0.05, 0.97, 0.9, 1.0, 0.99], [per_model[i] for i in ids]).statistic
+    assert correlation.loc[0, "models"] == 5 and correlation.loc[0, "spearman_with_auc"] == pytest.approx(expected)
