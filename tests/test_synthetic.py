@@ -67,3 +67,54 @@ def test_imageset_masks_are_optional_and_checked():
         ImageSet(images, labels, ("a",), masks=torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="masks must be bool"):
         ImageSet(images, labels, ("a",), masks=torch.zeros(2, 1, 4, 4, dtype=torch.bool))
+
+
+def test_crosses_provide_their_flipped_validation_set():
+    from augcam.data import load_dataset_parts
+
+    parts = load_dataset_parts("crosses")
+    reference = crosses_splits()
+    assert (len(parts.train), len(parts.val), len(parts.test)) == (500, 200, 500)
+    for part, expected in ((parts.train, reference.train), (parts.val, reference.val), (parts.test, reference.test)):
+        assert torch.equal(part.images, expected.images) and torch.equal(part.masks, expected.masks)
+    # the distractor is on the class's training side in train and on the other side at val/test
+    for part, side_of_0 in ((parts.train, "left"), (parts.val, "right"), (parts.test, "right")):
+        sides = [distractor_side(image) for image in part.images]
+        expected = [side_of_0 if label == 0 else ("right" if side_of_0 == "left" else "left")
+                    for label in part.labels.tolist()]
+        assert sides == expected
+    for part in (parts.train, parts.val, parts.test):
+        for image, mask, label in zip(part.images[:50], part.masks[:50], part.labels[:50].tolist()):
+            assert count_crosses(image, mask) == 1 + label
+
+
+def test_split_with_the_datasets_own_validation_set():
+    from augcam.data.splits import make_split
+
+    parts = crosses_splits(train_size=40, val_size=20, test_size=30)
+    split = make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0,
+                       val_labels=parts.val.labels)
+    assert split.train.tolist() == list(range(40)) and split.val.tolist() == list(range(20))
+    assert split.test.tolist() == list(range(30))
+    small = make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0, train_size=10,
+                       val_size=8, test_size=6, val_labels=parts.val.labels)
+    assert (len(small.train), len(small.val), len(small.test)) == (10, 8, 6)
+    assert int(parts.val.labels[small.val].sum()) == 4  # stratified
+    with pytest.raises(ValueError, match="val_size is 21 but the dataset's own validation set has only 20"):
+        make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0, val_size=21,
+                   val_labels=parts.val.labels)
+
+
+def test_study_validates_on_the_flipped_set_and_carries_the_masks():
+    from augcam.study import prepare, training_data
+
+    prepared = prepare({"name": "t", "data": {"dataset": "crosses", "train_size": 40, "val_size": 20,
+                                              "test_size": 30},
+                        "augmentations": ["affine"], "controls": {"identity": False, "sanity_images": 0,
+                                                                  "baseline_replicas": 0}})
+    reference = crosses_splits()
+    data = training_data(prepared, torch.device("cpu"))
+    assert torch.equal(data.val_images, reference.val.images[prepared.split.val].float() / 255)
+    assert torch.equal(data.val_labels, reference.val.labels[prepared.split.val])
+    assert torch.equal(data.train_masks, reference.train.masks[prepared.split.train])
+    assert torch.equal(prepared.test_masks, reference.test.masks[prepared.split.test])

@@ -117,6 +117,41 @@ class AugmentationConfig(Section):
         return self.build().model_dump(mode="json")
 
 
+class GuidedConfig(Section):
+    """One mask-guided intervention (Viviano et al.): a model per seed trained with cross-entropy
+    plus a loss from `augcam.guided.GUIDED_LOSSES` on the training masks, without augmentation,
+    and compared with the baseline like an augmented model (docs/mask-guided.md).
+
+    loss = ce_weight · cross-entropy + weight · GUIDED_LOSSES[loss]; `ce_weight: 0` with
+    `classify_masked` is Viviano's "masked" baseline. feature_layer: the module whose input is
+    actdiff's penultimate features (None: the model's declared classifier, else its last Linear).
+    """
+
+    loss: str
+    label: str | None = None
+    weight: PositiveFloat = 1.0
+    ce_weight: NonNegativeFloat = 1.0
+    feature_layer: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_form(cls, value: Any) -> Any:
+        # `- actdiff` is accepted in YAML for `- {loss: actdiff}`.
+        return {"loss": value} if isinstance(value, str) else value
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        from augcam.guided import GUIDED_LOSSES
+
+        GUIDED_LOSSES.lookup(loss, where="guided.loss")
+        return loss
+
+    @property
+    def display(self) -> str:
+        return self.label or self.loss
+
+
 class CamConfig(Section):
     method: str = "gradcam"
     target: Literal["predicted", "label"] = "predicted"
@@ -214,7 +249,9 @@ class StudyConfig(Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
-    augmentations: list[AugmentationConfig] = Field(min_length=1)
+    augmentations: list[AugmentationConfig] = Field(default_factory=list)
+    # Mask-guided interventions, each trained and compared like an augmentation (GuidedConfig).
+    guided: list[GuidedConfig] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     cam: CamConfig = CamConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -242,6 +279,21 @@ class StudyConfig(Section):
                                  f"({entry.name}) with the same parameters; they would train identical models")
             seen[key] = entry.display
         return entries
+
+    @model_validator(mode="after")
+    def _something_to_compare(self) -> "StudyConfig":
+        if not self.augmentations and not self.guided:
+            raise ValueError("augmentations: List should have at least 1 item (or list mask-guided "
+                             "interventions under `guided`)")
+        labels = [entry.display for entry in self.augmentations]
+        for entry in self.guided:
+            if entry.display in labels or entry.display == "baseline":
+                raise ValueError(f"guided: label {entry.display!r} is already used (by an augmentation, another "
+                                 "guided entry, or the baseline); give the entry its own `label`")
+            if self.controls.identity and entry.display == IDENTITY:
+                raise ValueError(f"guided: {IDENTITY!r} is the label of the identity control")
+            labels.append(entry.display)
+        return self
 
     @model_validator(mode="after")
     def _identity_once(self) -> "StudyConfig":
@@ -287,6 +339,8 @@ class StudyConfig(Section):
             {"name": entry.name, "label": entry.display, "params": entry.resolved_params()}
             for entry in self.augmentations
         ]
+        if not self.guided:
+            del data["guided"]  # resolved configs (and hashes) of studies without guided stay as they were
         return data
 
     def config_hash(self) -> str:

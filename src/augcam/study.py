@@ -30,16 +30,17 @@ from rich.table import Table
 
 from augcam import __version__
 from augcam.cams import capture_output, raw_cams, upsample
-from augcam.config import AugmentationConfig, StudyConfig, check_device_name, digest, load_config
-from augcam.data import ImageSet, load_dataset
+from augcam.config import AugmentationConfig, GuidedConfig, StudyConfig, check_device_name, digest, load_config
+from augcam.data import ImageSet, load_dataset_parts
 from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
 from augcam.metrics import class_kld, compare_maps, performance
+from augcam.metrics.performance import roc_auc
 from augcam.models import MODELS, build_model, get_layer
 from augcam.store import (RunDir, RunLock, describe_holder, read_tensor_metadata, read_tensors, write_json,
                           write_parquet, write_tensors, write_text)
-from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, TrainState, load_train_state,
-                          prepare_inputs, save_train_state, train_model)
+from augcam.train import (GuidedTraining, TrainingData, TrainingDiverged, TrainSettings, TrainState,
+                          load_train_state, prepare_inputs, save_train_state, train_model)
 
 # The executors that run a study's models (`augcam run --executor`): "local" runs them one after
 # the other in this process; "ray" runs each model's stage chain as a task on a Ray cluster
@@ -85,11 +86,17 @@ class ModelRun:
     ordering_seed: int = 0
     replica: str | None = None  # "ordering+1", "init+1", …
     permuted_labels: bool = False
+    guided: GuidedConfig | None = None  # a mask-guided intervention (then entry is None)
 
     @property
     def is_baseline(self) -> bool:
         """The baseline itself (not a replica nor the permuted-labels control)."""
-        return self.entry is None and self.replica is None and not self.permuted_labels
+        return self.entry is None and self.guided is None and self.replica is None and not self.permuted_labels
+
+    @property
+    def is_intervention(self) -> bool:
+        """An augmented or mask-guided model: one the compare stages compare with the baseline."""
+        return self.entry is not None or self.guided is not None
 
     @property
     def label(self) -> str:
@@ -119,6 +126,19 @@ class PreparedStudy:
     test_fingerprint: str = ""
     runs: list[ModelRun] = field(default_factory=list)  # the baseline, then every augmentation × seed
     controls: list[ModelRun] = field(default_factory=list)  # baseline replicas, permuted labels
+    # The dataset's own validation set (split.val indexes it), e.g. the crosses' flipped one;
+    # None: split.val indexes the training set.
+    val_set: ImageSet | None = None
+
+    @property
+    def test_masks(self) -> torch.Tensor | None:
+        """ROI masks of the study's test images (bool (N, H, W)), when the dataset has masks."""
+        return self.test_set.masks[self.split.test] if self.test_set.masks is not None else None
+
+    @property
+    def val_source(self) -> ImageSet:
+        """The set split.val indexes."""
+        return self.val_set if self.val_set is not None else self.train_set
 
     @property
     def baseline(self) -> ModelRun:
@@ -178,15 +198,26 @@ def _fingerprint(image_set: ImageSet, *index_lists: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _data_fingerprint(train_set: ImageSet, split: Split) -> str:
+def _data_fingerprint(train_set: ImageSet, split: Split, val_set: ImageSet | None = None) -> str:
     """What the weights depend on: the training and validation images and labels, in split order
-    (the normalisation statistics are computed from them)."""
-    return _fingerprint(train_set, split.train, split.val)
+    (the normalisation statistics are computed from them); with a dataset's own validation set,
+    its selected images are hashed after the training part's, and the training masks too, which
+    mask-guided losses train on."""
+    if val_set is None:
+        return _fingerprint(train_set, split.train, split.val)
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(_fingerprint(train_set, split.train).encode())
+    h.update(_fingerprint(val_set, split.val).encode())
+    if train_set.masks is not None:
+        h.update(train_set.masks[split.train].numpy().tobytes())
+    return h.hexdigest()
 
 
 def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationConfig | None,
               seed: int | None, *, init_seed: int | None = None, ordering_seed: int | None = None,
-              permuted_labels: bool = False) -> dict[str, Any]:
+              permuted_labels: bool = False, guided: GuidedConfig | None = None) -> dict[str, Any]:
     """Everything that determines a model's trained weights, and nothing else.
 
     Not in the key, on purpose: analysis settings (model.target_layer, cam, metrics), the device
@@ -211,7 +242,34 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
     if entry is not None:
         key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies,
                                "seed": seed}
+    if guided is not None:  # absent otherwise, so the ids of models without a guided loss stay as they were
+        key["guided"] = {"loss": guided.loss, "weight": guided.weight, "ce_weight": guided.ce_weight,
+                         "feature_layer": guided_feature_layer(config, guided), "seed": seed}
     return key
+
+
+def guided_feature_layer(config: StudyConfig, guided: GuidedConfig) -> str | None:
+    """actdiff's feature module: the configured one, else the model's declared classifier (None:
+    augcam.guided's default, the last nn.Linear)."""
+    if guided.feature_layer is not None:
+        return guided.feature_layer
+    head = MODELS[config.model.name].head
+    return head.classifier if head is not None else None
+
+
+def guided_runs(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
+    """One model per (guided entry, seed). Seed s shifts the data order by s (seed 0 = exactly the
+    baseline's init and order, so the loss is the only difference) and seeds the loss's own
+    randomness; the deterministic losses would otherwise train the same model for every seed."""
+    t = config.training
+    runs = []
+    for entry in config.guided:
+        for seed in config.seeds:
+            ordering_seed = t.ordering_seed + seed
+            key = digest(model_key(config, data_fingerprint, None, seed, ordering_seed=ordering_seed, guided=entry))
+            runs.append(ModelRun(f"{entry.loss}-s{seed}-{key[:12]}", entry.display, seed, None,
+                                 init_seed=t.init_seed, ordering_seed=ordering_seed, guided=entry))
+    return runs
 
 
 def plan(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
@@ -224,7 +282,7 @@ def plan(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
         for seed in config.seeds:
             key = digest(model_key(config, data_fingerprint, entry, seed))
             runs.append(ModelRun(f"{entry.name}-s{seed}-{key[:12]}", entry.display, seed, entry, **seeds))
-    return runs
+    return runs + guided_runs(config, data_fingerprint)
 
 
 def plan_controls(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
@@ -254,10 +312,12 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     d = config.data
-    train_set, test_set = load_dataset(d.dataset, d.root, d.download)
+    parts = load_dataset_parts(d.dataset, d.root, d.download)
+    train_set, test_set, val_set = parts.train, parts.test, parts.val
     try:
         split = make_split(train_set.labels, test_set.labels, val_fraction=d.val_fraction, seed=d.split_seed,
-                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size)
+                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size,
+                           val_labels=val_set.labels if val_set is not None else None)
     except ValueError as err:
         raise ConfigError(f"data: {err}") from None
     mean, std = channel_stats(train_set.images[split.train])
@@ -269,12 +329,32 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     height, width = test_set.images.shape[-2:]
     input_size = (d.image_size, d.image_size) if d.image_size else (int(height), int(width))
     layer_size = target_layer_size(config, train_set, target_layer, input_size)
-    fingerprint = _data_fingerprint(train_set, split)
+    if config.guided:
+        check_guided(config, train_set, input_size)
+    fingerprint = _data_fingerprint(train_set, split, val_set)
     prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
-                             layer_size, fingerprint, _fingerprint(test_set, split.test))
+                             layer_size, fingerprint, _fingerprint(test_set, split.test), val_set=val_set)
     prepared.runs = plan(config, fingerprint)
     prepared.controls = plan_controls(config, fingerprint)
     return prepared
+
+
+def check_guided(config: StudyConfig, train_set: ImageSet, input_size: tuple[int, int]) -> None:
+    """What the guided entries need from the data and the model, as ConfigErrors."""
+    d = config.data
+    if train_set.masks is None:
+        raise ConfigError(f"guided: mask-guided losses need ROI masks, but data.dataset {d.dataset!r} has none "
+                          "(a dataset with masks: crosses)")
+    if tuple(input_size) != tuple(train_set.images.shape[-2:]):
+        raise ConfigError(f"guided: data.image_size {d.image_size} resizes the inputs but not the masks; "
+                          "leave data.image_size out for mask-guided training")
+    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
+    modules = dict(model.named_modules())
+    for entry in config.guided:
+        layer = entry.feature_layer
+        if layer is not None and layer not in modules:
+            raise ConfigError(f"guided[{entry.display}].feature_layer: {layer!r} is not a module of "
+                              f"{config.model.name} (modules: {', '.join(name for name in modules if name)})")
 
 
 def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: str,
@@ -319,9 +399,11 @@ def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels
     p = prepared
     data = TrainingData(images_on(p.train_set.images[p.split.train], device),
                         p.train_set.labels[p.split.train].to(device),
-                        images_on(p.train_set.images[p.split.val], device),
-                        p.train_set.labels[p.split.val].to(device),
-                        p.mean, p.std, p.config.data.image_size)
+                        images_on(p.val_source.images[p.split.val], device),
+                        p.val_source.labels[p.split.val].to(device),
+                        p.mean, p.std, p.config.data.image_size,
+                        train_masks=(p.train_set.masks[p.split.train].to(device)
+                                     if p.train_set.masks is not None else None))
     return permuted_label_data(p.config, data) if permuted_labels else data
 
 
@@ -367,16 +449,21 @@ def train_one_model(prepared: PreparedStudy, run: ModelRun, device: torch.device
         data = training_data(p, device, run.permuted_labels)
     model = build_model(c.model.name, p.train_set.images.shape[1], p.num_classes, run.init_seed).to(device)
     augmentation = run.entry.build() if run.entry is not None else None
+    guided = None
+    if run.guided is not None:
+        guided = GuidedTraining(run.guided.loss, run.guided.weight, run.guided.ce_weight,
+                                guided_feature_layer(c, run.guided))
     meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
             **({"replica": run.replica} if run.replica else {}),
             **({"permuted_labels": True} if run.permuted_labels else {}),
             "key": model_key(c, p.data_fingerprint, run.entry, run.seed, init_seed=run.init_seed,
-                             ordering_seed=run.ordering_seed, permuted_labels=run.permuted_labels),
+                             ordering_seed=run.ordering_seed, permuted_labels=run.permuted_labels,
+                             guided=run.guided),
             "device": str(device), "training_code_version": TRAINING_CODE_VERSION}
     try:
         result = train_model(model, data, train_settings(c, run), augmentation,
                              run.seed if run.seed is not None else 0, on_epoch=on_epoch, on_batch=on_batch,
-                             on_checkpoint=on_checkpoint, resume=resume)
+                             on_checkpoint=on_checkpoint, resume=resume, guided=guided)
     except TrainingDiverged as err:
         return TrainOutcome({**meta, "status": "diverged", "error": str(err)})
     return TrainOutcome(
@@ -598,6 +685,7 @@ class Runner:
                 explained = self.executor.train_and_explain(self)
             metrics = self.compare(explained)
             performance_table = self.performance_table(explained)
+            self.localisation_table(explained)
             aggregated = self.aggregate(metrics)
             self.compare_controls(explained)
             self.sanity(explained)
@@ -831,7 +919,7 @@ class Runner:
     def compare(self, runs: list[ModelRun]) -> pd.DataFrame:
         started = self._stage_started("compare")
         p, c = self.p, self.config
-        augmented = [run for run in runs if run.entry is not None]
+        augmented = [run for run in runs if run.is_intervention]
         self.console.print(f"[bold]compare[/]: {len(augmented)} models vs the baseline on {len(p.split.test)} "
                            "test images, from the stored CAM sets (always recomputed: metrics settings may have "
                            "changed, and it takes seconds)", highlight=False)
@@ -900,7 +988,7 @@ class Runner:
         replicas = [run for run in p.replicas if run.model_id in complete]
         by_aug: dict[str, dict[int, ModelRun]] = {}
         for run in p.runs:
-            if run.entry is not None and run.model_id in complete:
+            if run.is_intervention and run.model_id in complete:
                 by_aug.setdefault(run.augmentation, {})[run.seed] = run
         names = list(by_aug)
         pairs = [(a, b, seed) for i, a in enumerate(names) for b in names[i + 1:]
@@ -1012,16 +1100,50 @@ class Runner:
                    "status": meta["status"], "test_accuracy": np.nan, "precision": np.nan, "recall": np.nan,
                    "f1": np.nan, "best_epoch": meta.get("best_epoch"),
                    "best_val_accuracy": meta.get("best_val_accuracy", np.nan),
-                   "train_seconds": meta.get("train_seconds", np.nan)}
+                   "train_seconds": meta.get("train_seconds", np.nan), "roc_auc": np.nan}
             if run in runs:
-                predictions = read_tensors(self.run_dir.cams_file(run.model_id))["predictions"]
-                scores = performance(labels, predictions, p.num_classes)
+                cam_set = read_tensors(self.run_dir.cams_file(run.model_id))
+                scores = performance(labels, cam_set["predictions"], p.num_classes)
                 row.update(test_accuracy=scores["accuracy"], precision=scores["precision"],
-                           recall=scores["recall"], f1=scores["f1"])
+                           recall=scores["recall"], f1=scores["f1"],
+                           # of the softmax probabilities, as scikit-learn's roc_auc_score takes them
+                           roc_auc=roc_auc(labels, torch.softmax(cam_set["logits"].double(), dim=1)))
             rows.append(row)
         table = pd.DataFrame(rows).astype({"seed": "Int64", "best_epoch": "Int64"})
         write_parquet(self.run_dir.table("performance.parquet"), table)
         self._stage("performance", "complete", time.perf_counter() - started, rows=len(table))
+        return table
+
+    def localisation_table(self, runs: list[ModelRun]) -> pd.DataFrame | None:
+        """tables/localisation.parquet, for a dataset with ROI masks: one row per (model, test image)
+        of the baseline and every intervention, the localisation metrics (augcam.metrics.localisation)
+        of its CAM at the images' resolution against the image's mask."""
+        from augcam.metrics.localisation import localisation
+
+        p = self.p
+        path = self.run_dir.table("localisation.parquet")
+        masks = p.test_masks
+        if masks is None:
+            path.unlink(missing_ok=True)  # a table from an earlier config would be stale
+            return None
+        started = self._stage_started("localisation")
+        complete = {run.model_id for run in runs}
+        labels = p.test_set.labels[p.split.test].numpy()
+        frames = []
+        for run in p.runs:
+            if run.model_id not in complete:
+                continue
+            cam_set = read_tensors(self.run_dir.cams_file(run.model_id))
+            maps = upsample(cam_set["raw"].to(self.device), tuple(masks.shape[-2:]))
+            values = {name: value.cpu().numpy() for name, value in localisation(maps, masks.to(self.device)).items()}
+            frames.append(pd.DataFrame({
+                "model_id": run.model_id, "augmentation": run.augmentation,
+                "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
+                "image_index": p.split.test.numpy(), "label": labels, "model_pred": cam_set["predictions"].numpy(),
+                **values}))
+        table = pd.concat(frames, ignore_index=True)
+        write_parquet(path, table)
+        self._stage("localisation", "complete", time.perf_counter() - started, rows=len(table))
         return table
 
     # --- stage 4: aggregate ----------------------------------------------------------------
@@ -1131,7 +1253,9 @@ def _run_in(prepared: PreparedStudy, out: str | Path, torch_device: torch.device
             console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
         controls = (f" + {len(prepared.controls)} control baselines" if prepared.controls else "")
         console.print(f"[bold]study[/] {config.name}: {len(prepared.all_runs)} models "
-                      f"(baseline + {len(config.study_augmentations)} augmentations × {len(config.seeds)} seeds"
+                      f"(baseline + {len(config.study_augmentations)} augmentations"
+                      + (f" + {len(config.guided)} guided losses" if config.guided else "")
+                      + f" × {len(config.seeds)} seeds"
                       f"{controls}), "
                       f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
                       f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "

@@ -48,6 +48,9 @@ class TrainingData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int | None = None  # resize to image_size × image_size before the model
+    # Ground-truth ROI masks of the training images (bool (N, H, W), on the device) for mask-guided
+    # losses; None for a dataset without masks.
+    train_masks: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,23 @@ class TrainSettings:
     ordering_seed: int
     copies: int
     eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class GuidedTraining:
+    """A mask-guided loss added to the cross-entropy (augcam.guided): the training loss is
+    ce_weight · CE(model(x), y) + weight · GUIDED_LOSSES[loss](model, x, y, masks), x the normalised
+    inputs; needs TrainingData.train_masks."""
+
+    loss: str
+    weight: float
+    ce_weight: float = 1.0
+    feature_layer: str | None = None
+
+
+def guided_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The guided loss's randomness for a batch (actdiff's shuffles), from (seed, epoch, batch)."""
+    return torch.Generator().manual_seed(derived_seed("guided", seed, epoch, batch))
 
 
 @dataclass
@@ -166,24 +186,29 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
                 augmentation: "Augmentation | None", seed: int,
                 on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-                on_checkpoint: CheckpointCallback | None = None, resume: TrainState | None = None) -> TrainResult:
+                on_checkpoint: CheckpointCallback | None = None, resume: TrainState | None = None,
+                guided: GuidedTraining | None = None) -> TrainResult:
     """Train `model` (already on the data's device, with the study's initial weights).
 
     `on_checkpoint` receives the training state after every epoch; `resume` (a state it received)
-    continues from there and gives the same result as the uninterrupted run.
+    continues from there and gives the same result as the uninterrupted run. `guided` adds a
+    mask-guided loss on `data.train_masks` (None: plain cross-entropy, the default path).
     """
+    if guided is not None and data.train_masks is None:
+        raise ValueError(f"guided loss {guided.loss!r} needs the training masks (TrainingData.train_masks)")
     device = data.train_images.device
     fork_devices = [device] if device.type == "cuda" else []
     # The global RNG is seeded here and restored on return, so that the caller's random stream is
     # untouched and a model's training does not depend on what ran before it.
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(derived_seed("global", seed))
-        return _train(model, data, settings, augmentation, seed, on_epoch, on_batch, on_checkpoint, resume)
+        return _train(model, data, settings, augmentation, seed, on_epoch, on_batch, on_checkpoint, resume, guided)
 
 
 def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmentation: "Augmentation | None",
            seed: int, on_epoch: EpochCallback | None, on_batch: BatchCallback | None,
-           on_checkpoint: CheckpointCallback | None, resume: TrainState | None) -> TrainResult:
+           on_checkpoint: CheckpointCallback | None, resume: TrainState | None,
+           guided: GuidedTraining | None = None) -> TrainResult:
     device = data.train_images.device
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
@@ -221,8 +246,13 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
                     generator = augmentation_generator(seed, epoch, batch)
                     images = images.clone()
                     images[is_copy] = augmentation(images[is_copy], generator)
-            logits = model(prepare_inputs(images, mean, std, data.image_size))
-            loss = F.cross_entropy(logits, labels)
+            inputs = prepare_inputs(images, mean, std, data.image_size)
+            if guided is None:
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, labels)
+            else:
+                logits, loss = _guided_loss(guided, model, inputs, labels, data.train_masks[sources],
+                                            guided_generator(seed, epoch, batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -255,6 +285,28 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
             on_epoch(row)
     result.seconds = seconds_before + time.perf_counter() - started
     return result
+
+
+def _guided_loss(guided: GuidedTraining, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                 masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of the plain inputs, for the train accuracy; the batch's loss). The plain forward
+    pass comes first, then the guided loss's own passes. With ce_weight 0 the model must not see the
+    plain inputs in training (Viviano's "masked" model sees only x · mask, BatchNorm statistics
+    included), so their logits are taken in eval mode without gradients."""
+    from augcam.guided import guided_loss
+
+    if guided.ce_weight == 0:
+        model.eval()
+        with torch.no_grad():
+            logits = model(inputs)
+        model.train()
+    else:
+        logits = model(inputs)
+    extra = guided.weight * guided_loss(guided.loss, model, inputs, labels, masks, generator=generator,
+                                        feature_layer=guided.feature_layer)
+    if guided.ce_weight == 0:
+        return logits, extra
+    return logits, guided.ce_weight * F.cross_entropy(logits, labels) + extra
 
 
 # --- training state on disk ------------------------------------------------------------------

@@ -44,16 +44,18 @@ def load_test_images(study: dict, image_indices: np.ndarray, labels: np.ndarray)
     split as the study did; raises `AugcamError` (ConfigError, DataError, ReportError) when the
     data cannot be loaded or is not the data the tables were computed on."""
     from augcam.config import load_config
-    from augcam.data import load_dataset
+    from augcam.data import load_dataset_parts
     from augcam.data.splits import make_split
 
     config = load_config(study)
     d = config.data
-    train_set, test_set = load_dataset(d.dataset, d.root, d.download)
+    parts = load_dataset_parts(d.dataset, d.root, d.download)
+    train_set, test_set = parts.train, parts.test
     where = f"data.dataset {d.dataset!r} (root {d.root or 'default search'})"
     try:
         split = make_split(train_set.labels, test_set.labels, val_fraction=d.val_fraction, seed=d.split_seed,
-                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size)
+                           train_size=d.train_size, val_size=d.val_size, test_size=d.test_size,
+                           val_labels=parts.val.labels if parts.val is not None else None)
     except ValueError as err:
         raise ReportError(f"{where}: cannot make the study's split from the data on this machine ({err})") from None
     wanted = np.asarray(image_indices, dtype=np.int64)

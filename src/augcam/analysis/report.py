@@ -43,7 +43,8 @@ FIGURE_DPI = 150
 PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "controls", "sanity")
 # Written only when the run has what they need (the controls' tables, two augmentations or more).
 OPTIONAL_TABLES = ("noise_floor_summary.csv", "significance.csv", "significance_vs_identity.csv",
-                   "between_augmentations_median.csv", "sanity_verdict.csv")
+                   "between_augmentations_median.csv", "sanity_verdict.csv", "mask_guided.csv",
+                   "mask_guided_correlation.csv")
 OPTIONAL_FIGURES = ("clusters", "between_augmentations", "noise_effects", "sanity")
 QUESTION = "How does a data augmentation change where an image classifier looks?"
 
@@ -235,6 +236,34 @@ def _summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
                          + (f" ({int(nan)} NaN)" if not pd.isna(nan) and nan else ""))
         rows.append(cells)
     return {"columns": columns, "rows": rows}
+
+
+_LOCALISATION_NAMES = {"roc_auc": "ROC AUC", "iou": "IoU", "intersection_over_prediction": "IoP",
+                       "intersection_over_target": "IoT", "pointing_game": "pointing game",
+                       "energy_pointing_game": "energy pointing game"}
+
+
+def _mask_guided_section(tables: RunTables) -> tuple[dict | None, dict[str, str]]:
+    """The mask-guided section's context and its CSVs, when the run has tables/localisation.parquet."""
+    from augcam.analysis.localisation import (auc_localisation_correlation, generalisation_vs_localisation,
+                                              load_localisation)
+
+    localisation = load_localisation(tables.root)
+    if localisation is None or "roc_auc" not in tables.performance.columns:
+        return None, {}
+    table = generalisation_vs_localisation(tables.performance, localisation, tables.aggregated)
+    correlation = auc_localisation_correlation(tables.performance, localisation)
+    shown = pd.DataFrame({"method": table["augmentation"], "models": table["models"]})
+    for column in [c[:-5] for c in table.columns if c.endswith("_mean")]:
+        name = _LOCALISATION_NAMES.get(column, display_name(column))
+        shown[name] = [_fmt(m, 3) + (f" ± {_fmt(sd, 3)}" if not np.isnan(sd) else "")
+                       for m, sd in zip(table[f"{column}_mean"], table[f"{column}_std"])]
+    for column in [c for c in table.columns if c.endswith("_vs_baseline")]:
+        shown[f"{display_name(column[:-12])} vs baseline"] = [_fmt(v, 3) for v in table[column]]
+    corr = correlation.assign(metric=correlation["metric"].map(lambda m: _LOCALISATION_NAMES.get(m, m)))
+    context = {"table": _html_table(shown), "correlation": _html_table(corr, 3)}
+    return context, {"mask_guided.csv": table.to_csv(index=False),
+                     "mask_guided_correlation.csv": correlation.to_csv(index=False)}
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -559,13 +588,16 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
                 ("extremes", "Extreme images"), ("summary", "Summary table")]
     sections += [("noise", "Is it more than noise?")] * (context["noise"] is not None)
     sections += [("sanity", "Sanity check")] * (context["sanity"] is not None)
+    context["mask_guided"], mask_guided_csvs = _mask_guided_section(tables)
+    sections += [("mask_guided", "Mask-guided training: generalisation vs localisation")] * (
+        context["mask_guided"] is not None)
     context.update(sections=sections, number={sid: i for i, (sid, _) in enumerate(sections, start=1)})
     html = timed("html", lambda: _template().render(
         **context, provenance=_provenance(tables.manifest, time.perf_counter() - started)))
 
     root = tables.root
     t0 = time.perf_counter()
-    csv_files = result.csv_files()
+    csv_files = {**result.csv_files(), **mask_guided_csvs}
     for name, text in csv_files.items():
         write_text(root / "tables" / name, text)
     for fig in figures:

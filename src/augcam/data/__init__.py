@@ -1,4 +1,5 @@
-"""Datasets: each one loads as a pair of in-memory `ImageSet`s, the official train and test sets.
+"""Datasets: each one loads as in-memory `ImageSet`s, the official train and test sets, and
+optionally the dataset's own validation set.
 
 A dataset is a loader registered in `DATASETS` under a name; `load_dataset(name, root, download)`
 looks it up and calls it. Loaders read the files themselves (IDX, CIFAR pickles, image folders)
@@ -7,6 +8,10 @@ instead of a shape error deep inside training. Users can register their own load
 
     @DATASETS.register("my-data")
     def load_my_data(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]: ...
+
+A loader may return a third `ImageSet`, the dataset's own validation set (e.g. `crosses`, whose
+validation set has its spurious cue flipped like the test set): a study then validates on it
+instead of splitting `val_fraction` off the training set (`load_dataset_parts`).
 
 Where files are looked for: only under the `root` argument (`data.root`) when one is given;
 otherwise, in order, `$AUGCAM_DATA`, places specific to a dataset (Debian's Fashion-MNIST
@@ -24,7 +29,8 @@ import torch
 
 from augcam.registry import Registry
 
-__all__ = ["ImageSet", "DATASETS", "load_dataset", "data_env_dir", "download_dir", "search_dirs"]
+__all__ = ["ImageSet", "DatasetParts", "DATASETS", "load_dataset", "load_dataset_parts", "data_env_dir",
+           "download_dir", "search_dirs"]
 
 # Environment variable naming a directory that holds datasets (one per subdirectory, or directly).
 DATA_ENV = "AUGCAM_DATA"
@@ -59,17 +65,38 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
-Loader = Callable[[Path | None, bool], tuple[ImageSet, ImageSet]]
+# (train, test) or (train, test, own validation set)
+Loader = Callable[[Path | None, bool], "tuple[ImageSet, ImageSet] | tuple[ImageSet, ImageSet, ImageSet]"]
 
 DATASETS: Registry[Loader] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class DatasetParts:
+    """What a loader gives: the official train and test sets and, for a dataset that defines one,
+    its own validation set (used instead of a split of the training set)."""
+
+    train: ImageSet
+    test: ImageSet
+    val: ImageSet | None = None
+
+
+def load_dataset_parts(name: str, root: str | Path | None = None, download: bool = False) -> DatasetParts:
+    """Every part dataset `name` provides; see the module docstring for `root`."""
+    loader = DATASETS.lookup(name, where="data.dataset")
+    root_path = Path(root).expanduser() if root is not None and str(root) != "" else None
+    parts = loader(root_path, download)
+    if len(parts) not in (2, 3):
+        raise ValueError(f"dataset loader {name!r} must return (train, test) or (train, test, val), "
+                         f"got {len(parts)} parts")
+    return DatasetParts(*parts)
 
 
 def load_dataset(name: str, root: str | Path | None = None,
                  download: bool = False) -> tuple[ImageSet, ImageSet]:
     """The official (train, test) sets of dataset `name`; see the module docstring for `root`."""
-    loader = DATASETS.lookup(name, where="data.dataset")
-    root_path = Path(root).expanduser() if root is not None and str(root) != "" else None
-    return loader(root_path, download)
+    parts = load_dataset_parts(name, root, download)
+    return parts.train, parts.test
 
 
 def data_env_dir() -> Path | None:

@@ -21,7 +21,7 @@ __all__ = ["Split", "stratified_split", "stratified_subset", "make_split", "chan
 @dataclass(frozen=True)
 class Split:
     train: torch.Tensor  # indices into the official training set
-    val: torch.Tensor  # indices into the official training set
+    val: torch.Tensor  # indices into the official training set, or into the dataset's own validation set
     test: torch.Tensor  # indices into the official test set
 
 
@@ -95,8 +95,12 @@ def stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tenso
 
 def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fraction: float, seed: int,
                train_size: int | None = None, val_size: int | None = None,
-               test_size: int | None = None) -> Split:
+               test_size: int | None = None, val_labels: torch.Tensor | None = None) -> Split:
     """Train/val from the official training set, test from the official test set.
+
+    With `val_labels` (a dataset's own validation set, `DatasetParts.val`), val indexes that set
+    instead: the whole training set is the training part (`val_fraction` does not apply) and
+    `val_size` takes a stratified subset of the given validation set.
 
     The validation split is always taken from the FULL training set, and the optional sizes then
     take stratified subsets of each part (seeds seed+1, seed+2, seed+3). So a quick study's images
@@ -105,6 +109,8 @@ def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fra
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
     n_train = len(train_labels)
+    if val_labels is not None:
+        return _split_with_own_val(train_labels, val_labels, test_labels, seed, train_size, val_size, test_size)
     rest, val = stratified_split(train_labels, val_fraction, seed)
     if len(val) == 0 or len(rest) == 0:
         raise ValueError(f"val_fraction {val_fraction} of {n_train} training images leaves "
@@ -126,6 +132,26 @@ def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fra
                    f"the validation part (val_fraction {val_fraction} of {n_train} training images)"),
         test=subset(test, test_labels, test_size, 3, "test_size", "the official test set"),
     )
+
+
+def _split_with_own_val(train_labels: torch.Tensor, val_labels: torch.Tensor, test_labels: torch.Tensor, seed: int,
+                        train_size: int | None, val_size: int | None, test_size: int | None) -> Split:
+    """make_split for a dataset with its own validation set: each part is a whole set or its
+    stratified subset (same seeds seed+1, seed+2, seed+3 as the split of a training set)."""
+
+    def part(labels: torch.Tensor, size: int | None, offset: int, what: str, available: str) -> torch.Tensor:
+        everything = torch.arange(len(labels), dtype=torch.int64)
+        if size is None:
+            return everything
+        if size > len(labels):
+            raise ValueError(f"{what} is {size} but {available} has only {len(labels)} images")
+        return stratified_subset(labels, size, seed + offset)
+
+    if len(val_labels) == 0:
+        raise ValueError("the dataset's own validation set is empty")
+    return Split(train=part(train_labels, train_size, 1, "train_size", "the official training set"),
+                 val=part(val_labels, val_size, 2, "val_size", "the dataset's own validation set"),
+                 test=part(test_labels, test_size, 3, "test_size", "the official test set"))
 
 
 def channel_stats(images_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -97,10 +97,10 @@ def crosses_splits(train_size: int = 500, val_size: int = 200, test_size: int = 
 
 
 @DATASETS.register("crosses")
-def load_crosses(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]:
-    """(train: 500 aligned, test: 500 flipped) of :func:`crosses_splits` with seed 0; generated,
-    so `root` and `download` do not apply. NOTE: a study that splits its validation set off this
-    training set validates on the aligned cue; the protocol's flipped validation set is
-    ``crosses_splits().val`` (see docs/related-methods.md)."""
+def load_crosses(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(train: 500 aligned, test: 500 flipped, val: 200 flipped) of :func:`crosses_splits` with
+    seed 0; generated, so `root` and `download` do not apply. The validation set is the dataset's
+    own (a study validates on it, with the cue flipped as in the protocol, instead of splitting
+    `val_fraction` off the aligned training set)."""
     splits = crosses_splits()
-    return splits.train, splits.test
+    return splits.train, splits.test, splits.val

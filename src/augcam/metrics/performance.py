@@ -1,4 +1,5 @@
-"""Test-set performance of one classifier: accuracy and macro precision, recall and F1.
+"""Test-set performance of one classifier: accuracy and macro precision, recall and F1, and the
+ROC AUC of its class scores (`roc_auc`).
 
 Computed from a confusion matrix on the labels' device with the semantics of scikit-learn's
 ``*_score(y_true, y_pred, labels=range(K), average="macro", zero_division=0)``: every one of the
@@ -13,7 +14,7 @@ import numbers
 import torch
 from torch import Tensor
 
-__all__ = ["confusion_matrix", "performance"]
+__all__ = ["confusion_matrix", "performance", "roc_auc"]
 
 
 def _check_labels(y_true: Tensor, y_pred: Tensor, num_classes: int) -> None:
@@ -67,3 +68,32 @@ def performance(y_true: Tensor, y_pred: Tensor, num_classes: int) -> dict[str, f
         "recall": recall.mean().item(),
         "f1": f1.mean().item(),
     }
+
+
+def _binary_auc(positive: Tensor, scores: Tensor) -> float:
+    """P(score of a positive > score of a negative) + ½ P(tie): the Mann–Whitney U statistic from
+    average ranks (ties share their rank), NaN unless both classes occur."""
+    from augcam.metrics.maps import average_ranks
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = average_ranks(scores.double().view(1, -1))[0]
+    u = ranks[positive].sum().item() - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def roc_auc(y_true: Tensor, scores: Tensor) -> float:
+    """Area under the ROC curve of (N, K) class scores (probabilities or logits) for labels
+    0..K−1, as scikit-learn's ``roc_auc_score``: for two classes the AUC of the class-1 score,
+    for more the macro mean of the one-vs-rest AUCs. NaN where it is undefined (a class absent
+    from `y_true`, which scikit-learn refuses), so a study's table can still be written."""
+    if scores.dim() != 2 or scores.shape[0] != len(y_true) or scores.shape[1] < 2:
+        raise ValueError(f"scores must be (N, K ≥ 2) for {len(y_true)} labels, got {tuple(scores.shape)}")
+    _check_labels(y_true, y_true, scores.shape[1])
+    y = y_true.to(scores.device)
+    if scores.shape[1] == 2:
+        return _binary_auc(y == 1, scores[:, 1])
+    per_class = [_binary_auc(y == k, scores[:, k]) for k in range(scores.shape[1])]
+    return float(sum(per_class) / len(per_class))  # NaN if any class is undefined
