@@ -531,6 +531,7 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
         "sanity": None if result.sanity is None else {"sentences": _sanity_sentences(result.sanity_verdicts),
                                                       "threshold": SANITY_THRESHOLD},
         "controls_note": _controls_note(tables),
+        "cam_method": method_name(tables.study.get("cam", {}).get("method", "gradcam")),
         **related_context,  # published, faithfulness (issue 7): None when the study has no such section
     }
     # Sections in order, (id, title); those of the controls only when the run has their tables.
