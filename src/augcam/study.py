@@ -1017,17 +1017,21 @@ class Runner:
         images = self._images(p.test_set.images[index])
         labels = p.test_set.labels[index].to(self.device)
         frames = []
-        for run in models:
-            raw = read_tensors(self.run_dir.cams_file(run.model_id))["raw"][:n_images]
-            with torch.no_grad():
-                by_fill = faithfulness_rows(self._load_model(run), images, labels, raw, f, p.mean, p.std,
-                                            self.config.data.image_size)
-            for fill, columns in by_fill.items():
-                frames.append(pd.DataFrame({
-                    "model_id": run.model_id, "augmentation": run.augmentation,
-                    "seed": pd.array([run.seed] * n_images, dtype="Int64"), "fill": fill,
-                    "image_index": index.numpy(), "label": labels.cpu().numpy(),
-                    **{name: value.cpu().numpy() for name, value in columns.items()}}))
+        with _progress(self.console) as progress:
+            task = progress.add_task("faithfulness", total=len(models), rate="")
+            for run in models:
+                progress.update(task, description=f"faithfulness {run.label}")
+                raw = read_tensors(self.run_dir.cams_file(run.model_id))["raw"][:n_images]
+                with torch.no_grad():
+                    by_fill = faithfulness_rows(self._load_model(run), images, labels, raw, f, p.mean, p.std,
+                                                self.config.data.image_size)
+                for fill, columns in by_fill.items():
+                    frames.append(pd.DataFrame({
+                        "model_id": run.model_id, "augmentation": run.augmentation,
+                        "seed": pd.array([run.seed] * n_images, dtype="Int64"), "fill": fill,
+                        "image_index": index.numpy(), "label": labels.cpu().numpy(),
+                        **{name: value.cpu().numpy() for name, value in columns.items()}}))
+                progress.update(task, advance=1)
         rows = pd.concat(frames, ignore_index=True)
         write_parquet(paths[0], rows)
         write_parquet(paths[1], model_means(rows))

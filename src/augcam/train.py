@@ -10,6 +10,11 @@
   batch): two augmentations trained with the same seed draw from the same random stream.
 - Every model starts from the same initial weights (built from `init_seed`); the checkpoint with
   the best validation accuracy (the first, on ties) is what the study explains.
+- A mixing augmentation (Mixup, CutMix with targets, SaliencyMix) trains on the probability
+  targets it makes for the copies (`augment_batch`; the originals keep one-hot rows); every other
+  augmentation trains on the integer labels exactly as before mixed-sample training existed.
+- `steps_per_epoch` (optional) makes an epoch that many batches, read from successive passes over
+  the positions, so models trained on sets of different sizes take the same number of steps.
 - Training can stop after any epoch and resume bit-identically: `TrainState` holds everything the
   remaining epochs depend on (weights and buffers, optimizer state, best-so-far state, history,
   global RNG state), `on_checkpoint` receives it after every epoch, and `resume=` continues from it.
@@ -33,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augcam.augment.mixing import augment_batch
+from augcam.augment.mixing import MixingAugmentation, augment_batch
 
 if TYPE_CHECKING:
     from augcam.augment import Augmentation
@@ -98,8 +103,6 @@ class TrainResult:
 def uses_targets(augmentation: "Augmentation | None") -> bool:
     """Whether training with `augmentation` uses probability targets (a mixing augmentation, see
     `augcam.augment.mixing`) instead of the integer labels."""
-    from augcam.augment.mixing import MixingAugmentation
-
     return isinstance(augmentation, MixingAugmentation)
 
 
