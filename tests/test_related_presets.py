@@ -209,6 +209,20 @@ def test_mixing_models_have_their_own_ids_and_train_on_targets(mixed_run):
     assert len({m["model_id"] for m in metas}) == len(metas) == 9
 
 
+def test_mixed_rerun_reuses_the_faithfulness_results_and_gives_identical_tables(mixed_run):
+    out = mixed_run.out
+    before = pd.read_parquet(out / "tables/faithfulness.parquet")
+    again = run_study(load_config("mixed-sample", overrides=MIXED_SMALL), out, device="cpu")
+    stage = again.manifest["stages"]["faithfulness"]
+    assert (stage["reused"], stage["computed"]) == (9, 0)
+    pd.testing.assert_frame_equal(before, pd.read_parquet(out / "tables/faithfulness.parquet"))
+    # Other settings: recomputed, and the table follows them.
+    changed = run_study(load_config("mixed-sample", overrides={**MIXED_SMALL, "faithfulness.fills": ["zero"]}),
+                        out, device="cpu")
+    assert changed.manifest["stages"]["faithfulness"]["computed"] == 9
+    assert set(pd.read_parquet(out / "tables/faithfulness.parquet").fill) == {"zero"}
+
+
 def test_faithfulness_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"faithfulness\.fills\[0\]"):
         load_config("mixed-sample", overrides={"faithfulness.fills": ["noise"]})

@@ -1017,14 +1017,32 @@ class Runner:
         images = self._images(p.test_set.images[index])
         labels = p.test_set.labels[index].to(self.device)
         frames = []
+        reused = 0
         with _progress(self.console) as progress:
             task = progress.add_task("faithfulness", total=len(models), rate="")
             for run in models:
                 progress.update(task, description=f"faithfulness {run.label}")
-                raw = read_tensors(self.run_dir.cams_file(run.model_id))["raw"][:n_images]
-                with torch.no_grad():
-                    by_fill = faithfulness_rows(self._load_model(run), images, labels, raw, f, p.mean, p.std,
-                                                self.config.data.image_size)
+                # Cached per model, keyed by its CAM set and the stage's settings: a rerun, or a study
+                # that gains an augmentation, computes only what changed.
+                key = digest({"cam_key": self._cam_key(run), "settings": f.model_dump(mode="json"),
+                              "images": n_images})
+                path = self.run_dir.faithfulness_file(run.model_id)
+                stored_meta = read_tensor_metadata(path) if path.exists() else {}
+                if stored_meta.get("faithfulness_key") == key:
+                    stored = read_tensors(path)
+                    # The file's tensors come back sorted by name; the column order is in its metadata.
+                    by_fill = {fill: {column: stored[f"{fill}/{column}"] for column in json.loads(stored_meta["columns"])}
+                               for fill in f.fills}
+                    reused += 1
+                else:
+                    raw = read_tensors(self.run_dir.cams_file(run.model_id))["raw"][:n_images]
+                    with torch.no_grad():
+                        by_fill = faithfulness_rows(self._load_model(run), images, labels, raw, f, p.mean, p.std,
+                                                    self.config.data.image_size)
+                    write_tensors(path, {f"{fill}/{name}": value for fill, columns in by_fill.items()
+                                         for name, value in columns.items()},
+                                  metadata={"faithfulness_key": key,
+                                            "columns": json.dumps(list(next(iter(by_fill.values()))))})
                 for fill, columns in by_fill.items():
                     frames.append(pd.DataFrame({
                         "model_id": run.model_id, "augmentation": run.augmentation,
@@ -1037,7 +1055,7 @@ class Runner:
         write_parquet(paths[1], model_means(rows))
         undefined = {col: int(rows[col].isna().sum()) for col in rows.columns if col not in FAITHFULNESS_ID_COLUMNS}
         self._stage("faithfulness", "complete", time.perf_counter() - started, rows=len(rows),
-                    undefined_values=undefined)
+                    computed=len(models) - reused, reused=reused, undefined_values=undefined)
         return rows
 
     def baseline_metrics(self, run: ModelRun, base: dict[str, torch.Tensor],
