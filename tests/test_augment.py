@@ -20,11 +20,11 @@ from augcam.augment import (
     register_augmentation,
     sample_beta,
 )
-from augcam.augment.transforms import Affine, ColorJitter, CutMix, Elastic, GaussianBlur, RandomCrop
+from augcam.augment.transforms import Affine, ColorJitter, CutMix, Elastic, GaussianBlur, RandomCrop, RandomErasing
 from augcam.errors import ConfigError
 
 BUILT_IN = ["affine", "color_jitter", "cutmix", "elastic", "equalization", "gaussian_blur", "identity",
-            "random_crop"]
+            "random_crop", "random_erasing"]
 DETERMINISTIC = {"identity", "equalization"}
 RANDOM = [name for name in BUILT_IN if name not in DETERMINISTIC]
 SIZE = {1: 28, 3: 32}  # Fashion-MNIST and CIFAR-10 sizes
@@ -289,6 +289,40 @@ def test_cutmix_pastes_the_drawn_box_from_the_partner(alpha):
         assert changed[i, y1:y2, x1:x2].all()
         # The box side follows λ: about sqrt(1 − λ) of each side (before clipping at the borders).
         assert x2 - x1 <= 2 * int(0.5 * math.sqrt(1 - float(params["lam"][i])) * 32)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("value", [0.0, 0.7])
+def test_random_erasing_matches_torchvision_erase_with_drawn_boxes(channels, value):
+    aug = RandomErasing(value=value)
+    x = images(16, channels)
+    params = aug.sample_params(tuple(x.shape), gen(3))
+    out = aug.apply(x, as_device(params, x))
+    for i, (x1, y1, x2, y2) in enumerate(params["box"].tolist()):
+        expected = TF.erase(x[i], y1, x1, y2 - y1, x2 - x1, torch.tensor(value))
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=0)
+    # Everything outside the boxes is untouched, and boxes differ between images.
+    assert len({tuple(b) for b in params["box"].tolist()}) > 1
+
+
+def test_random_erasing_box_sizes_follow_the_scale_and_ratio_ranges():
+    aug = RandomErasing(scale=(0.1, 0.2), ratio=(0.5, 2.0))
+    box = aug.sample_params((4000, 1, 28, 28), gen(0))["box"].double()
+    h, w = box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]
+    area = h * w / (28 * 28)
+    # Rounding h and w to whole pixels moves the area by at most about one row and one column.
+    assert area.min() > 0.1 - 2 * 6 / 784 and area.max() < 0.2 + 2 * 10 / 784
+    assert 0.14 < area.mean() < 0.16  # U(0.1, 0.2) has mean 0.15
+    ratio = h / w
+    assert ratio.min() > 0.5 * 0.7 and ratio.max() < 2.0 / 0.7
+    assert (box[:, 0] >= 0).all() and (box[:, 2] <= 28).all() and (box[:, 1] >= 0).all() and (box[:, 3] <= 28).all()
+    # The top-left corner is uniform over the positions where the box fits.
+    assert box[:, 0].float().std() > 3
+
+
+def test_random_erasing_rejects_a_bad_scale():
+    with pytest.raises(ConfigError, match=r"augmentations\.scale"):
+        build_augmentation("random_erasing", {"scale": [0.5, 0.1]})
 
 
 def test_cutmix_of_a_single_image_is_unchanged():

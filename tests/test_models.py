@@ -13,7 +13,7 @@ from augcam.train import state_digest
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_model_builds_and_classifies(name, channels):
     model = build_model(name, channels, num_classes=7, init_seed=0)
-    side = 28 if name == "small_cnn" else 64
+    side = 28 if name in ("small_cnn", "tang_cnn") else 64
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(2, channels, side, side)).shape == (2, 7)
@@ -83,3 +83,12 @@ def test_densenet_is_not_linear_after_pooling():
     model = build_model("densenet121", 1, 10, init_seed=0)
     logits, head_logits = _logits_and_linear_head_logits(model, "features", model.classifier, 64)
     assert not torch.allclose(head_logits, logits, rtol=1e-2, atol=0)
+
+
+def test_tang_cnn_is_two_convolutions_and_one_linear_layer():
+    model = build_model("tang_cnn", 1, 10, init_seed=0)
+    kinds = [type(m) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert kinds == [torch.nn.Conv2d, torch.nn.Conv2d, torch.nn.Linear]
+    with capture_output(get_layer(model, MODELS["tang_cnn"].target_layer)) as outputs, torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    assert outputs[0].shape == (1, 16, 7, 7)

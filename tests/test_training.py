@@ -171,3 +171,98 @@ def test_nan_loss_raises_training_diverged():
                             data.mean, data.std)
     with pytest.raises(TrainingDiverged, match="training loss became nan in epoch 1"):
         train_model(small_model(), nan_data, SETTINGS, None, seed=0)
+
+
+# --- steps per epoch and mixed-sample targets (issue 7) ------------------------------------------
+
+
+def test_steps_per_epoch_visits_that_many_batches_and_one_pass_equals_the_default():
+    from augcam.train import epoch_positions
+
+    # Exactly one pass: the same positions as without the setting.
+    assert torch.equal(epoch_positions(10, 2, 5, 0, 3, 10), epoch_order(10, 2, 5, 0))
+    # 100 sources, no copies, 10 steps of 110: 11 passes in their own orders, each complete.
+    positions = epoch_positions(100, 0, 5, 0, 10, 110)
+    assert len(positions) == 1100
+    assert torch.bincount(positions, minlength=100).tolist() == [11] * 100
+    assert not torch.equal(positions[:100], positions[100:200])
+    assert torch.equal(positions, epoch_positions(100, 0, 5, 0, 10, 110))
+    assert not torch.equal(positions, epoch_positions(100, 0, 5, 1, 10, 110))
+    # The loop takes exactly steps · epochs optimiser steps, whatever the set's size.
+    from dataclasses import replace
+
+    batches = []
+    settings = replace(SETTINGS, steps_per_epoch=3, copies=0)
+    train_model(small_model(), tiny_data(), settings, None, seed=0, on_batch=batches.append)
+    assert batches == [16] * 6
+
+
+class SpyModel(torch.nn.Module):
+    """small_cnn that records the inputs of each training forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = small_model()
+        self.inputs = []
+
+    def forward(self, x):
+        if self.training:
+            self.inputs.append(x.detach().clone())
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("label_mixing", [True, False])
+def test_mixing_augmentation_trains_on_its_targets(monkeypatch, label_mixing):
+    """The loss of a mixing augmentation's batch is cross-entropy against the targets that
+    `augment_batch` gives for the batch's copies (one-hot for the originals), recomputed here."""
+    import torch.nn.functional as F
+
+    from augcam.augment.mixing import augment_batch
+    from augcam.train import augmentation_generator, epoch_positions, prepare_inputs
+
+    data = tiny_data()
+    aug = build_augmentation("mixup", {"label_mixing": label_mixing})
+    seen = []
+    original = F.cross_entropy
+
+    def recording_cross_entropy(logits, target, *args, **kwargs):
+        seen.append(target.detach().clone())
+        return original(logits, target, *args, **kwargs)
+
+    monkeypatch.setattr("augcam.train.F.cross_entropy", recording_cross_entropy)
+    model = SpyModel()
+    settings = TrainSettings(epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, ordering_seed=3, copies=1,
+                             eval_batch_size=64)
+    train_model(model, data, settings, aug, seed=7)
+    monkeypatch.setattr("augcam.train.F.cross_entropy", original)
+    order = epoch_positions(40, 1, 3, 0, None, 16)
+    mean, std = torch.tensor([0.5]).view(1, -1, 1, 1), torch.tensor([0.25]).view(1, -1, 1, 1)
+    training_targets = [t for t in seen if t.dim() == 2]  # evaluation calls use integer labels
+    assert len(training_targets) == 5
+    for batch, start in enumerate(range(0, 80, 16)):
+        positions = order[start:start + 16]
+        is_copy = positions >= 40
+        images = data.train_images[positions % 40].clone()
+        labels = data.train_labels[positions % 40]
+        expected = F.one_hot(labels, 4).float()
+        images[is_copy], expected[is_copy] = augment_batch(aug, images[is_copy], labels[is_copy], 4,
+                                                           augmentation_generator(7, 0, batch))
+        torch.testing.assert_close(training_targets[batch], expected, rtol=0, atol=0)
+        torch.testing.assert_close(model.inputs[batch], prepare_inputs(images, mean, std, None), rtol=0, atol=0)
+        rows = training_targets[batch]
+        torch.testing.assert_close(rows.sum(1), torch.ones(16))
+        if label_mixing:
+            assert ((rows[is_copy] > 0) & (rows[is_copy] < 1)).any(), "Mixup with label mixing gives soft rows"
+        else:
+            assert set(rows.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_non_mixing_augmentations_keep_integer_labels(monkeypatch):
+    import torch.nn.functional as F
+
+    seen = []
+    original = F.cross_entropy
+    monkeypatch.setattr("augcam.train.F.cross_entropy",
+                        lambda logits, target, *a, **k: seen.append(target.dtype) or original(logits, target, *a, **k))
+    train_model(small_model(), tiny_data(), SETTINGS, build_augmentation("cutmix"), seed=0)
+    assert seen and set(seen) == {torch.int64}

@@ -109,7 +109,7 @@ def model_chain(prepared: "PreparedStudy", job: ChainJob, weights: dict | None, 
     """The body of one model's task on a worker (see the module docstring)."""
     import ray
 
-    from augcam.study import (compare_cam_sets, compute_cam_set, kill_point, load_model, set_deterministic,
+    from augcam.study import (compute_cam_set, study_cam_metrics, kill_point, load_model, set_deterministic,
                               train_one_model)
     from augcam.train import train_state_from_bytes, train_state_to_bytes
 
@@ -154,9 +154,8 @@ def model_chain(prepared: "PreparedStudy", job: ChainJob, weights: dict | None, 
                 prepared, run, model, device, method,
                 after_batch=lambda number, size: kill_point("explain", job.run_index, number))
     if job.compare and base_cams is not None and None in result.cams:
-        c = prepared.config
-        result.metrics = compare_cam_sets(base_cams, result.cams[None][0], prepared.input_size,
-                                          c.metrics.overlap_percentages, c.metrics.kld_eps, device)
+        result.metrics = study_cam_metrics(prepared.config, base_cams, result.cams[None][0], prepared.input_size,
+                                           device)
     return result
 
 

@@ -75,6 +75,9 @@ class TrainingConfig(Section):
     ordering_seed: int = 0  # order of source images, shared by every model
     copies: PositiveInt = 1  # k augmented copies of each training image
     eval_batch_size: PositiveInt = 512
+    # null: an epoch is one pass over the training set; N: an epoch is N batches (Tang et al.'s
+    # "30 epochs of 10 steps"), so every model takes the same number of steps whatever its set's size.
+    steps_per_epoch: PositiveInt | None = None
 
 
 class AugmentationConfig(Section):
@@ -194,6 +197,30 @@ class CamConfig(Section):
 class MetricsConfig(Section):
     overlap_percentages: list[float] = Field(default_factory=lambda: [20.0, 10.0, 5.0], min_length=1)
     kld_eps: PositiveFloat = 1e-10
+    # Saliency metrics of Tang et al.'s MNIST study (augcam.metrics.saliency: cc, kl, entropy),
+    # computed next to the CAM metrics; off by default so existing studies' tables do not change.
+    saliency: list[str] = Field(default_factory=list)
+    kl_eps_saliency: PositiveFloat = 2.220446049250313e-16  # float64 machine epsilon (DEFAULT_KL_EPS)
+
+    @field_validator("saliency")
+    @classmethod
+    def _known_saliency_metrics(cls, names: list[str]) -> list[str]:
+        from augcam.metrics import MAP_METRICS
+        from augcam.metrics.saliency import SALIENCY_METRICS, SINGLE_MAP_METRICS
+        from augcam.registry import Registry
+
+        known: Registry[object] = Registry("saliency metric")
+        known.update(SALIENCY_METRICS)
+        known.update(SINGLE_MAP_METRICS)
+        for name in names:
+            known.lookup(name, where="metrics.saliency")
+            if name in MAP_METRICS:
+                # e.g. after register_saliency_metrics(): the column would be written twice.
+                raise ValueError(f"{name!r} is also a CAM map metric (MAP_METRICS), so its column would clash; "
+                                 "leave it out of metrics.saliency")
+        if len(set(names)) != len(names):
+            raise ValueError(f"metrics must be distinct, got {names}")
+        return names
 
     @field_validator("overlap_percentages")
     @classmethod
@@ -204,6 +231,42 @@ class MetricsConfig(Section):
         if len(set(values)) != len(values):
             raise ValueError("percentages must be distinct")
         return values
+
+
+class FaithfulnessConfig(Section):
+    """The faithfulness stage (docs/faithfulness.md), off by default: per model on the test set,
+    the drop in true-class probability when the top-q% pixels of its CAM are removed minus the
+    drop for as many random pixels (`draws` random sets), deletion / insertion AUC over `steps`
+    removal steps, and accuracy under random occlusion — once per fill in `fills`. `images`: only
+    the first N test images (null: all of them)."""
+
+    enabled: bool = False
+    percentages: list[float] = Field(default_factory=lambda: [5.0, 10.0, 20.0, 50.0], min_length=1)
+    fills: list[Literal["zero", "mean", "blur"]] = Field(default_factory=lambda: ["zero", "mean", "blur"],
+                                                         min_length=1)
+    draws: PositiveInt = 5
+    steps: PositiveInt = 20
+    occlusion_percentages: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0], min_length=1)
+    blur_sigma: PositiveFloat = 5.0
+    images: PositiveInt | None = None
+    batch_size: PositiveInt = 256
+
+    @field_validator("percentages", "occlusion_percentages")
+    @classmethod
+    def _percentages(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not 0 < value <= 100:
+                raise ValueError(f"each percentage must be in (0, 100], got {value:g}")
+        if len(set(values)) != len(values):
+            raise ValueError("percentages must be distinct")
+        return values
+
+    @field_validator("fills")
+    @classmethod
+    def _distinct_fills(cls, fills: list[str]) -> list[str]:
+        if len(set(fills)) != len(fills):
+            raise ValueError(f"fills must be distinct, got {fills}")
+        return fills
 
 
 IDENTITY = "identity"  # the control augmentation: an unchanged copy of each image
@@ -257,7 +320,19 @@ class StudyConfig(Section):
     metrics: MetricsConfig = MetricsConfig()
     controls: ControlsConfig = ControlsConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    faithfulness: FaithfulnessConfig = FaithfulnessConfig()
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # A PUBLISHED_RESULTS entry (augcam.published) the report compares this study's accuracies with.
+    published: str | None = None
+
+    @field_validator("published")
+    @classmethod
+    def _known_published(cls, name: str | None) -> str | None:
+        if name is not None:
+            from augcam.published import PUBLISHED_RESULTS
+
+            PUBLISHED_RESULTS.lookup(name, where="published")
+        return name
 
     @field_validator("augmentations")
     @classmethod

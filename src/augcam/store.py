@@ -126,6 +126,10 @@ class RunDir:
         return self.root / "cams" / (f"{model_id}.safetensors" if method is None else
                                      f"{model_id}.{method}.safetensors")
 
+    def faithfulness_file(self, model_id: str) -> Path:
+        """The model's faithfulness-stage results (one tensor per fill and column), keyed like a CAM set."""
+        return self.root / "faithfulness" / f"{model_id}.safetensors"
+
     def table(self, name: str) -> Path:
         return self.tables / name
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,11 +36,12 @@ from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
 from augcam.metrics import class_kld, compare_maps, performance
 from augcam.metrics.performance import roc_auc
+from augcam.metrics.saliency import DEFAULT_KL_EPS, compare_saliency
 from augcam.models import MODELS, build_model, get_layer
 from augcam.store import (RunDir, RunLock, describe_holder, read_tensor_metadata, read_tensors, write_json,
                           write_parquet, write_tensors, write_text)
 from augcam.train import (GuidedTraining, TrainingData, TrainingDiverged, TrainSettings, TrainState,
-                          load_train_state, prepare_inputs, save_train_state, train_model)
+                          load_train_state, prepare_inputs, save_train_state, train_model, uses_targets)
 
 # The executors that run a study's models (`augcam run --executor`): "local" runs them one after
 # the other in this process; "ray" runs each model's stage chain as a task on a Ray cluster
@@ -237,11 +238,17 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
                      "eval_batch_size": t.eval_batch_size},
         "augmentation": None,
     }
+    if t.steps_per_epoch is not None:  # only when set, so that existing model ids do not change
+        key["training"]["steps_per_epoch"] = t.steps_per_epoch
     if permuted_labels:
         key["permuted_labels"] = True
     if entry is not None:
         key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies,
                                "seed": seed}
+        if uses_targets(entry.build()):
+            # Trained on probability targets since mixed-sample training (issue 7): not the weights
+            # an earlier augcam gave the same entry with the original labels.
+            key["augmentation"]["targets"] = "mixed"
     if guided is not None:  # absent otherwise, so the ids of models without a guided loss stay as they were
         key["guided"] = {"loss": guided.loss, "weight": guided.weight, "ce_weight": guided.ce_weight,
                          "feature_layer": guided_feature_layer(config, guided), "seed": seed}
@@ -401,7 +408,7 @@ def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels
                         p.train_set.labels[p.split.train].to(device),
                         images_on(p.val_source.images[p.split.val], device),
                         p.val_source.labels[p.split.val].to(device),
-                        p.mean, p.std, p.config.data.image_size,
+                        p.mean, p.std, p.config.data.image_size, num_classes=p.num_classes,
                         train_masks=(p.train_set.masks[p.split.train].to(device)
                                      if p.train_set.masks is not None else None))
     return permuted_label_data(p.config, data) if permuted_labels else data
@@ -420,7 +427,7 @@ def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData
 def train_settings(config: StudyConfig, run: ModelRun) -> TrainSettings:
     t = config.training
     return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, run.ordering_seed, t.copies,
-                         t.eval_batch_size)
+                         t.eval_batch_size, t.steps_per_epoch)
 
 
 @dataclass
@@ -689,6 +696,7 @@ class Runner:
             aggregated = self.aggregate(metrics)
             self.compare_controls(explained)
             self.sanity(explained)
+            self.faithfulness(explained)
             self.report()
         except BaseException as err:
             # Recorded, then re-raised: the manifest says how the run ended.
@@ -779,7 +787,9 @@ class Runner:
 
         def images_left(run: ModelRun) -> int:
             done = resumable[run.model_id].epochs_done if run.model_id in resumable else 0
-            return (t.epochs - done) * n_train * (1 if run.entry is None else 1 + t.copies)
+            per_epoch = n_train * (1 if run.entry is None else 1 + t.copies) if t.steps_per_epoch is None \
+                else t.steps_per_epoch * t.batch_size
+            return (t.epochs - done) * per_epoch
 
         total = sum(images_left(run) for run in todo)
         with _progress(self.console, disable=not todo) as progress:
@@ -969,8 +979,8 @@ class Runner:
         for method in c.cam.extra_methods:
             base = read_tensors(self.run_dir.cams_file(p.baseline.model_id, method))
             for run in augmented:
-                values = compare_cam_sets(base, read_tensors(self.run_dir.cams_file(run.model_id, method)),
-                                          p.input_size, c.metrics.overlap_percentages, c.metrics.kld_eps, self.device)
+                values = study_cam_metrics(c, base, read_tensors(self.run_dir.cams_file(run.model_id, method)),
+                                           p.input_size, self.device)
                 frames.append(pd.DataFrame({
                     "method": method, "model_id": run.model_id, "augmentation": run.augmentation,
                     "seed": pd.array([run.seed] * len(p.split.test), dtype="Int64"),
@@ -1007,8 +1017,7 @@ class Runner:
         def values(a: ModelRun, b: ModelRun) -> dict[str, np.ndarray]:
             if a == p.baseline and b.model_id in self.vs_baseline:
                 return self.vs_baseline[b.model_id]
-            return compare_cam_sets(cam_set(a), cam_set(b), p.input_size, c.metrics.overlap_percentages,
-                                    c.metrics.kld_eps, self.device)
+            return study_cam_metrics(c, cam_set(a), cam_set(b), p.input_size, self.device)
 
         noise_path = self.run_dir.table("noise_floor.parquet")
         if replicas:
@@ -1073,6 +1082,70 @@ class Runner:
         self._stage("sanity", "complete", time.perf_counter() - started, images=n_images, **verdict)
         return table
 
+    # --- stage 5b: faithfulness (config `faithfulness:`, off by default) ---------------------------
+
+    def faithfulness(self, runs: list[ModelRun]) -> pd.DataFrame | None:
+        """tables/faithfulness.parquet (one row per model, fill and test image) and
+        tables/faithfulness_models.parquet (their means per model and fill): see
+        augcam.faithfulness_stage. Removed when the stage is off, so no stale table is reported."""
+        from augcam.faithfulness_stage import FAITHFULNESS_ID_COLUMNS, faithfulness_rows, model_means
+
+        p, f = self.p, self.config.faithfulness
+        paths = [self.run_dir.table("faithfulness.parquet"), self.run_dir.table("faithfulness_models.parquet")]
+        if not f.enabled:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            return None
+        started = self._stage_started("faithfulness")
+        models = [run for run in p.runs if run in runs]
+        n_images = len(p.split.test) if f.images is None else min(f.images, len(p.split.test))
+        self.console.print(f"[bold]faithfulness[/]: {len(models)} models on {n_images} test images, "
+                           f"fills {', '.join(f.fills)}", highlight=False)
+        index = p.split.test[:n_images]
+        images = self._images(p.test_set.images[index])
+        labels = p.test_set.labels[index].to(self.device)
+        frames = []
+        reused = 0
+        with _progress(self.console) as progress:
+            task = progress.add_task("faithfulness", total=len(models), rate="")
+            for run in models:
+                progress.update(task, description=f"faithfulness {run.label}")
+                # Cached per model, keyed by its CAM set and the stage's settings: a rerun, or a study
+                # that gains an augmentation, computes only what changed.
+                key = digest({"cam_key": self._cam_key(run), "settings": f.model_dump(mode="json"),
+                              "images": n_images})
+                path = self.run_dir.faithfulness_file(run.model_id)
+                stored_meta = read_tensor_metadata(path) if path.exists() else {}
+                if stored_meta.get("faithfulness_key") == key:
+                    stored = read_tensors(path)
+                    # The file's tensors come back sorted by name; the column order is in its metadata.
+                    by_fill = {fill: {column: stored[f"{fill}/{column}"] for column in json.loads(stored_meta["columns"])}
+                               for fill in f.fills}
+                    reused += 1
+                else:
+                    raw = read_tensors(self.run_dir.cams_file(run.model_id))["raw"][:n_images]
+                    with torch.no_grad():
+                        by_fill = faithfulness_rows(self._load_model(run), images, labels, raw, f, p.mean, p.std,
+                                                    self.config.data.image_size)
+                    write_tensors(path, {f"{fill}/{name}": value for fill, columns in by_fill.items()
+                                         for name, value in columns.items()},
+                                  metadata={"faithfulness_key": key,
+                                            "columns": json.dumps(list(next(iter(by_fill.values()))))})
+                for fill, columns in by_fill.items():
+                    frames.append(pd.DataFrame({
+                        "model_id": run.model_id, "augmentation": run.augmentation,
+                        "seed": pd.array([run.seed] * n_images, dtype="Int64"), "fill": fill,
+                        "image_index": index.numpy(), "label": labels.cpu().numpy(),
+                        **{name: value.cpu().numpy() for name, value in columns.items()}}))
+                progress.update(task, advance=1)
+        rows = pd.concat(frames, ignore_index=True)
+        write_parquet(paths[0], rows)
+        write_parquet(paths[1], model_means(rows))
+        undefined = {col: int(rows[col].isna().sum()) for col in rows.columns if col not in FAITHFULNESS_ID_COLUMNS}
+        self._stage("faithfulness", "complete", time.perf_counter() - started, rows=len(rows),
+                    computed=len(models) - reused, reused=reused, undefined_values=undefined)
+        return rows
+
     def baseline_metrics(self, run: ModelRun, base: dict[str, torch.Tensor],
                          other: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Per-image metrics of `run`'s CAM set (`other`) against the baseline's (`base`): those a
@@ -1081,8 +1154,7 @@ class Runner:
         if run.model_id in self.vs_baseline:
             return self.vs_baseline[run.model_id]
         c = self.config
-        return compare_cam_sets(base, other, self.p.input_size, c.metrics.overlap_percentages, c.metrics.kld_eps,
-                                self.device)
+        return study_cam_metrics(c, base, other, self.p.input_size, self.device)
 
     @staticmethod
     def metric_columns(metrics: pd.DataFrame) -> list[str]:
@@ -1158,23 +1230,35 @@ class Runner:
 
 def compare_cam_sets(base: dict[str, torch.Tensor], other: dict[str, torch.Tensor], input_size: tuple[int, int],
                      overlap_percentages: list[float], kld_eps: float, device: torch.device,
-                     chunk: int = 1024) -> dict[str, np.ndarray]:
+                     chunk: int = 1024, *, saliency: Sequence[str] = (),
+                     kl_eps_saliency: float = DEFAULT_KL_EPS) -> dict[str, np.ndarray]:
     """Per-image metrics of one model's stored CAM set against the baseline's: the map metrics on
-    input-sized maps, then Class-KLD of the class probabilities. Undefined values (a constant map,
+    input-sized maps, the `saliency` metrics (metrics.saliency: cc, kl, entropy + entropy_base) on
+    the same maps, then Class-KLD of the class probabilities. Undefined values (a constant map,
     a NaN map, non-finite logits) are NaN; a class the baseline gives probability 0 and the model
     does not makes Class-KLD +inf."""
     values: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(base["raw"]), chunk):
         part = slice(start, start + chunk)
-        result = compare_maps(upsample(base["raw"][part].to(device), input_size),
-                              upsample(other["raw"][part].to(device), input_size),
-                              overlap_percentages=overlap_percentages)
+        base_maps = upsample(base["raw"][part].to(device), input_size)
+        other_maps = upsample(other["raw"][part].to(device), input_size)
+        result = compare_maps(base_maps, other_maps, overlap_percentages=overlap_percentages)
+        if saliency:
+            result.update(compare_saliency(base_maps, other_maps, metrics=saliency, kl_eps=kl_eps_saliency))
         for name, value in result.items():
             values.setdefault(name, []).append(value.cpu())
     p_base = torch.softmax(base["logits"].double(), dim=1)
     p_other = torch.softmax(other["logits"].double(), dim=1)
     kld = class_kld(p_base, p_other, eps=kld_eps)
     return {**{name: torch.cat(parts).numpy() for name, parts in values.items()}, "class_kld": kld.numpy()}
+
+
+def study_cam_metrics(config: StudyConfig, base: dict[str, torch.Tensor], other: dict[str, torch.Tensor],
+                      input_size: tuple[int, int], device: torch.device) -> dict[str, np.ndarray]:
+    """`compare_cam_sets` with the study's metrics settings (every caller, cluster workers included)."""
+    m = config.metrics
+    return compare_cam_sets(base, other, input_size, m.overlap_percentages, m.kld_eps, device,
+                            saliency=m.saliency, kl_eps_saliency=m.kl_eps_saliency)
 
 
 def aggregate_over_seeds(metrics: pd.DataFrame) -> pd.DataFrame:

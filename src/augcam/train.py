@@ -10,6 +10,11 @@
   batch): two augmentations trained with the same seed draw from the same random stream.
 - Every model starts from the same initial weights (built from `init_seed`); the checkpoint with
   the best validation accuracy (the first, on ties) is what the study explains.
+- A mixing augmentation (Mixup, CutMix with targets, SaliencyMix) trains on the probability
+  targets it makes for the copies (`augment_batch`; the originals keep one-hot rows); every other
+  augmentation trains on the integer labels exactly as before mixed-sample training existed.
+- `steps_per_epoch` (optional) makes an epoch that many batches, read from successive passes over
+  the positions, so models trained on sets of different sizes take the same number of steps.
 - Training can stop after any epoch and resume bit-identically: `TrainState` holds everything the
   remaining epochs depend on (weights and buffers, optimizer state, best-so-far state, history,
   global RNG state), `on_checkpoint` receives it after every epoch, and `resume=` continues from it.
@@ -33,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augcam.augment.mixing import MixingAugmentation, augment_batch
+
 if TYPE_CHECKING:
     from augcam.augment import Augmentation
 
@@ -48,6 +55,8 @@ class TrainingData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int | None = None  # resize to image_size × image_size before the model
+    # Size of the targets a mixing augmentation makes (probability rows); None: 1 + the largest label.
+    num_classes: int | None = None
     # Ground-truth ROI masks of the training images (bool (N, H, W), on the device) for mask-guided
     # losses; None for a dataset without masks.
     train_masks: torch.Tensor | None = None
@@ -62,6 +71,9 @@ class TrainSettings:
     ordering_seed: int
     copies: int
     eval_batch_size: int
+    # None: an epoch is one pass over the (1 + copies)·N positions. A number: an epoch is that many
+    # batches, drawn from as many passes (each in its own order) as it takes.
+    steps_per_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,12 @@ class TrainResult:
     initial_digest: str = ""
 
 
+def uses_targets(augmentation: "Augmentation | None") -> bool:
+    """Whether training with `augmentation` uses probability targets (a mixing augmentation, see
+    `augcam.augment.mixing`) instead of the integer labels."""
+    return isinstance(augmentation, MixingAugmentation)
+
+
 def derived_seed(*parts: int | str) -> int:
     """A 63-bit seed from several integers/strings; stable across runs, machines and Python versions."""
     text = "/".join(str(p) for p in parts).encode()
@@ -122,6 +140,22 @@ def epoch_order(num_sources: int, copies: int, ordering_seed: int, epoch: int) -
     """
     generator = torch.Generator().manual_seed(derived_seed("order", ordering_seed, epoch))
     return torch.randperm(num_sources * (1 + copies), generator=generator)
+
+
+def epoch_positions(num_sources: int, copies: int, ordering_seed: int, epoch: int,
+                    steps_per_epoch: int | None, batch_size: int) -> torch.Tensor:
+    """The positions visited in `epoch`: `epoch_order` alone, or, with `steps_per_epoch`, the first
+    steps·batch_size positions of successive passes (pass 0 is `epoch_order` itself, so an epoch of
+    exactly one pass is the same with or without the setting)."""
+    order = epoch_order(num_sources, copies, ordering_seed, epoch)
+    if steps_per_epoch is None:
+        return order
+    wanted = steps_per_epoch * batch_size
+    passes = [order]
+    while sum(len(p) for p in passes) < wanted:
+        generator = torch.Generator().manual_seed(derived_seed("order", ordering_seed, epoch, len(passes)))
+        passes.append(torch.randperm(len(order), generator=generator))
+    return torch.cat(passes)[:wanted]
 
 
 def augmentation_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
@@ -214,6 +248,8 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
     copies = settings.copies if augmentation is not None else 0
     num_sources = len(data.train_images)
+    mixes_labels = uses_targets(augmentation)
+    num_classes = data.num_classes if data.num_classes is not None else int(data.train_labels.max()) + 1
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     result = TrainResult(best_state={}, best_epoch=-1, best_val_accuracy=-math.inf,
                          initial_digest=state_digest(model))
@@ -232,7 +268,8 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         model.train()
-        order = epoch_order(num_sources, copies, settings.ordering_seed, epoch).to(device)
+        order = epoch_positions(num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch,
+                                settings.batch_size).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch, start in enumerate(range(0, len(order), settings.batch_size)):
@@ -240,17 +277,26 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
             sources = positions % num_sources
             images = data.train_images[sources]
             labels = data.train_labels[sources]
+            targets = None  # probability targets, only for a mixing augmentation
             if copies:
                 is_copy = positions >= num_sources
                 if bool(is_copy.any()):
                     generator = augmentation_generator(seed, epoch, batch)
                     images = images.clone()
-                    images[is_copy] = augmentation(images[is_copy], generator)
+                    if mixes_labels:
+                        # Partners are drawn among the batch's copies; originals keep one-hot targets.
+                        targets = F.one_hot(labels, num_classes).to(images.dtype)
+                        images[is_copy], targets[is_copy] = augment_batch(
+                            augmentation, images[is_copy], labels[is_copy], num_classes, generator)
+                    else:
+                        images[is_copy] = augmentation(images[is_copy], generator)
             inputs = prepare_inputs(images, mean, std, data.image_size)
             if guided is None:
                 logits = model(inputs)
-                loss = F.cross_entropy(logits, labels)
-            else:
+                # Integer labels unless a mixing augmentation made targets: the path of every other
+                # augmentation stays bit-identical.
+                loss = F.cross_entropy(logits, labels if targets is None else targets)
+            else:  # a guided model trains on the original images only (no augmentation, no mixing)
                 logits, loss = _guided_loss(guided, model, inputs, labels, data.train_masks[sources],
                                             guided_generator(seed, epoch, batch))
             optimizer.zero_grad(set_to_none=True)

@@ -44,7 +44,7 @@ PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "c
 # Written only when the run has what they need (the controls' tables, two augmentations or more).
 OPTIONAL_TABLES = ("noise_floor_summary.csv", "significance.csv", "significance_vs_identity.csv",
                    "between_augmentations_median.csv", "sanity_verdict.csv", "mask_guided.csv",
-                   "mask_guided_correlation.csv")
+                   "mask_guided_correlation.csv", "published_comparison.csv", "faithfulness_summary.csv")
 OPTIONAL_FIGURES = ("clusters", "between_augmentations", "noise_effects", "sanity")
 QUESTION = "How does a data augmentation change where an image classifier looks?"
 
@@ -550,6 +550,9 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
         return rendered
 
     figures = timed("figures", build_figures)
+    from augcam.analysis.related import related_report
+
+    related_files, related_context = timed("related methodologies", lambda: related_report(tables))
     by_name = {f.name: f for f in figures}
     segment_table = result.segment_counts.rename(columns={s.replace(" ", "_"): s for s in SEGMENTS})
     perf_table = result.performance.rename(columns={f"{c}_{s}": f"{display_name(c)} {s}" for c in PERFORMANCE_COLUMNS
@@ -580,6 +583,8 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
         "sanity": None if result.sanity is None else {"sentences": _sanity_sentences(result.sanity_verdicts),
                                                       "threshold": SANITY_THRESHOLD},
         "controls_note": _controls_note(tables),
+        "cam_method": method_name(tables.study.get("cam", {}).get("method", "gradcam")),
+        **related_context,  # published, faithfulness (issue 7): None when the study has no such section
     }
     # Sections in order, (id, title); those of the controls only when the run has their tables.
     sections = [("performance", "Performance"), ("distributions", "Metric distributions"),
@@ -588,6 +593,8 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
                 ("extremes", "Extreme images"), ("summary", "Summary table")]
     sections += [("noise", "Is it more than noise?")] * (context["noise"] is not None)
     sections += [("sanity", "Sanity check")] * (context["sanity"] is not None)
+    sections += [("published", "Comparison with the published study")] * (context["published"] is not None)
+    sections += [("faithfulness", "Faithfulness and occlusion robustness")] * (context["faithfulness"] is not None)
     context["mask_guided"], mask_guided_csvs = _mask_guided_section(tables)
     sections += [("mask_guided", "Mask-guided training: generalisation vs localisation")] * (
         context["mask_guided"] is not None)
@@ -597,7 +604,7 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
 
     root = tables.root
     t0 = time.perf_counter()
-    csv_files = {**result.csv_files(), **mask_guided_csvs}
+    csv_files = {**result.csv_files(), **related_files, **mask_guided_csvs}
     for name, text in csv_files.items():
         write_text(root / "tables" / name, text)
     for fig in figures:

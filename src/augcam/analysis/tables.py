@@ -54,7 +54,9 @@ PERFORMANCE_COLUMNS = ("test_accuracy", "precision", "recall", "f1")
 
 _DISPLAY_NAMES = {"mad": "MAD", "msd": "MSD", "pearson": "Pearson", "spearman": "Spearman",
                   "class_kld": "Class-KLD", "test_accuracy": "test accuracy", "precision": "macro precision",
-                  "recall": "macro recall", "f1": "macro F1"}
+                  "recall": "macro recall", "f1": "macro F1",
+                  # Tang et al.'s saliency metrics (metrics.saliency)
+                  "cc": "CC", "kl": "KL", "entropy": "entropy (model)", "entropy_base": "entropy (baseline)"}
 
 
 class ReportError(AugcamError):

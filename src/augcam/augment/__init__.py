@@ -151,9 +151,10 @@ from augcam.augment.transforms import (  # noqa: E402
     GaussianBlur,
     Identity,
     RandomCrop,
+    RandomErasing,
     sample_beta,
 )
 
 __all__ += ["Affine", "ColorJitter", "CutMix", "Elastic", "Equalization", "GaussianBlur", "Identity",
-            "RandomCrop", "sample_beta"]
+            "RandomCrop", "RandomErasing", "sample_beta"]
 from augcam.augment import mixing  # noqa: E402,F401  (mixup, saliencymix, cutmix_targets)

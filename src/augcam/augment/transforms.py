@@ -423,3 +423,55 @@ class Identity(Augmentation):
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         return images
+
+
+@register_augmentation
+class RandomErasing(Augmentation):
+    """Random erasing (Zhong et al., 2020), as torchvision's `RandomErasing` but applied to every
+    image (no `p`): a rectangle of the image is set to `value`.
+
+    Per image: area fraction s ~ U(scale), log aspect ratio r ~ U(log ratio[0], log ratio[1]);
+    the box is h = round(√(s·H·W·e^r)) × w = round(√(s·H·W/e^r)) pixels (half up), at a uniformly
+    drawn whole-pixel top-left corner. torchvision redraws (up to 10 times) a box that does not fit
+    strictly inside the image; a batched draw cannot retry per image, so here h and w are clipped
+    to H − 1 and W − 1 instead, which only affects boxes of extreme aspect ratio.
+
+    Defaults are torchvision's (scale (0.02, 0.33), ratio (0.3, 3.3), value 0 = black, the MNIST
+    background, since augcam's images are in [0, 1] before normalisation).
+
+    Draws: one (4, B) uniform tensor: area fraction, log ratio, top, left.
+    """
+
+    name: ClassVar[str] = "random_erasing"
+
+    scale: tuple[float, float] = (0.02, 0.33)
+    ratio: PositiveRange = (0.3, 3.3)
+    value: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1] <= 1.0:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {value}")
+        return value
+
+    def sample_params(self, shape: tuple[int, ...], generator: torch.Generator) -> Params:
+        n, _, height, width = shape
+        u = torch.rand(4, n, generator=generator, dtype=torch.float64)
+        area = _uniform(self.scale[0], self.scale[1], u[0]) * (height * width)
+        aspect = torch.exp(_uniform(math.log(self.ratio[0]), math.log(self.ratio[1]), u[1]))
+        box_h = torch.floor(torch.sqrt(area * aspect) + 0.5).long().clamp_(0, max(height - 1, 0))
+        box_w = torch.floor(torch.sqrt(area / aspect) + 0.5).long().clamp_(0, max(width - 1, 0))
+        top = torch.minimum((u[2] * (height - box_h + 1)).long(), height - box_h)
+        left = torch.minimum((u[3] * (width - box_w + 1)).long(), width - box_w)
+        return {"box": torch.stack([left, top, left + box_w, top + box_h], 1)}  # x1, y1, x2, y2 (end exclusive)
+
+    def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
+        _, _, height, width = images.shape
+        x1, y1, x2, y2 = params["box"].unbind(1)
+        cols = torch.arange(width, device=images.device)
+        rows = torch.arange(height, device=images.device)
+        in_x = (cols >= x1[:, None]) & (cols < x2[:, None])
+        in_y = (rows >= y1[:, None]) & (rows < y2[:, None])
+        inside = (in_y[:, :, None] & in_x[:, None, :]).unsqueeze(1)
+        return torch.where(inside, torch.full_like(images, self.value), images)

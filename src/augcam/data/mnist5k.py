@@ -25,7 +25,7 @@ from augcam.data.idx import MNIST_CLASSES
 from augcam.data.splits import stratified_split
 from augcam.errors import DataError
 
-__all__ = ["MNIST5K_SPLIT_SEED", "MNIST5K_TEST_PER_CLASS", "load_mnist_5k"]
+__all__ = ["MNIST5K_SPLIT_SEED", "MNIST5K_TEST_PER_CLASS", "load_mnist_5k", "load_mnist_or_5k"]
 
 MNIST5K_SPLIT_SEED = 0
 MNIST5K_TEST_PER_CLASS = 100
@@ -61,3 +61,19 @@ def load_mnist_5k(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet
                                                MNIST5K_SPLIT_SEED)
     return (ImageSet(images[train_index].contiguous(), labels[train_index], MNIST_CLASSES),
             ImageSet(images[test_index].contiguous(), labels[test_index], MNIST_CLASSES))
+
+
+@DATASETS.register("mnist-or-5k")
+def load_mnist_or_5k(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]:
+    """Full MNIST from its IDX files when they are found (as dataset `mnist` looks for them), else
+    `mnist-5k`. With `data.root` set, the files must be there (no fallback: an explicit location
+    that lacks them is a mistake to report). Used by the `tang-mnist` preset, whose 100 training
+    images either set can supply."""
+    from augcam.data.idx import load_mnist
+
+    if root is not None or download:
+        return load_mnist(root, download)
+    try:
+        return load_mnist(None, False)
+    except DataError:
+        return load_mnist_5k(None, False)

@@ -112,6 +112,33 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+@register_model("tang_cnn", target_layer="features")
+def tang_cnn(in_channels: int, num_classes: int) -> nn.Module:
+    """The MNIST saliency study's network (Tang, Sharma & Zhang, CS231n 2020): two conv layers and
+    one linear layer. conv 3×3 (8) → ReLU → max-pool 2 → conv 3×3 (16) → ReLU → max-pool 2 →
+    flatten → linear; 16×7×7 features at 28×28 input. The paper gives the layer counts only; the
+    widths are small so that the preset's 18 models train in a few minutes on a shared 2-core CPU
+    (docs/tang-mnist.md). No LinearHead: the linear layer reads the flattened
+    map, not its spatial mean, so gradient CAMs take the general (backward) path."""
+    return TangCNN(in_channels, num_classes)
+
+
+class TangCNN(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, int] = (8, 16), side: int = 28):
+        super().__init__()
+        c1, c2 = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        # LazyLinear would make the parameter count depend on the first input; the input side is
+        # fixed instead (28 for MNIST; other sizes: data.image_size: 28).
+        self.classifier = nn.Linear(c2 * (side // 4) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """The same stem convolution for another number of input channels (1-channel data)."""
     if conv.in_channels == in_channels:
