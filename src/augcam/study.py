@@ -928,7 +928,7 @@ class Runner:
 
     def compare(self, runs: list[ModelRun]) -> pd.DataFrame:
         started = self._stage_started("compare")
-        p, c = self.p, self.config
+        p = self.p
         augmented = [run for run in runs if run.is_intervention]
         self.console.print(f"[bold]compare[/]: {len(augmented)} models vs the baseline on {len(p.split.test)} "
                            "test images, from the stored CAM sets (always recomputed: metrics settings may have "
