@@ -298,8 +298,9 @@ def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: st
     if size[0] * size[1] == 1:
         raise ConfigError(
             f"model.target_layer: {target_layer!r} of {config.model.name} is 1×1 at "
-            f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant; set data.image_size "
-            "larger (e.g. 64) or choose an earlier layer")
+            f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant (a CAM is a weighted "
+            "sum of the layer's maps, and a 1×1 map has one pixel: upsampled, it is flat and normalises "
+            "to zero); set data.image_size larger (e.g. 64) or choose an earlier layer")
     return size  # type: ignore[return-value]
 
 
