@@ -75,6 +75,25 @@ class TrainingConfig(Section):
     ordering_seed: int = 0  # order of source images, shared by every model
     copies: PositiveInt = 1  # k augmented copies of each training image
     eval_batch_size: PositiveInt = 512
+    # The fast recipe (issue 6; docs/benchmarks.md). Defaults: the reference study's loop, bit for
+    # bit. Every one of these changes the weights, so a non-default value is in the model id.
+    optimizer: Literal["adam", "sgd_nesterov"] = "adam"
+    schedule: Literal["constant", "onecycle"] = "constant"
+    warmup_fraction: float = Field(0.2, gt=0, lt=1)  # onecycle only
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward pass and loss
+    channels_last: bool = False
+    compile: bool = False  # torch.compile of the training forward pass (not of CAMs)
+
+    def recipe(self) -> dict[str, Any]:
+        """The fast-recipe settings that differ from their defaults (empty for the reference loop,
+        so the model ids of existing studies do not change)."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS
+                if getattr(self, name) != type(self).model_fields[name].default}
+
+
+RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", "precision", "channels_last",
+                 "compile")
 
 
 class AugmentationConfig(Section):

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from augcam import __version__
 from augcam.cams import capture_output, raw_cams, upsample
-from augcam.config import AugmentationConfig, StudyConfig, check_device_name, digest, load_config
+from augcam.config import RECIPE_FIELDS, AugmentationConfig, StudyConfig, check_device_name, digest, load_config
 from augcam.data import ImageSet, load_dataset
 from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
@@ -206,6 +206,8 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
                      "eval_batch_size": t.eval_batch_size},
         "augmentation": None,
     }
+    if t.recipe():  # only when set: the reference loop's ids stay what they were
+        key["training"]["recipe"] = t.recipe()
     if permuted_labels:
         key["permuted_labels"] = True
     if entry is not None:
@@ -339,7 +341,7 @@ def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData
 def train_settings(config: StudyConfig, run: ModelRun) -> TrainSettings:
     t = config.training
     return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, run.ordering_seed, t.copies,
-                         t.eval_batch_size)
+                         t.eval_batch_size, **{name: getattr(t, name) for name in RECIPE_FIELDS})
 
 
 @dataclass
