@@ -181,3 +181,26 @@ def test_channels_last_training_gives_the_contiguous_predictions_within_rounding
     error = float((logits[True, 0.05] - reference).abs().max())
     lr_effect = float((logits[False, 0.051] - reference).abs().max())
     assert error <= 1e-4 * float(reference.abs().max()) and error < lr_effect / 10, (error, lr_effect)
+
+
+# --- the training benchmark runs on a CPU -------------------------------------------------------
+
+
+def test_bench_training_prints_its_tables_on_cpu():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks/bench_training.py"), "--scale", "0.01", "--repeats", "1",
+                           "--augmentations", "identity,cutmix", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(root / "src"),
+                                                                             "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| augmentation"))
+    rows = [line.split("|")[1].strip() for line in lines[header + 2:header + 5]]
+    assert rows == ["none (baseline)", "identity", "cutmix"]
+    assert float(lines[header + 2].split("|")[3]) == 1.0
+    assert all(float(line.split("|")[3]) > 0 for line in lines[header + 3:header + 5])
+    assert "| equalization" in done.stdout and "v2 gaussian_blur per image" in done.stdout
