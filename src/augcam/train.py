@@ -252,7 +252,8 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         model.train()
-        order = epoch_order(num_sources, copies, settings.ordering_seed, epoch).to(device)
+        order_cpu = epoch_order(num_sources, copies, settings.ordering_seed, epoch)
+        order = order_cpu.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch, start in enumerate(range(0, len(order), settings.batch_size)):
@@ -261,11 +262,14 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
             images = data.train_images[sources]
             labels = data.train_labels[sources]
             if copies:
-                is_copy = positions >= num_sources
-                if bool(is_copy.any()):
+                # Which rows are copies is read from the CPU order: testing it on the device would
+                # make every batch wait for the GPU (the rows are the same, so are the numbers).
+                copy_rows = torch.nonzero(order_cpu[start:start + settings.batch_size] >= num_sources).squeeze(1)
+                if len(copy_rows):
                     generator = augmentation_generator(seed, epoch, batch)
+                    rows = copy_rows.to(device)
                     images = images.clone()
-                    images[is_copy] = augmentation(images[is_copy], generator)
+                    images[rows] = augmentation(images[rows], generator)
             inputs = prepare_inputs(images, mean, std, data.image_size)
             if settings.channels_last:
                 inputs = inputs.contiguous(memory_format=memory_format)
