@@ -15,7 +15,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install data browser demo test bench clean
+.PHONY: install data browser demo test bench bench-gpu clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,16 @@ demo: install data
 test: install data browser
 	$(BIN)/python -m pytest
 
-# CPU throughput benchmarks (docs/benchmarks.md); each asserts its maps/values equal the reference.
+# CPU throughput benchmarks (docs/benchmarks.md); each asserts its maps/values equal the reference
+# (bench_training: the pipeline's augmented/un-augmented ratio, kornia vs torchvision v2).
 bench: install
 	$(BIN)/python benchmarks/bench_cams.py
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_training.py
+
+# Every benchmark on a CUDA GPU, tables into benchmarks/results-gpu.md (docs/benchmarks.md).
+bench-gpu: install
+	PYTHON=$(BIN)/python benchmarks/gpu.sh benchmarks/results-gpu.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

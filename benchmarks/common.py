@@ -73,14 +73,19 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print(line(row))
 
 
-def parse_args(description: str, counted: str) -> argparse.Namespace:
-    """The options every benchmark takes; sets torch's thread count and adds `args.device`."""
+def parse_args(description: str, counted: str,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               argv: list[str] | None = None) -> argparse.Namespace:
+    """The options every benchmark takes (and the script's own, from `add_arguments`); sets
+    torch's thread count and adds `args.device`."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--scale", type=float, default=1.0, help=f"multiply the {counted} counts (quick runs: 0.1)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = torch.device(args.device)

@@ -20,7 +20,7 @@ from augcam.models import MODELS, LinearHead, build_model, get_layer
 # (architecture, input channels, input side): every architecture at a size where its target layer
 # is larger than 1×1; efficientnet_b0 also at the reference study's 224×224.
 CASES = [("small_cnn", 1, 28), ("small_cnn", 3, 32), ("resnet18", 3, 64), ("resnet18", 1, 64),
-         ("efficientnet_b0", 3, 64), ("efficientnet_b0", 3, 224)]
+         ("efficientnet_b0", 3, 64), ("efficientnet_b0", 3, 224), ("cifar_resnet", 3, 32)]
 
 
 def calibrated_model(name, channels, side, num_classes=10):
@@ -201,7 +201,7 @@ ORACLES = {
 }
 
 # Small sizes whose target layers are still larger than 1×1.
-METHOD_CASES = [("small_cnn", 1, 28), ("resnet18", 3, 64), ("efficientnet_b0", 3, 64)]
+METHOD_CASES = [("small_cnn", 1, 28), ("resnet18", 3, 64), ("efficientnet_b0", 3, 64), ("cifar_resnet", 3, 32)]
 GRADIENT_METHODS = sorted(m for m, cls in CAM_METHODS.items() if cls.uses_gradients and not cls.explains_input)
 MODELS_WITH_HEAD = sorted(name for name, spec in MODELS.items() if spec.head is not None)
 

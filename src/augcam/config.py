@@ -78,6 +78,25 @@ class TrainingConfig(Section):
     # null: an epoch is one pass over the training set; N: an epoch is N batches (Tang et al.'s
     # "30 epochs of 10 steps"), so every model takes the same number of steps whatever its set's size.
     steps_per_epoch: PositiveInt | None = None
+    # The fast recipe (issue 6; docs/benchmarks.md). Defaults: the reference study's loop, bit for
+    # bit. Every one of these changes the weights, so a non-default value is in the model id.
+    optimizer: Literal["adam", "sgd_nesterov"] = "adam"
+    schedule: Literal["constant", "onecycle"] = "constant"
+    warmup_fraction: float = Field(0.2, gt=0, lt=1)  # onecycle only
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward pass and loss
+    channels_last: bool = False
+    compile: bool = False  # torch.compile of the training forward pass (not of CAMs)
+
+    def recipe(self) -> dict[str, Any]:
+        """The fast-recipe settings that differ from their defaults (empty for the reference loop,
+        so the model ids of existing studies do not change)."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS
+                if getattr(self, name) != type(self).model_fields[name].default}
+
+
+RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", "precision", "channels_last",
+                 "compile")
 
 
 class AugmentationConfig(Section):

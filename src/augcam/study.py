@@ -30,7 +30,8 @@ from rich.table import Table
 
 from augcam import __version__
 from augcam.cams import capture_output, raw_cams, upsample
-from augcam.config import AugmentationConfig, GuidedConfig, StudyConfig, check_device_name, digest, load_config
+from augcam.config import (RECIPE_FIELDS, AugmentationConfig, GuidedConfig, StudyConfig, check_device_name, digest,
+                           load_config)
 from augcam.data import ImageSet, load_dataset_parts
 from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
@@ -240,6 +241,8 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
     }
     if t.steps_per_epoch is not None:  # only when set, so that existing model ids do not change
         key["training"]["steps_per_epoch"] = t.steps_per_epoch
+    if t.recipe():  # only when set: the reference loop's ids stay what they were
+        key["training"]["recipe"] = t.recipe()
     if permuted_labels:
         key["permuted_labels"] = True
     if entry is not None:
@@ -385,8 +388,9 @@ def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: st
     if size[0] * size[1] == 1:
         raise ConfigError(
             f"model.target_layer: {target_layer!r} of {config.model.name} is 1×1 at "
-            f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant; set data.image_size "
-            "larger (e.g. 64) or choose an earlier layer")
+            f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant (a CAM is a weighted "
+            "sum of the layer's maps, and a 1×1 map has one pixel: upsampled, it is flat and normalises "
+            "to zero); set data.image_size larger (e.g. 64) or choose an earlier layer")
     return size  # type: ignore[return-value]
 
 
@@ -427,7 +431,7 @@ def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData
 def train_settings(config: StudyConfig, run: ModelRun) -> TrainSettings:
     t = config.training
     return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, run.ordering_seed, t.copies,
-                         t.eval_batch_size, t.steps_per_epoch)
+                         t.eval_batch_size, t.steps_per_epoch, **{name: getattr(t, name) for name in RECIPE_FIELDS})
 
 
 @dataclass

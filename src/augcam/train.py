@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -74,6 +75,15 @@ class TrainSettings:
     # None: an epoch is one pass over the (1 + copies)·N positions. A number: an epoch is that many
     # batches, drawn from as many passes (each in its own order) as it takes.
     steps_per_epoch: int | None = None
+    # The GPU recipe (issue 6). The defaults are the reference study's loop, bit for bit: Adam at a
+    # constant learning rate, plain cross-entropy, float32, contiguous tensors, eager mode.
+    optimizer: str = "adam"  # adam | sgd_nesterov (momentum 0.9)
+    schedule: str = "constant"  # constant | onecycle (linear warm-up then linear decay to 0)
+    warmup_fraction: float = 0.2  # onecycle: share of the steps spent warming up
+    label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast of forward and loss; weights stay float32)
+    channels_last: bool = False  # NHWC model and inputs (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the training forward pass (evaluation stays eager)
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,34 @@ def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     return (images - mean) / std
 
 
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "sgd_nesterov":
+        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True,
+                               weight_decay=settings.weight_decay)
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+def scheduled_lr(settings: TrainSettings, step: int, total_steps: int) -> float:
+    """The one-cycle learning rate at `step` (0-based) of `total_steps`: linear from lr/10 up to lr
+    over the warm-up, then linear down to 0. A function of the step alone, so that resuming at an
+    epoch needs no scheduler state."""
+    warmup = max(1, round(settings.warmup_fraction * total_steps))
+    if step < warmup:
+        return settings.lr * (0.1 + 0.9 * step / warmup)
+    return settings.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def precision_context(device: torch.device, precision: str):
+    """bf16 autocast for `precision: bf16`; nothing at all for fp32 (the default path is untouched)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"unknown precision {precision!r}")
+
+
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
              std: torch.Tensor, image_size: int | None, batch_size: int) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode, without gradients."""
@@ -250,7 +288,14 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     num_sources = len(data.train_images)
     mixes_labels = uses_targets(augmentation)
     num_classes = data.num_classes if data.num_classes is not None else int(data.train_labels.max()) + 1
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, settings)
+    batches_per_epoch = settings.steps_per_epoch or math.ceil(num_sources * (1 + copies) / settings.batch_size)
+    total_steps = settings.epochs * batches_per_epoch
+    # The compiled module shares the model's parameters; evaluation and the saved state use `model`.
+    forward = torch.compile(model) if settings.compile else model
     result = TrainResult(best_state={}, best_epoch=-1, best_val_accuracy=-math.inf,
                          initial_digest=state_digest(model))
     first_epoch, seconds_before = 0, 0.0
@@ -268,8 +313,9 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         model.train()
-        order = epoch_positions(num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch,
-                                settings.batch_size).to(device)
+        order_cpu = epoch_positions(num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch,
+                                    settings.batch_size)
+        order = order_cpu.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch, start in enumerate(range(0, len(order), settings.batch_size)):
@@ -279,26 +325,36 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
             labels = data.train_labels[sources]
             targets = None  # probability targets, only for a mixing augmentation
             if copies:
-                is_copy = positions >= num_sources
-                if bool(is_copy.any()):
+                # Which rows are copies is read from the CPU order: testing it on the device would
+                # make every batch wait for the GPU (the rows are the same, so are the numbers).
+                copy_rows = torch.nonzero(order_cpu[start:start + settings.batch_size] >= num_sources).squeeze(1)
+                if len(copy_rows):
                     generator = augmentation_generator(seed, epoch, batch)
+                    rows = copy_rows.to(device)
                     images = images.clone()
                     if mixes_labels:
                         # Partners are drawn among the batch's copies; originals keep one-hot targets.
                         targets = F.one_hot(labels, num_classes).to(images.dtype)
-                        images[is_copy], targets[is_copy] = augment_batch(
-                            augmentation, images[is_copy], labels[is_copy], num_classes, generator)
+                        images[rows], targets[rows] = augment_batch(
+                            augmentation, images[rows], labels[rows], num_classes, generator)
                     else:
-                        images[is_copy] = augmentation(images[is_copy], generator)
+                        images[rows] = augmentation(images[rows], generator)
             inputs = prepare_inputs(images, mean, std, data.image_size)
-            if guided is None:
-                logits = model(inputs)
-                # Integer labels unless a mixing augmentation made targets: the path of every other
-                # augmentation stays bit-identical.
-                loss = F.cross_entropy(logits, labels if targets is None else targets)
-            else:  # a guided model trains on the original images only (no augmentation, no mixing)
-                logits, loss = _guided_loss(guided, model, inputs, labels, data.train_masks[sources],
-                                            guided_generator(seed, epoch, batch))
+            if settings.channels_last:
+                inputs = inputs.contiguous(memory_format=memory_format)
+            with precision_context(device, settings.precision):
+                if guided is None:
+                    logits = forward(inputs)
+                    # Integer labels unless a mixing augmentation made targets: the path of every other
+                    # augmentation stays bit-identical.
+                    loss = F.cross_entropy(logits, labels if targets is None else targets,
+                                           label_smoothing=settings.label_smoothing)
+                else:  # a guided model trains on the original images only (no augmentation, no mixing)
+                    logits, loss = _guided_loss(guided, model, inputs, labels, data.train_masks[sources],
+                                                guided_generator(seed, epoch, batch))
+            if settings.schedule == "onecycle":
+                for group in optimizer.param_groups:
+                    group["lr"] = scheduled_lr(settings, epoch * batches_per_epoch + batch, total_steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -309,8 +365,9 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
         train_loss = loss_sum.item() / len(order)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}")
-        val_loss, val_accuracy = evaluate(model, data.val_images, data.val_labels, mean, std,
-                                          data.image_size, settings.eval_batch_size)
+        with precision_context(device, settings.precision):
+            val_loss, val_accuracy = evaluate(model, data.val_images, data.val_labels, mean, std,
+                                              data.image_size, settings.eval_batch_size)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": correct.item() / len(order),
                "val_loss": val_loss, "val_accuracy": val_accuracy,
                "seconds": time.perf_counter() - epoch_started, "images": len(order)}
@@ -318,7 +375,8 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
         if val_accuracy > result.best_val_accuracy:
             result.best_val_accuracy = val_accuracy
             result.best_epoch = epoch + 1
-            result.best_state = copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()})
+            result.best_state = {k: v.detach().clone(memory_format=torch.contiguous_format)
+                                 for k, v in model.state_dict().items()}
         if on_checkpoint is not None:
             # A snapshot (copies, not the live tensors and list), so that a caller may keep it.
             on_checkpoint(TrainState(

@@ -175,3 +175,49 @@ def densenet121(in_channels: int, num_classes: int) -> nn.Module:
     model = tv_densenet121(weights=None, num_classes=num_classes)
     model.features.conv0 = _first_conv_for(model.features.conv0, in_channels)
     return model
+
+
+@register_model("cifar_resnet", target_layer="stage3",
+                head=LinearHead(layer="stage3", pool="pool", classifier="classifier"))
+def cifar_resnet(in_channels: int, num_classes: int) -> nn.Module:
+    """A small ResNet for 32×32 images in the style of the public CIFAR-10 speed-training nets
+    (Page's ResNet-9, airbench): a conv-BN-GELU stem, then three stages of conv, 2×2 max pooling,
+    BN-GELU and a residual pair of convolutions, widths 64/256/256, global average pooling and one
+    linear layer. The target layer `stage3` outputs 256×4×4 at 32×32 input (the speed nets pool it
+    to 1×1 with a 4×4 max pool instead, where Grad-CAM would be constant); ≈ 0.23 GMAC per image."""
+    return CifarResNet(in_channels, num_classes)
+
+
+class ResidualPair(nn.Module):
+    """x + two conv-BN-GELU layers of x (same width and size)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn_gelu(width, width), _conv_bn_gelu(width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _conv_bn_gelu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, stem: int = 32,
+                 widths: tuple[int, int, int] = (64, 256, 256)):
+        super().__init__()
+        self.stem = _conv_bn_gelu(in_channels, stem)
+        stages, c_in = [], stem
+        for width in widths:
+            conv = nn.Conv2d(c_in, width, 3, padding=1, bias=False)
+            stages.append(nn.Sequential(conv, nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.GELU(),
+                                        ResidualPair(width)))
+            c_in = width
+        self.stage1, self.stage2, self.stage3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.classifier(torch.flatten(self.pool(x), 1))
