@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# Quantus, the localisation metrics' oracle in tests/test_localisation.py, without its GUI
+	# opencv-python requirement (grad-cam's opencv-python-headless provides cv2; pyproject: `oracles`).
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt 'quantus>=0.6,<0.7'
+	$(BIN)/python -m pip install --quiet -c constraints.txt 'scikit-image>=0.22' 'cachetools>=5'
 	$(BIN)/python -c "import torch, torchvision, augcam.cli; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
