@@ -244,12 +244,17 @@ class MetricsConfig(Section):
     @field_validator("overlap_percentages")
     @classmethod
     def _percentages(cls, values: list[float]) -> list[float]:
-        for value in values:
-            if not 0 < value <= 100:
-                raise ValueError(f"each percentage must be in (0, 100], got {value:g}")
-        if len(set(values)) != len(values):
-            raise ValueError("percentages must be distinct")
-        return values
+        return distinct_percentages(values)
+
+
+def distinct_percentages(values: list[float]) -> list[float]:
+    """Percentages of a map's pixels (Overlap Rate@Y, faithfulness@q): each in (0, 100], distinct."""
+    for value in values:
+        if not 0 < value <= 100:
+            raise ValueError(f"each percentage must be in (0, 100], got {value:g}")
+    if len(set(values)) != len(values):
+        raise ValueError("percentages must be distinct")
+    return values
 
 
 class FaithfulnessConfig(Section):
@@ -273,12 +278,7 @@ class FaithfulnessConfig(Section):
     @field_validator("percentages", "occlusion_percentages")
     @classmethod
     def _percentages(cls, values: list[float]) -> list[float]:
-        for value in values:
-            if not 0 < value <= 100:
-                raise ValueError(f"each percentage must be in (0, 100], got {value:g}")
-        if len(set(values)) != len(values):
-            raise ValueError("percentages must be distinct")
-        return values
+        return distinct_percentages(values)
 
     @field_validator("fills")
     @classmethod
