@@ -58,13 +58,10 @@ def run(config: str = typer.Argument(..., help="A preset name (see `augcam prese
     """Run a whole study: train, explain, compare, aggregate, report."""
     try:
         from augcam.config import load_config
-        from augcam.study import EXECUTORS, run_study, summary_tables
+        from augcam.study import check_executor, run_study, summary_tables
 
         # Checked before the study file, so that a wrong option costs no data loading.
-        if executor not in EXECUTORS:
-            raise AugcamError(f"--executor: expected {' or '.join(EXECUTORS)}, got {executor!r}")
-        if address is not None and executor != "ray":
-            raise AugcamError("--address names a Ray cluster: use it with --executor ray")
+        check_executor(executor, address)
         if executor == "ray":
             from augcam.cluster import import_ray
 

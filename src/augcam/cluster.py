@@ -34,6 +34,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from augcam.config import gpus_device_conflict
 from augcam.errors import AugcamError
 from augcam.store import RunDir, atomic_path, read_tensors, write_tensors
 
@@ -221,11 +222,10 @@ class RayExecutor:
         if config.device == "mps":
             raise AugcamError("device 'mps' cannot be used with --executor ray (Ray schedules CPUs and CUDA "
                               "GPUs); use device cpu, cuda or auto")
-        gpus = config.resources.gpus_per_model
-        if gpus is not None and gpus > 0 and config.device == "cpu":
-            raise AugcamError(f"resources.gpus_per_model: {gpus:g} asks for GPUs, but device is 'cpu'")
-        if gpus == 0 and config.device.startswith("cuda"):
-            raise AugcamError(f"resources.gpus_per_model: 0 gives the models no GPU, but device is {config.device!r}")
+        # Validated with the config already, but --device replaces the device after validation.
+        conflict = gpus_device_conflict(config.resources.gpus_per_model, config.device)
+        if conflict:
+            raise AugcamError(conflict)
         return cls(config)
 
     def connect(self, address: str | None, console: Console) -> None:

@@ -197,9 +197,7 @@ class CamConfig(Section):
 
         for method in methods:
             CAM_METHODS.lookup(method, where="cam.extra_methods")
-        if len(set(methods)) != len(methods):
-            raise ValueError(f"methods must be distinct, got {methods}")
-        return methods
+        return distinct(methods, "methods")
 
     @model_validator(mode="after")
     def _extra_differs(self) -> "CamConfig":
@@ -237,14 +235,31 @@ class MetricsConfig(Section):
                 # e.g. after register_saliency_metrics(): the column would be written twice.
                 raise ValueError(f"{name!r} is also a CAM map metric (MAP_METRICS), so its column would clash; "
                                  "leave it out of metrics.saliency")
-        if len(set(names)) != len(names):
-            raise ValueError(f"metrics must be distinct, got {names}")
-        return names
+        return distinct(names, "metrics")
 
     @field_validator("overlap_percentages")
     @classmethod
     def _percentages(cls, values: list[float]) -> list[float]:
         return distinct_percentages(values)
+
+
+def distinct(values: list, what: str) -> list:
+    """`values` unchanged, or a ValueError naming `what` when one is listed twice."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be distinct, got {values}")
+    return values
+
+
+def gpus_device_conflict(gpus: float | None, device: str) -> str | None:
+    """Why resources.gpus_per_model cannot go with `device`, or None when they agree (checked when
+    a config is validated, and again by the Ray executor after a --device override)."""
+    if gpus is not None and gpus > 0 and device in ("cpu", "mps"):
+        return (f"resources.gpus_per_model: {gpus:g} asks for GPUs, but device is {device!r}; "
+                "set it to 0 (or leave it out), or use device: cuda or auto")
+    if gpus == 0 and device.startswith("cuda"):
+        return (f"resources.gpus_per_model: 0 gives the models no GPU, but device is {device!r}; "
+                "give each model a share of a GPU (e.g. 0.25), or leave it out")
+    return None
 
 
 def distinct_percentages(values: list[float]) -> list[float]:
@@ -283,9 +298,7 @@ class FaithfulnessConfig(Section):
     @field_validator("fills")
     @classmethod
     def _distinct_fills(cls, fills: list[str]) -> list[str]:
-        if len(set(fills)) != len(fills):
-            raise ValueError(f"fills must be distinct, got {fills}")
-        return fills
+        return distinct(fills, "fills")
 
 
 IDENTITY = "identity"  # the control augmentation: an unchanged copy of each image
@@ -398,13 +411,9 @@ class StudyConfig(Section):
 
     @model_validator(mode="after")
     def _gpus_match_device(self) -> "StudyConfig":
-        gpus = self.resources.gpus_per_model
-        if gpus is not None and gpus > 0 and self.device in ("cpu", "mps"):
-            raise ValueError(f"resources.gpus_per_model: {gpus:g} asks for GPUs, but device is {self.device!r}; "
-                             "set it to 0 (or leave it out), or use device: cuda or auto")
-        if gpus == 0 and self.device.startswith("cuda"):
-            raise ValueError(f"resources.gpus_per_model: 0 gives the models no GPU, but device is {self.device!r}; "
-                             "give each model a share of a GPU (e.g. 0.25), or leave it out")
+        conflict = gpus_device_conflict(self.resources.gpus_per_model, self.device)
+        if conflict:
+            raise ValueError(conflict)
         return self
 
     @property
@@ -416,9 +425,7 @@ class StudyConfig(Section):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct, got {seeds}")
-        return seeds
+        return distinct(seeds, "seeds")
 
     @field_validator("device")
     @classmethod

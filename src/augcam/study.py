@@ -50,6 +50,14 @@ from augcam.train import (GuidedTraining, TrainingData, TrainingDiverged, TrainS
 # compute_cam_set), so they give the same numbers.
 EXECUTORS = ("local", "ray")
 
+
+def check_executor(executor: str, address: str | None) -> None:
+    """`--executor` / `--address` as an AugcamError, before anything else is loaded."""
+    if executor not in EXECUTORS:
+        raise AugcamError(f"--executor: expected {' or '.join(EXECUTORS)}, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise AugcamError("--address names a Ray cluster: use it with --executor ray")
+
 # Bump when a change to training code (train.py, an augmentation, a model builder) changes the
 # weights it produces: every model id changes, so cached models are retrained instead of reused.
 TRAINING_CODE_VERSION = 1
@@ -1295,10 +1303,7 @@ def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, devic
     """
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    if executor not in EXECUTORS:
-        raise AugcamError(f"--executor: expected {' or '.join(EXECUTORS)}, got {executor!r}")
-    if address is not None and executor != "ray":
-        raise AugcamError("--address names a Ray cluster: use it with --executor ray")
+    check_executor(executor, address)
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     if device is not None:
