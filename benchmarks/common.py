@@ -18,6 +18,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_times(runs: list[Callable[[], object]], device: torch.device, repeats: int) -> list[tuple[float, object]]:
+    """`best_time` of several runs measured in turns (a, b, a, b, …), so that a slow spell of a
+    shared machine falls on all of them alike rather than on whichever happened to run then."""
+    best = [float("inf")] * len(runs)
+    results: list[object] = [None] * len(runs)
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            sync(device)
+            start = time.perf_counter()
+            results[i] = run()
+            sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, results))
+
+
 def best_time(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
     """Shortest wall time of `repeats` runs (the machine may be shared: the minimum is the run
     least disturbed by other work) and the result of the last run."""

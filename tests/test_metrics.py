@@ -120,12 +120,18 @@ def make_maps(kind: str, dtype: torch.dtype, n: int = 16, h: int = 9, w: int = 1
         other[2] = 0.7
         other[5] = 0.1
         other[7] = 0.0  # all zeros, like a dead ReLU'd CAM
+    elif kind == "signed":  # negative values, −0.0 beside +0.0 (equal, other bits), negative ties
+        base = torch.randn(shape, generator=g, dtype=f64)
+        other = 0.5 * base + torch.randn(shape, generator=g, dtype=f64)
+        base[:, 0, :3] = -0.0
+        base[:, 1, :3] = 0.0
+        other[::2, 0, :4] = -1.5
     else:
         raise AssertionError(kind)
     return base.to(dtype), other.to(dtype)
 
 
-KINDS = ["random", "quantised", "relu", "constant"]
+KINDS = ["random", "quantised", "relu", "constant", "signed"]
 DTYPES = [torch.float32, torch.float64]
 
 
@@ -361,6 +367,22 @@ def test_metrics_see_bounded_chunks(clean_registry):
     result = compare_maps(base, other, chunk_size=4)
     assert seen == [(4, torch.float64), (4, torch.float64), (3, torch.float64)]
     torch.testing.assert_close(result["spy"], base.flatten(1).double().sum(1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_results_do_not_depend_on_the_number_of_threads(kind):
+    # torch splits CPU work over its threads; no result may depend on how.
+    base, other = make_maps(kind, torch.float32, n=9)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            results.append(compare_maps(base, other))
+    finally:
+        torch.set_num_threads(threads)
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=0, atol=0, equal_nan=True)
 
 
 def test_three_d_and_flat_inputs_agree():
