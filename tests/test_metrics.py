@@ -385,6 +385,20 @@ def test_results_do_not_depend_on_the_number_of_threads(kind):
         torch.testing.assert_close(results[0][name], results[1][name], rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_other_devices_code_path_agrees(kind, monkeypatch):
+    # Without the CPU shortcuts (NumPy's sort of packed keys, skipping the sign fix-up of
+    # non-negative maps) the code is that of a GPU: torch.sort of the keys.
+    from augcam.metrics import maps
+
+    base, other = make_maps(kind, torch.float32)
+    expected = compare_maps(base, other)
+    monkeypatch.setattr(maps, "_host_shortcuts", lambda device: False)
+    got = compare_maps(base, other)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, equal_nan=True)
+
+
 def test_three_d_and_flat_inputs_agree():
     base, other = make_maps("relu", torch.float32)
     maps = compare_maps(base, other)

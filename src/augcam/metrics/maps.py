@@ -97,13 +97,19 @@ def _pearson_rows(x: Tensor, y: Tensor) -> Tensor:
     return r.masked_fill(_is_constant(x) | _is_constant(y), math.nan)
 
 
+def _host_shortcuts(device: torch.device) -> bool:
+    """Whether the CPU-only shortcuts apply (NumPy's sort, data-dependent branches that would
+    cost a device sync elsewhere). Tests turn them off to run the other devices' code on the CPU."""
+    return device.type == "cpu"
+
+
 def _float32_keys(rows: Tensor) -> Tensor:
     """int32 keys that order (and tie) exactly like the float32 values of `rows`."""
     bits = rows.float().contiguous().view(torch.int32)
     # Non-negative floats already order like their bit patterns. Most CAMs are ≥ 0 (ReLU), so on
     # the CPU (where the check costs no device sync) their bits are used as they are, with no
     # pass over the pixels. A negative bit pattern is a negative value or −0.0.
-    if bits.device.type == "cpu" and bits.numel() and int(bits.amin()) >= 0:
+    if _host_shortcuts(bits.device) and bits.numel() and int(bits.amin()) >= 0:
         return bits
     # + 0.0 turns −0.0 into +0.0, which equals it but has other bits.
     bits = (rows.float() + 0.0).view(torch.int32)
@@ -128,7 +134,7 @@ def _sorted_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
     p = blocks[0].shape[1]
     if blocks[0].dtype not in _EXACT_IN_FLOAT32:
         return torch.sort(torch.cat(blocks), dim=1)
-    if blocks[0].device.type != "cpu" or p >= 2**31:
+    if not _host_shortcuts(blocks[0].device) or p >= 2**31:
         return torch.sort(torch.cat([_float32_keys(block) for block in blocks]), dim=1)
     # Written block by block into one buffer and shifted in place: no concatenated copy of the
     # maps and no intermediate int64 tensors.
