@@ -66,7 +66,7 @@ def test_gradcam_equals_pytorch_grad_cam(name, channels, side, by_label):
     layer = get_layer(model, MODELS[name].target_layer)
     images = torch.randn(3 if side == 224 else 5, channels, side, side)
     targets = torch.randint(0, 10, (len(images),)) if by_label else None
-    ours = gradcam(model, layer, images, targets)
+    ours = gradcam(model, layer, images, targets, optimize=False)
     expected = reference(model, layer, images, targets)
     assert ours.shape == (len(images), side, side)
     assert torch.allclose(ours, expected, atol=1e-5, rtol=0), (ours - expected).abs().max()
@@ -87,7 +87,7 @@ def test_gradcam_densenet_matches_reference_without_inplace_relu():
     twin = build_model("densenet121", 1, 10, init_seed=0)
     twin.__class__ = NoInplaceReLU
     images = torch.randn(3, 1, 64, 64)
-    ours = gradcam(model, "features", images)
+    ours = gradcam(model, "features", images, optimize=False)
     assert torch.allclose(ours, reference(twin, twin.features, images), atol=1e-5, rtol=0)
 
 
@@ -229,7 +229,7 @@ def test_method_equals_reference(method, name, channels, side, by_label):
     layer = get_layer(model, MODELS[name].target_layer)
     targets = torch.tensor([3, 7, 1][:count]) if by_label else None
     # The head a study passes: the fast path where the model declares one.
-    ours = compute(method, model, layer, images, targets, head=MODELS[name].head)
+    ours = compute(method, model, layer, images, targets, head=MODELS[name].head, optimize=False)
     expected = ORACLES[method](model, layer, images, targets)
     assert ours.shape == (count, side, side) and ours.dtype == torch.float32
     assert torch.allclose(ours, expected, atol=1e-5, rtol=0), (ours - expected).abs().max()
@@ -319,7 +319,7 @@ def test_fast_path_runs_no_backward_pass_and_other_layers_fall_back(monkeypatch)
     assert calls == []
     # layer3 does not feed the pooling: the declared head does not apply, the general path runs.
     assert linear_head_classifier(model, get_layer(model, "layer3"), head) is None
-    ours = gradcam(model, "layer3", images, head=head)
+    ours = gradcam(model, "layer3", images, head=head, optimize=False)
     assert calls == [1]
     assert torch.allclose(ours, reference(model, model.layer3, images), atol=1e-5, rtol=0)
     # Methods that use no gradients ignore the head.
@@ -340,3 +340,121 @@ def test_densenet_declares_no_head_and_a_wrong_declaration_is_caught():
     with pytest.raises(ValueError, match="not a global average pooling"):
         gradcam(model, "features", torch.randn(2, 1, 64, 64),
                 head=LinearHead(layer="features", pool="features.pool0", classifier="classifier"))
+
+
+# --- the inference copy (optimize=True, the default) -------------------------------------------
+# It computes with other convolution algorithms (BatchNorm folded, channels_last), which round
+# differently from the model as given; pytorch-grad-cam's maps are themselves only float32-close
+# to the exact ones. So the copy's maps are held to the reference's own accuracy: their distance
+# from float64 maps (the same model and images in double precision, augcam's plain path, which
+# equals the oracles above in float32) must be within 1e-5 or at most 3× pytorch-grad-cam's.
+
+# Every registered architecture, at a size where its target layer is larger than 1×1.
+ALL_MODEL_CASES = {"small_cnn": (1, 28), "tang_cnn": (1, 28), "resnet18": (3, 64), "efficientnet_b0": (3, 64),
+                   "densenet121": (1, 64), "cifar_resnet": (3, 32)}
+
+
+def test_every_registered_model_has_an_inference_copy_case():
+    assert sorted(ALL_MODEL_CASES) == sorted(MODELS)
+
+
+def _float64_maps(method, model, layer_name, images, targets=None):
+    from copy import deepcopy
+
+    return compute(method, deepcopy(model).double(), layer_name, images.double(), targets, optimize=False).float()
+
+
+def _assert_as_accurate_as(ours, expected, exact):
+    reference_error = float((expected - exact).abs().max())
+    our_error = float((ours - exact).abs().max())
+    assert our_error <= max(1e-5, 3 * reference_error), (our_error, reference_error)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_MODEL_CASES))
+def test_inference_copy_gradcam_is_as_accurate_as_pytorch_grad_cam(name):
+    channels, side = ALL_MODEL_CASES[name]
+    model, images = _model_and_images(name, channels, side, 4)
+    layer_name = MODELS[name].target_layer
+    ours = gradcam(model, layer_name, images, head=MODELS[name].head)
+    expected = reference(model, get_layer(model, layer_name), images)
+    if name == "densenet121":  # its in-place ReLU changes the reference's stored activations
+        expected = gradcam(model, layer_name, images, optimize=False)
+    _assert_as_accurate_as(ours, expected, _float64_maps("gradcam", model, layer_name, images))
+    assert_informative(ours)
+
+
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+@pytest.mark.parametrize("name,channels,side", [("small_cnn", 1, 28), ("resnet18", 3, 64)])
+def test_inference_copy_is_as_accurate_as_the_reference_for_every_method(method, name, channels, side):
+    count = 1 if method == "scorecam" and name != "small_cnn" else 3
+    model, images = _model_and_images(name, channels, side, count)
+    layer_name = MODELS[name].target_layer
+    ours = compute(method, model, layer_name, images, head=MODELS[name].head)
+    expected = ORACLES[method](model, get_layer(model, layer_name), images, None)
+    _assert_as_accurate_as(ours, expected, _float64_maps(method, model, layer_name, images))
+
+
+def test_inference_copy_folds_batch_norm_and_leaves_the_model_untouched():
+    from augcam.cams import inference_copy
+
+    model = calibrated_model("resnet18", 3, 64)
+    model.train()
+    model.layer1[0].bn1.eval()
+    hook = model.layer2.register_forward_hook(lambda *args: None)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    copy, layer = inference_copy(model, "layer4")
+    assert layer is copy.layer4 and layer is not model.layer4
+    # Every BatchNorm of ResNet-18 follows a convolution: all are folded away.
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 20
+    assert not copy.training and not any(p.requires_grad for p in copy.parameters())
+    assert copy.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    # The original: same parameters and buffers, modes, gradient flags, layout and hooks.
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training and not model.layer1[0].bn1.training and model.layer1[0].bn2.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.conv1.weight.is_contiguous() and len(model.layer2._forward_hooks) == 1
+    hook.remove()
+    images = torch.randn(2, 3, 64, 64)
+    with eval_mode(model), torch.no_grad():
+        torch.testing.assert_close(copy(images), model(images), rtol=1e-4, atol=1e-4)
+
+
+def test_inference_copy_keeps_the_target_convolution_and_its_batch_norm():
+    from augcam.cams import inference_copy
+
+    model = calibrated_model("small_cnn", 1, 28)
+    # features.4 is a convolution followed by BatchNorm features.5: folding would change the
+    # output the CAM reads. The other two pairs are folded.
+    copy, layer = inference_copy(model, "features.4")
+    assert isinstance(layer, torch.nn.Conv2d) and isinstance(copy.features[5], torch.nn.BatchNorm2d)
+    assert isinstance(copy.features[1], torch.nn.Identity) and isinstance(copy.features[9], torch.nn.Identity)
+    images = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(gradcam(model, "features.4", images),
+                               gradcam(model, "features.4", images, optimize=False), rtol=0, atol=1e-5)
+
+
+def test_inference_copy_of_a_model_fx_cannot_trace_keeps_batch_norm(caplog):
+    from augcam.cams import inference_copy
+
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+            self.classifier = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            features = self.features(x)
+            if features.sum() > 0:  # data-dependent control flow: torch.fx cannot trace this
+                features = features * 2
+            return self.classifier(features.mean(dim=(2, 3)))
+
+    model = DataDependent().eval()
+    with caplog.at_level("INFO", logger="augcam.cams.base"):
+        copy, _ = inference_copy(model, "features")
+    assert isinstance(copy.features[1], torch.nn.BatchNorm2d)
+    assert "torch.fx cannot trace DataDependent" in caplog.text
+    images = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(gradcam(model, "features", images), gradcam(model, "features", images, optimize=False),
+                               rtol=0, atol=1e-6)

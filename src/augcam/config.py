@@ -181,6 +181,10 @@ class CamConfig(Section):
     # Further methods computed for the baseline and the augmented models; the report then says
     # whether each metric ranks the augmentations the same way under every method.
     extra_methods: list[str] = Field(default_factory=list)
+    # Compute CAMs on an inference copy of each model (BatchNorm folded into the convolutions,
+    # channels_last, frozen parameters): the same maps up to float32 rounding, several times
+    # faster on a CPU. false: the model as trained, i.e. pytorch-grad-cam's arithmetic exactly.
+    optimize: bool = True
 
     @field_validator("method")
     @classmethod

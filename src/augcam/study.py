@@ -29,7 +29,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from augcam import __version__
-from augcam.cams import capture_output, raw_cams, upsample
+from augcam.cams import capture_output, inference_copy, raw_cams, upsample
 from augcam.config import (RECIPE_FIELDS, AugmentationConfig, GuidedConfig, StudyConfig, check_device_name, digest,
                            load_config)
 from augcam.data import ImageSet, load_dataset_parts
@@ -516,7 +516,8 @@ def cam_key(prepared: PreparedStudy, run: ModelRun, method: str | None = None) -
     return digest({"model_id": run.model_id, "test": p.split.test.tolist(),
                    "test_fingerprint": p.test_fingerprint, "method": method or c.cam.method,
                    "layer": p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
-                   "batch_size": c.cam.batch_size, "linear_head": linear_head(c) is not None})
+                   "batch_size": c.cam.batch_size, "linear_head": linear_head(c) is not None,
+                   "optimize": c.cam.optimize})
 
 
 def load_model(prepared: PreparedStudy, weights: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
@@ -539,11 +540,14 @@ def compute_cam_set(prepared: PreparedStudy, run: ModelRun, model: torch.nn.Modu
     labels = p.test_set.labels[p.split.test]
     maps, logits, targets = [], [], []
     batch = c.cam.batch_size
+    layer: torch.nn.Module | str = p.target_layer
+    if c.cam.optimize:  # one copy for all batches (raw_cams would make one per call)
+        model, layer = inference_copy(model, layer)
     for number, start in enumerate(range(0, len(test_images), batch), start=1):
         inputs = prepare_inputs(images_on(test_images[start:start + batch], device), mean, std, c.data.image_size)
         wanted = labels[start:start + batch].to(device) if c.cam.target == "label" else None
-        batch_maps, batch_logits = raw_cams(method or c.cam.method, model, p.target_layer, inputs, wanted,
-                                            batch, head=linear_head(c))
+        batch_maps, batch_logits = raw_cams(method or c.cam.method, model, layer, inputs, wanted,
+                                            batch, head=linear_head(c), optimize=False)
         maps.append(batch_maps.cpu())
         logits.append(batch_logits.cpu())
         targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
