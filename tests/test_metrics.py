@@ -354,6 +354,19 @@ def test_chunked_equals_unchunked(kind):
         torch.testing.assert_close(small[name], large[name], rtol=0, atol=1e-15, equal_nan=True)
 
 
+@pytest.mark.parametrize("group_pixels", [1, 2 * 3 * 99, 10**9])
+def test_sort_groups_do_not_change_results(group_pixels, monkeypatch):
+    # One chunk per group, two chunks per group (the last group short), all chunks in one group.
+    from augcam.metrics import maps
+
+    base, other = make_maps("relu", torch.float32, n=16)
+    expected = compare_maps(base, other, chunk_size=16)
+    monkeypatch.setattr(maps, "SORT_GROUP_PIXELS", group_pixels)
+    got = compare_maps(base, other, chunk_size=3)
+    for name in expected:  # (other chunk sizes may sum the float64 rows in another order)
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-12, equal_nan=True)
+
+
 def test_metrics_see_bounded_chunks(clean_registry):
     seen: list[tuple[int, torch.dtype]] = []
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -118,24 +118,13 @@ def _float32_keys(rows: Tensor) -> Tensor:
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
-def _sorted_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
-    """The rows of the blocks (stacked in order) sorted: each row's sort keys in ascending order
-    and their original positions, (keys, order).
-
-    Equal keys mean equal values, so ties can be read off the keys. CAMs are float32 (or
-    narrower), whose values sort and tie like int32 keys; other dtypes are sorted as they are.
-
-    On the CPU the int32 keys are packed with their pixel positions into int64 (key in the high
-    half, position in the low half) and sorted by NumPy: its sort of plain integers is vectorised
-    (x86-simd-sort, AVX2/AVX-512) and ~5× faster than torch's CPU sort of keys with indices, the
-    largest single cost of `compare_maps` before. The array is a view of a tensor created here,
-    and the result is read back as tensors without copies. On other devices torch.sort is fast
-    (a segmented radix sort) and is used directly."""
+def _packed_keys(*blocks: Tensor) -> Tensor | None:
+    """The CPU path of `_sorted_rows` before the sort: each row's int32 keys packed with their
+    pixel positions into int64 (key in the high half, position in the low half), so that sorting
+    the integers sorts the keys and carries the positions along. None where it does not apply."""
     p = blocks[0].shape[1]
-    if blocks[0].dtype not in _EXACT_IN_FLOAT32:
-        return torch.sort(torch.cat(blocks), dim=1)
-    if not _host_shortcuts(blocks[0].device) or p >= 2**31:
-        return torch.sort(torch.cat([_float32_keys(block) for block in blocks]), dim=1)
+    if blocks[0].dtype not in _EXACT_IN_FLOAT32 or not _host_shortcuts(blocks[0].device) or p >= 2**31:
+        return None
     # Written block by block into one buffer and shifted in place: no concatenated copy of the
     # maps and no intermediate int64 tensors.
     packed = torch.empty((sum(len(block) for block in blocks), p), dtype=torch.int64)
@@ -143,14 +132,62 @@ def _sorted_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
     for block in blocks:
         packed[row: row + len(block)] = _float32_keys(block)
         row += len(block)
-    packed.bitwise_left_shift_(32).bitwise_or_(torch.arange(p, dtype=torch.int64))
-    # One thread: splitting the rows over a thread pool measured no faster, as torch's OpenMP
-    # workers keep spinning on the other cores between operations.
-    packed.numpy().sort(axis=1)
+    return packed.bitwise_left_shift_(32).bitwise_or_(torch.arange(p, dtype=torch.int64))
+
+
+def _unpacked(packed: Tensor) -> tuple[Tensor, Tensor]:
     # The sorted keys are only compared with their neighbours, so on a little-endian machine the
     # high halves are read in place, as a strided int32 view.
     keys = packed.view(torch.int32)[:, 1::2] if sys.byteorder == "little" else packed >> 32
     return keys, packed & 0xFFFFFFFF
+
+
+def _sorted_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows of the blocks (stacked in order) sorted: each row's sort keys in ascending order
+    and their original positions, (keys, order).
+
+    Equal keys mean equal values, so ties can be read off the keys. CAMs are float32 (or
+    narrower), whose values sort and tie like int32 keys; other dtypes are sorted as they are.
+
+    On the CPU the packed keys (`_packed_keys`) are sorted by NumPy: its sort of plain integers
+    is vectorised (x86-simd-sort, AVX2/AVX-512) and ~5× faster than torch's CPU sort of keys with
+    indices, the largest single cost of `compare_maps` before. The array is a view of a tensor
+    created here, and the result is read back as tensors without copies. On other devices
+    torch.sort is fast (a segmented radix sort) and is used directly."""
+    return next(_sorted_chunks([blocks]))
+
+
+_sort_pool: ThreadPoolExecutor | None = None
+
+
+def _sorted_chunks(chunks: Sequence[Sequence[Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+    """`_sorted_rows(*blocks)` for each chunk's blocks in turn; the CPU sorts of all chunks run
+    first, over torch's thread count, and each chunk's result is unpacked only when it is reached.
+
+    NumPy's sort releases the GIL, so a thread pool sorts several chunks at once. It pays only
+    when many sorts run back to back: between torch operations libgomp's worker threads keep
+    spinning on the other cores for a while, and a sort started then has to share its core."""
+    global _sort_pool
+    packed = [_packed_keys(*blocks) for blocks in chunks]
+    arrays = [keys.numpy() for keys in packed if keys is not None]
+    threads = min(torch.get_num_threads(), len(arrays))
+    if threads > 1:
+        if _sort_pool is None or _sort_pool._max_workers < threads:
+            _sort_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augcam-sort")
+        for future in [_sort_pool.submit(array.sort, axis=1) for array in arrays]:
+            future.result()
+    else:
+        for array in arrays:
+            array.sort(axis=1)
+    del arrays
+    for i, blocks in enumerate(chunks):
+        keys, packed[i] = packed[i], None  # released as the caller moves on
+        if keys is not None:
+            yield _unpacked(keys)
+        elif blocks[0].dtype not in _EXACT_IN_FLOAT32:
+            yield torch.sort(torch.cat(list(blocks)), dim=1)
+        else:
+            yield torch.sort(torch.cat([_float32_keys(block) for block in blocks]), dim=1)
 
 
 class _Ranks(NamedTuple):
@@ -167,7 +204,7 @@ class _Ranks(NamedTuple):
     order: Tensor
 
 
-def _rank_rows(*blocks: Tensor) -> _Ranks:
+def _rank_rows(*blocks: Tensor, sorted_rows: tuple[Tensor, Tensor] | None = None) -> _Ranks:
     """Rank every row of the blocks, stacked in order (average ranks for ties), sorting each row once.
 
     A run of equal values occupies sorted positions first..last and each of its members has
@@ -184,7 +221,8 @@ def _rank_rows(*blocks: Tensor) -> _Ranks:
     n, p = sum(len(block) for block in blocks), blocks[0].shape[1]
     device = blocks[0].device
     index_dtype = torch.int32 if p < 2**30 else torch.int64
-    values, order = _sorted_rows(*blocks)
+    values, order = _sorted_rows(*blocks) if sorted_rows is None else sorted_rows
+    del sorted_rows
     starts = torch.ones((n, p), dtype=torch.bool, device=device)
     torch.ne(values[:, 1:], values[:, :-1], out=starts[:, 1:])
     del values
@@ -336,17 +374,17 @@ def overlap_rate(base: Tensor, other: Tensor, percentage: float) -> Tensor:
 def _prime_cpu_allocator() -> None:
     """Let glibc's malloc keep the memory freed between chunks instead of returning it.
 
-    Each chunk allocates and frees some 30 MB of tensors. By default glibc gives free memory at
-    the top of the heap back to the OS once it exceeds its trim threshold (2 × the largest block
-    freed from mmap so far, i.e. a few MB here), so every chunk page-faulted its memory back in:
-    ~55k minor faults and ~0.1 s of system time per 200 maps at 224². glibc raises its mmap and
-    trim thresholds by itself when a large mmap'ed block is freed (mallopt(3), "dynamic mmap
-    threshold"); allocating and freeing one 16 MiB block once does that (thresholds 16 / 32 MiB),
-    as any workload with such temporaries would, without fixing any setting. Elsewhere it is a
-    harmless allocation."""
+    Each group of chunks allocates and frees some 60 MB of tensors. By default glibc gives free
+    memory at the top of the heap back to the OS once it exceeds its trim threshold (2 × the
+    largest block freed from mmap so far, i.e. a few MB here), so every chunk page-faulted its
+    memory back in: ~55k minor faults and ~0.1 s of system time per 200 maps at 224², a third of
+    the wall time. glibc raises its mmap and trim thresholds by itself when a large mmap'ed block
+    is freed (mallopt(3), "dynamic mmap threshold", for blocks up to 32 MiB); allocating and
+    freeing one 31 MiB block once does that (thresholds 31 / 62 MiB), as any workload with such
+    temporaries would, without fixing any setting. Elsewhere it is a harmless allocation."""
     global _allocator_primed
     if not _allocator_primed:
-        torch.empty(2**24, dtype=torch.uint8)  # freed at once
+        torch.empty(2**25 - 2**20, dtype=torch.uint8)  # freed at once
         _allocator_primed = True
 
 
@@ -360,6 +398,8 @@ _allocator_primed = False
 # pixels, while each chunk is still large enough for the per-call overhead not to matter. On a
 # GPU bigger chunks amortise kernel launches (2**21 pixels ≈ 200 MB).
 CHUNK_PIXELS = {"cpu": 2**18}
+# Pixels per side whose sorts run together on the CPU: ~32 MB of sort keys for both sides.
+SORT_GROUP_PIXELS = 2**21
 CHUNK_PIXELS_OTHER_DEVICES = 2**21
 
 
@@ -421,38 +461,56 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
 
     if base.device.type == "cpu":
         _prime_cpu_allocator()
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        m = stop - start
-        # Converted per chunk (a float64 copy of all N maps would defeat the chunking), both
-        # sides into one buffer.
-        xy = torch.empty((2 * m, flat_base.shape[1]), dtype=torch.float64, device=base.device)
-        xy[:m] = flat_base[start:stop]
-        xy[m:] = flat_other[start:stop]
-        x, y = xy[:m], xy[m:]
-        ranks_x = ranks_y = None
-        if needs_ranks:
-            # Both maps of every pair ranked in one call: one sort and one pass per step for
-            # the chunk, and twice the rows to share between threads.
-            both = _rank_rows(flat_base[start:stop], flat_other[start:stop])
-            ranks_x = _Ranks(*(part[: stop - start] for part in both))
-            ranks_y = _Ranks(*(part[stop - start:] for part in both))
-            del both
-        if wanted_overlaps:
-            values = _overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps], ranks_x, ranks_y)
-            for name, value in zip(wanted_overlaps, values):
-                results[name][start:stop] = value
-        for name in names:
-            if name in overlaps:
-                continue
-            if name == "spearman" and shared_spearman:
-                value = _spearman_rows(x, y, ranks_x, ranks_y)
-            else:
-                value = MAP_METRICS[name](x, y)
-            if not isinstance(value, Tensor) or value.shape != (stop - start,):
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(f"map metric {name!r} returned {shape}; expected a tensor of shape "
-                                 f"({stop - start},), one value per map")
-            results[name][start:stop] = value
-        del xy, x, y, ranks_x, ranks_y
+    spans = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+    # On the CPU the sorts of several chunks run together, spread over the threads (see
+    # `_sorted_chunks`).
+    pixels = chunk_size * flat_base.shape[1]
+    group = max(1, SORT_GROUP_PIXELS // pixels) if _host_shortcuts(base.device) else 1
+    for first in range(0, len(spans), group):
+        group_spans = spans[first:first + group]
+        sorted_spans = (_sorted_chunks([(flat_base[a:b], flat_other[a:b]) for a, b in group_spans])
+                        if needs_ranks else iter([None] * len(group_spans)))
+        for start, stop in group_spans:
+            _compare_chunk(flat_base, flat_other, start, stop, next(sorted_spans), names, overlaps,
+                           wanted_overlaps, shared_spearman, results)
     return results
+
+
+def _compare_chunk(flat_base: Tensor, flat_other: Tensor, start: int, stop: int,
+                   sorted_rows: tuple[Tensor, Tensor] | None, names: list[str], overlaps: dict[str, float],
+                   wanted_overlaps: list[str], shared_spearman: bool, results: dict[str, Tensor]) -> None:
+    """Every requested metric of maps start..stop into `results`; `sorted_rows` is the chunk's
+    sorted keys (both sides, from `_sorted_chunks`), None when no metric needs ranks."""
+    m = stop - start
+    # Converted per chunk (a float64 copy of all N maps would defeat the chunking), both
+    # sides into one buffer.
+    xy = torch.empty((2 * m, flat_base.shape[1]), dtype=torch.float64, device=flat_base.device)
+    xy[:m] = flat_base[start:stop]
+    xy[m:] = flat_other[start:stop]
+    x, y = xy[:m], xy[m:]
+    ranks_x = ranks_y = None
+    if sorted_rows is not None:
+        # Both maps of every pair ranked in one call: one sort and one pass per step for
+        # the chunk, and twice the rows to share between threads.
+        both = _rank_rows(flat_base[start:stop], flat_other[start:stop], sorted_rows=sorted_rows)
+        del sorted_rows
+        ranks_x = _Ranks(*(part[: stop - start] for part in both))
+        ranks_y = _Ranks(*(part[stop - start:] for part in both))
+        del both
+    if wanted_overlaps:
+        values = _overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps], ranks_x, ranks_y)
+        for name, value in zip(wanted_overlaps, values):
+            results[name][start:stop] = value
+    for name in names:
+        if name in overlaps:
+            continue
+        if name == "spearman" and shared_spearman:
+            value = _spearman_rows(x, y, ranks_x, ranks_y)
+        else:
+            value = MAP_METRICS[name](x, y)
+        if not isinstance(value, Tensor) or value.shape != (stop - start,):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"map metric {name!r} returned {shape}; expected a tensor of shape "
+                             f"({stop - start},), one value per map")
+        results[name][start:stop] = value
+    del xy, x, y, ranks_x, ranks_y
