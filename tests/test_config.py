@@ -135,3 +135,17 @@ def test_controls_are_on_by_default_and_identity_may_be_listed_when_they_are_off
     assert [entry.display for entry in off.study_augmentations] == ["affine", "identity"]
     for name in ("quick", "fashion-mnist", "thesis-cifar10"):
         assert load_config(name).controls.identity, f"preset {name} runs the identity control"
+
+
+def test_device_override_is_validated_with_the_rest_of_the_config():
+    from augcam.config import with_device
+
+    config = load_config({**MINIMAL, "device": "cuda", "resources": {"gpus_per_model": 0.5}})
+    with pytest.raises(ConfigError, match=r"^--device: resources\.gpus_per_model: 0\.5 asks for GPUs, "
+                                          r"but device is 'cpu'"):
+        with_device(config, "cpu")
+    with pytest.raises(ConfigError, match=r"^--device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'$"):
+        with_device(config, "gpu")
+    plain = load_config(MINIMAL)
+    moved = with_device(plain, "cpu")
+    assert moved.device == "cpu" and moved.model_dump(exclude={"device"}) == plain.model_dump(exclude={"device"})

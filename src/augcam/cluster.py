@@ -34,7 +34,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from augcam.config import gpus_device_conflict
 from augcam.errors import AugcamError
 from augcam.store import RunDir, atomic_path, read_tensors, write_tensors
 
@@ -222,10 +221,6 @@ class RayExecutor:
         if config.device == "mps":
             raise AugcamError("device 'mps' cannot be used with --executor ray (Ray schedules CPUs and CUDA "
                               "GPUs); use device cpu, cuda or auto")
-        # Validated with the config already, but --device replaces the device after validation.
-        conflict = gpus_device_conflict(config.resources.gpus_per_model, config.device)
-        if conflict:
-            raise AugcamError(conflict)
         return cls(config)
 
     def connect(self, address: str | None, console: Console) -> None:

@@ -517,6 +517,20 @@ def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = No
         raise ConfigError(f"{origin}: {err}") from None
 
 
+def with_device(config: StudyConfig, device: str) -> StudyConfig:
+    """`config` with its device replaced (the `--device` option), validated again as a whole: the
+    device must agree with the rest of the config (e.g. resources.gpus_per_model) as it must in
+    the study file. Everything else stays equal (same config hash)."""
+    try:
+        check_device_name(device)
+    except ValueError as err:
+        raise ConfigError(f"--device: {err}") from None
+    try:
+        return StudyConfig.model_validate({**config.model_dump(), "device": device})
+    except ValidationError as err:
+        raise ConfigError(_describe(err, "--device")) from None
+
+
 def _parse_yaml(text: str, origin: str) -> dict:
     try:
         data = yaml.safe_load(text)

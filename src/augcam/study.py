@@ -30,8 +30,8 @@ from rich.table import Table
 
 from augcam import __version__
 from augcam.cams import capture_output, inference_copy, raw_cams, upsample
-from augcam.config import (RECIPE_FIELDS, AugmentationConfig, GuidedConfig, StudyConfig, check_device_name, digest,
-                           load_config)
+from augcam.config import (RECIPE_FIELDS, AugmentationConfig, GuidedConfig, StudyConfig, digest, load_config,
+                           with_device)
 from augcam.data import ImageSet, load_dataset_parts
 from augcam.data.splits import Split, channel_stats, make_split
 from augcam.errors import AugcamError, ConfigError, DataError
@@ -1311,11 +1311,7 @@ def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, devic
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     if device is not None:
-        try:
-            check_device_name(device)
-        except ValueError as err:
-            raise ConfigError(f"device: {err}") from None
-        config = config.model_copy(update={"device": device})
+        config = with_device(config, device)
     cluster = None
     if executor == "ray":
         from augcam.cluster import RayExecutor
