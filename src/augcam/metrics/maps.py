@@ -157,7 +157,7 @@ def _sorted_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
     return next(_sorted_chunks([blocks]))
 
 
-_sort_pool: ThreadPoolExecutor | None = None
+_sort_pools: dict[int, ThreadPoolExecutor] = {}  # by thread count, made when first needed
 
 
 def _sorted_chunks(chunks: Sequence[Sequence[Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
@@ -167,14 +167,14 @@ def _sorted_chunks(chunks: Sequence[Sequence[Tensor]]) -> Iterator[tuple[Tensor,
     NumPy's sort releases the GIL, so a thread pool sorts several chunks at once. It pays only
     when many sorts run back to back: between torch operations libgomp's worker threads keep
     spinning on the other cores for a while, and a sort started then has to share its core."""
-    global _sort_pool
     packed = [_packed_keys(*blocks) for blocks in chunks]
     arrays = [keys.numpy() for keys in packed if keys is not None]
     threads = min(torch.get_num_threads(), len(arrays))
     if threads > 1:
-        if _sort_pool is None or _sort_pool._max_workers < threads:
-            _sort_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augcam-sort")
-        for future in [_sort_pool.submit(array.sort, axis=1) for array in arrays]:
+        pool = _sort_pools.get(threads)
+        if pool is None:
+            pool = _sort_pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augcam-sort")
+        for future in [pool.submit(array.sort, axis=1) for array in arrays]:
             future.result()
     else:
         for array in arrays:
