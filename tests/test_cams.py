@@ -435,6 +435,32 @@ def test_inference_copy_keeps_the_target_convolution_and_its_batch_norm():
                                gradcam(model, "features.4", images, optimize=False), rtol=0, atol=1e-5)
 
 
+def test_inference_copy_keeps_a_pair_that_straddles_the_target_layer():
+    from augcam.cams import inference_copy
+
+    class Straddling(torch.nn.Module):  # the target block ends in a convolution; its BatchNorm follows
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                             torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3, padding=1))
+            self.norm = torch.nn.BatchNorm2d(6)
+            self.classifier = torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.classifier(torch.relu(self.norm(self.block(x))).mean(dim=(2, 3)))
+
+    model = Straddling()
+    with torch.no_grad():
+        model(torch.randn(16, 1, 8, 8))  # BatchNorm statistics of order 1
+    model.eval()
+    copy, _ = inference_copy(model, "block")
+    assert isinstance(copy.norm, torch.nn.BatchNorm2d)  # block.3 → norm straddles: kept
+    assert isinstance(copy.block[1], torch.nn.Identity)  # block.0 → block.1 inside: folded
+    images = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(gradcam(model, "block", images), gradcam(model, "block", images, optimize=False),
+                               rtol=0, atol=1e-5)
+
+
 def test_inference_copy_of_a_model_fx_cannot_trace_keeps_batch_norm(caplog):
     from augcam.cams import inference_copy
 

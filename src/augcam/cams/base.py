@@ -107,7 +107,8 @@ def inference_copy(model: nn.Module, target_layer: nn.Module | str) -> tuple[nn.
 
     The convolution → BatchNorm pairs are found by tracing the model with torch.fx; a model that
     fx cannot trace keeps its BatchNorm layers (logged at INFO). A pair is left alone when either
-    layer is the target layer, whose output is what the CAM reads.
+    layer is the target layer, or the convolution lies inside it and the BatchNorm outside: the
+    target layer's output is what the CAM reads.
     """
     layer_name = _layer_name(model, resolve_layer(model, target_layer))
     copy = deepcopy(model).eval()
@@ -120,6 +121,10 @@ def inference_copy(model: nn.Module, target_layer: nn.Module | str) -> tuple[nn.
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent), child, module)
+
+
+def _within(name: str, ancestor: str) -> bool:
+    return ancestor == "" or name == ancestor or name.startswith(ancestor + ".")
 
 
 def _fold_batch_norms(model: nn.Module, keep: str) -> int:
@@ -144,7 +149,10 @@ def _fold_batch_norms(model: nn.Module, keep: str) -> int:
                 and isinstance(modules.get(source.target), nn.Conv2d) and len(source.users) == 1):
             continue
         conv_name, norm_name = source.target, node.target
-        if keep in (conv_name, norm_name) or calls[conv_name] != 1 or calls[norm_name] != 1:
+        # Folding a convolution inside the target layer into a BatchNorm outside it would change
+        # the layer's output, which is what the CAM reads.
+        if (keep in (conv_name, norm_name) or (_within(conv_name, keep) and not _within(norm_name, keep))
+                or calls[conv_name] != 1 or calls[norm_name] != 1):
             continue
         pairs.append((conv_name, norm_name))
     for conv_name, norm_name in pairs:
