@@ -51,8 +51,8 @@ test: install data browser
 # CPU throughput benchmarks (docs/benchmarks.md); each asserts its maps/values equal the reference
 # (bench_training: the pipeline's augmented/un-augmented ratio, kornia vs torchvision v2).
 bench: install
-	$(BIN)/python benchmarks/bench_cams.py
-	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_cams.py --repeats 5
+	$(BIN)/python benchmarks/bench_metrics.py --repeats 5
 	$(BIN)/python benchmarks/bench_training.py
 
 # Every benchmark on a CUDA GPU, tables into benchmarks/results-gpu.md (docs/benchmarks.md).
