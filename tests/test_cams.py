@@ -461,6 +461,18 @@ def test_inference_copy_keeps_a_pair_that_straddles_the_target_layer():
                                rtol=0, atol=1e-5)
 
 
+def test_inference_copy_keeps_batch_norm_without_running_statistics():
+    from augcam.cams import inference_copy
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4, track_running_stats=False),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    copy, _ = inference_copy(model, "2")
+    assert isinstance(copy[1], torch.nn.BatchNorm2d)  # batch statistics: not an affine map to fold
+    images = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(gradcam(model, "2", images), gradcam(model, "2", images, optimize=False),
+                               rtol=0, atol=1e-5)
+
+
 def test_inference_copy_of_a_model_fx_cannot_trace_keeps_batch_norm(caplog):
     from augcam.cams import inference_copy
 

@@ -142,7 +142,9 @@ def _fold_batch_norms(model: nn.Module, keep: str) -> int:
             calls[node.target] = calls.get(node.target, 0) + 1
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+        norm = modules.get(node.target)
+        # Without running statistics BatchNorm normalises by each batch's own, even in eval mode.
+        if node.op != "call_module" or not isinstance(norm, nn.BatchNorm2d) or norm.running_mean is None:
             continue
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         if not (isinstance(source, torch.fx.Node) and source.op == "call_module"
