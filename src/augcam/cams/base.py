@@ -142,13 +142,15 @@ def _fold_batch_norms(model: nn.Module, keep: str) -> int:
             calls[node.target] = calls.get(node.target, 0) + 1
     pairs = []
     for node in graph.nodes:
+        # Exact types only: a subclass may change what the layer computes (a weight-standardised
+        # convolution, say). Without running statistics BatchNorm normalises by each batch's own
+        # statistics, even in eval mode.
         norm = modules.get(node.target)
-        # Without running statistics BatchNorm normalises by each batch's own, even in eval mode.
-        if node.op != "call_module" or not isinstance(norm, nn.BatchNorm2d) or norm.running_mean is None:
+        if node.op != "call_module" or type(norm) is not nn.BatchNorm2d or norm.running_mean is None:
             continue
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         if not (isinstance(source, torch.fx.Node) and source.op == "call_module"
-                and isinstance(modules.get(source.target), nn.Conv2d) and len(source.users) == 1):
+                and type(modules.get(source.target)) is nn.Conv2d and len(source.users) == 1):
             continue
         conv_name, norm_name = source.target, node.target
         # Folding a convolution inside the target layer into a BatchNorm outside it would change
