@@ -57,17 +57,18 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def capture_output(layer: nn.Module) -> Iterator[list[Tensor]]:
+def capture_output(layer: nn.Module, *, as_leaf: bool = False) -> Iterator[list[Tensor]]:
     """Collect the outputs of `layer` during the forward passes inside the block; the hook is
     removed on exit, even after an exception.
 
-    With gradients enabled, each captured output is a leaf of the autograd graph (detached, then
-    requiring grad), so the gradient of the logits with respect to it never needs the layers
-    before it: with frozen parameters (`inference_copy`) no graph is recorded there at all."""
+    `as_leaf`: each captured output becomes a leaf of the autograd graph (detached, then requiring
+    grad) and the rest of the network is computed from it, so the gradient of the logits with
+    respect to it never involves the layers before it (and with frozen parameters, as in
+    `inference_copy`, no graph is recorded there at all). Nothing then flows back past the layer."""
     outputs: list[Tensor] = []
 
     def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
+        if as_leaf:
             output = output.detach().requires_grad_(True)
         outputs.append(output)
         # The rest of the network gets a copy: some forwards (DenseNet's) apply an in-place ReLU
@@ -251,7 +252,7 @@ class CAMMethod:
             with torch.enable_grad():
                 logits = model(activations)
         else:
-            with capture_output(layer) as outputs, torch.set_grad_enabled(needs_graph):
+            with capture_output(layer, as_leaf=needs_graph) as outputs, torch.set_grad_enabled(needs_graph):
                 logits = model(images)
             activations = _single_output(outputs)
         targets = logits.argmax(dim=1) if targets is None else targets.to(logits.device).view(-1)
