@@ -496,3 +496,19 @@ def test_inference_copy_of_a_model_fx_cannot_trace_keeps_batch_norm(caplog):
     images = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(gradcam(model, "features", images), gradcam(model, "features", images, optimize=False),
                                rtol=0, atol=1e-6)
+
+
+def test_capture_output_keeps_gradients_flowing_past_the_layer_unless_asked():
+    from augcam.cams import capture_output
+
+    model = build_model("small_cnn", 1, 10, init_seed=0)
+    images = torch.randn(2, 1, 28, 28)
+    with capture_output(model.features[4]) as outputs:
+        model(images).sum().backward()
+    assert model.features[0].weight.grad is not None and outputs[0].grad_fn is not None
+    model.zero_grad(set_to_none=True)
+    with capture_output(model.features[4], as_leaf=True) as outputs:
+        model(images).sum().backward()
+    # The captured output is the graph's leaf: it gets the gradient, the layers before it none.
+    assert model.features[0].weight.grad is None and model.features[8].weight.grad is not None
+    assert outputs[0].is_leaf and outputs[0].grad is not None
