@@ -18,20 +18,27 @@ def fashion_mnist_available():
     return True
 
 
-def sigkill_once_a_checkpoint_appears(command: list[str], out: Path, env: dict[str, str],
-                                      pattern: str = "affine-*/checkpoint.safetensors") -> bool:
-    """Run `command` (an `augcam run` into `out`) and SIGKILL it as soon as a model's epoch
-    checkpoint matching `pattern` shows up under out/models. Returns whether a checkpoint is still
-    there after the kill (usually; rarely the model had just finished)."""
+def sigkill_when(command: list[str], seen, what: str, env: dict[str, str] | None = None) -> None:
+    """Run `command` and SIGKILL it as soon as `seen()` is true (polled every 5 ms, for at most
+    120 s); fails if the command finished first, before `what` could be seen."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
-            if (out / "models").exists() and any((out / "models").glob(pattern)):
+            if seen():
                 process.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.005)
     finally:
         process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the run finished before a checkpoint could be seen"
-    return bool(list((out / "models").glob("*/checkpoint.safetensors")))
+    assert process.returncode == -signal.SIGKILL, f"the command finished before {what} could be seen"
+
+
+def sigkill_once_a_checkpoint_appears(command: list[str], out: Path, env: dict[str, str],
+                                      pattern: str = "affine-*/checkpoint.safetensors") -> bool:
+    """Run `command` (an `augcam run` into `out`) and SIGKILL it as soon as a model's epoch
+    checkpoint matching `pattern` shows up under out/models. Returns whether a checkpoint is still
+    there after the kill (usually; rarely the model had just finished)."""
+    models = out / "models"
+    sigkill_when(command, lambda: models.exists() and any(models.glob(pattern)), "a checkpoint", env)
+    return bool(list(models.glob("*/checkpoint.safetensors")))

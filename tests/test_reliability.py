@@ -17,7 +17,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from augcam.config import load_config
 from augcam.errors import AugcamError
 from augcam.store import RunDir, RunLock
 from augcam.study import (KILL_AT_ENV, aggregate_over_seeds, compare_cam_sets, model_key, plan, run_study)
-from conftest import sigkill_once_a_checkpoint_appears
+from conftest import sigkill_once_a_checkpoint_appears, sigkill_when
 
 AUGCAM = [sys.executable, "-m", "augcam"]
 STUDY = {
@@ -185,17 +184,8 @@ def test_sigkill_mid_report_then_rerun_gives_the_same_csv_tables(reference, tmp_
 
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    process = subprocess.Popen([*AUGCAM, "report", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            if (out / "figures").is_dir() and any((out / "figures").iterdir()):
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the report finished before a figure could be seen"
+    figures = out / "figures"
+    sigkill_when([*AUGCAM, "report", str(out)], lambda: figures.is_dir() and any(figures.iterdir()), "a figure")
     assert_identical_tables(out, reference)  # the run's own tables are untouched
     done = subprocess.run([*AUGCAM, "report", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
