@@ -18,6 +18,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_time(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
+    """Shortest wall time of `repeats` runs (the machine may be shared: the minimum is the run
+    least disturbed by other work) and the result of the last run."""
+    return best_times([run], device, repeats)[0]
+
+
 def best_times(runs: list[Callable[[], object]], device: torch.device, repeats: int) -> list[tuple[float, object]]:
     """`best_time` of several runs measured in turns (a, b, a, b, …), so that a slow spell of a
     shared machine falls on all of them alike rather than on whichever happened to run then."""
@@ -31,19 +37,6 @@ def best_times(runs: list[Callable[[], object]], device: torch.device, repeats: 
             sync(device)
             best[i] = min(best[i], time.perf_counter() - start)
     return list(zip(best, results))
-
-
-def best_time(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
-    """Shortest wall time of `repeats` runs (the machine may be shared: the minimum is the run
-    least disturbed by other work) and the result of the last run."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        result = run()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def calibrated_model(name: str, channels: int, side: int, num_classes: int, device: torch.device) -> torch.nn.Module:

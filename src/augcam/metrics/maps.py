@@ -105,14 +105,15 @@ def _host_shortcuts(device: torch.device) -> bool:
 
 def _float32_keys(rows: Tensor) -> Tensor:
     """int32 keys that order (and tie) exactly like the float32 values of `rows`."""
-    bits = rows.float().contiguous().view(torch.int32)
+    values = rows.float().contiguous()
+    bits = values.view(torch.int32)
     # Non-negative floats already order like their bit patterns. Most CAMs are ≥ 0 (ReLU), so on
     # the CPU (where the check costs no device sync) their bits are used as they are, with no
     # pass over the pixels. A negative bit pattern is a negative value or −0.0.
     if _host_shortcuts(bits.device) and bits.numel() and int(bits.amin()) >= 0:
         return bits
     # + 0.0 turns −0.0 into +0.0, which equals it but has other bits.
-    bits = (rows.float() + 0.0).view(torch.int32)
+    bits = (values + 0.0).view(torch.int32)
     # IEEE floats order like sign-magnitude integers: flipping the magnitude bits of negative
     # values makes them order like two's-complement int32.
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
@@ -222,7 +223,6 @@ def _rank_rows(*blocks: Tensor, sorted_rows: tuple[Tensor, Tensor] | None = None
     device = blocks[0].device
     index_dtype = torch.int32 if p < 2**30 else torch.int64
     values, order = _sorted_rows(*blocks) if sorted_rows is None else sorted_rows
-    del sorted_rows
     starts = torch.ones((n, p), dtype=torch.bool, device=device)
     torch.ne(values[:, 1:], values[:, :-1], out=starts[:, 1:])
     del values
@@ -397,10 +397,10 @@ _allocator_primed = False
 # (2**18 pixels ≈ 26 MB: 334 maps at 28², 5 at 224²) is about twice as fast as one of 2**21
 # pixels, while each chunk is still large enough for the per-call overhead not to matter. On a
 # GPU bigger chunks amortise kernel launches (2**21 pixels ≈ 200 MB).
-CHUNK_PIXELS = {"cpu": 2**18}
+CPU_CHUNK_PIXELS = 2**18
+CHUNK_PIXELS = 2**21
 # Pixels per side whose sorts run together on the CPU: ~32 MB of sort keys for both sides.
 SORT_GROUP_PIXELS = 2**21
-CHUNK_PIXELS_OTHER_DEVICES = 2**21
 
 
 def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[float] = (20, 10, 5),
@@ -411,8 +411,8 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
     Returns one float64 Tensor[N] on that device per metric: every registered map metric
     (in registration order) followed by ``overlap_Y`` for each Y in ``overlap_percentages``;
     ``metrics`` restricts (and orders) the result to the names it lists. The maps are processed
-    ``chunk_size`` at a time (None: as many as fit in `CHUNK_PIXELS` pixels for the device), so peak memory
-    depends on the chunk size, not on N.
+    ``chunk_size`` at a time (None: as many as fit in `CPU_CHUNK_PIXELS` pixels on the CPU,
+    `CHUNK_PIXELS` elsewhere), so peak memory depends on the chunk size, not on N.
     """
     if base.shape != other.shape:
         raise ValueError(f"maps to compare must have the same shape, got {tuple(base.shape)} "
@@ -453,7 +453,7 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
         raise ValueError(f"maps have no pixels: shape {tuple(base.shape)}")
     results = {name: torch.empty(n, dtype=torch.float64, device=base.device) for name in names}
     if chunk_size is None:
-        pixels = CHUNK_PIXELS.get(base.device.type, CHUNK_PIXELS_OTHER_DEVICES)
+        pixels = CPU_CHUNK_PIXELS if base.device.type == "cpu" else CHUNK_PIXELS
         chunk_size = max(1, pixels // flat_base.shape[1])
     # The built-in Spearman and the overlap regions share one ranking (one sort) per map.
     shared_spearman = "spearman" in names and MAP_METRICS["spearman"] is spearman
