@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from safetensors.torch import load as safetensors_load, save
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -31,7 +32,7 @@ from augcam.augment import Augmentation, register_augmentation
 from augcam.cli import app
 from augcam.config import load_config
 from augcam.errors import AugcamError
-from augcam.store import RunDir, RunLock
+from augcam.store import RunDir, RunLock, read_tensor_metadata, tensor_file_bytes
 from augcam.study import (KILL_AT_ENV, aggregate_over_seeds, compare_cam_sets, model_key, plan, run_study)
 from conftest import sigkill_once_a_checkpoint_appears, sigkill_when
 
@@ -288,9 +289,38 @@ def test_changing_only_analysis_settings_retrains_nothing(reference, tmp_path):
 
 # --- 3. determinism and the manifest --------------------------------------------------------------
 
-def test_two_fresh_runs_give_bit_identical_tables_and_a_complete_manifest(reference, tmp_path):
+# Files that record wall-clock times or the process id; everything else in a run directory must be
+# the same bytes in a rerun.
+TIMED_FILES = ("manifest.json", "report.html", "tables/performance.parquet", "models/*/meta.json",
+               "models/*/history.parquet")
+
+
+def test_tensor_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):
+    tensors = {"raw": torch.arange(6.0).reshape(2, 3), "labels": torch.tensor([1, 2])}
+    metadata = {f"key{index}": str(index) for index in range(8)}
+    files = {tensor_file_bytes(tensors, dict(reversed(list(metadata.items())) if turn % 2 else metadata.items()))
+             for turn in range(20)}
+    # safetensors' own writer orders the metadata differently from call to call.
+    assert len({save(tensors, metadata=metadata) for _ in range(20)}) > 1
+    assert len(files) == 1
+    data = files.pop()
+    assert int.from_bytes(data[:8], "little") % 8 == 0
+    assert safetensors_load(data).keys() == tensors.keys()
+    assert all(torch.equal(safetensors_load(data)[name], tensor) for name, tensor in tensors.items())
+    path = tmp_path / "file.safetensors"
+    path.write_bytes(data)
+    assert read_tensor_metadata(path) == metadata
+
+
+def test_two_fresh_runs_give_bit_identical_files_and_a_complete_manifest(reference, tmp_path):
     result, _ = _run_in_process(STUDY, tmp_path / "again")
     assert_identical_tables(result.out, reference)
+    files = sorted(path.relative_to(reference) for path in reference.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(result.out) for path in result.out.rglob("*") if path.is_file())
+    compared = [path for path in files if not any(path.match(pattern) for pattern in TIMED_FILES)]
+    assert len(compared) > 50 and any(path.suffix == ".safetensors" for path in compared)
+    different = [str(path) for path in compared if (reference / path).read_bytes() != (result.out / path).read_bytes()]
+    assert not different, f"a rerun wrote other bytes to {different}"
     manifest = json.loads((reference / "manifest.json").read_text())
     assert manifest["config_hash"] == load_config({**STUDY, "device": "cpu"}).config_hash()  # --device cpu
     assert {"augcam", "python", "torch", "torchvision", "numpy", "pandas", "safetensors"} <= set(manifest["versions"])

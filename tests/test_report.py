@@ -177,7 +177,7 @@ def test_report_is_one_self_contained_file_in_the_contracted_order(reported):
     manifest = json.loads((reported / "manifest.json").read_text())
     footer = html[html.index("<footer>"):]
     for expected in (manifest["config_hash"], "augcam", "0.1.0", "x86_64", "explain", "matplotlib",
-                     "report (this file)"):
+                     "report (this file)", "started 2026-01-01T00:00:00+00:00, finished 2026-01-01T00:01:00+00:00, 60.0 s"):
         assert expected in footer
     assert "could not be loaded" not in html  # the image folder is there, so the grids show the images
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from augcam.errors import AugcamError
 
@@ -77,9 +77,23 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def tensor_file_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file of `tensors` and `metadata`, the same bytes in every process.
+
+    safetensors writes the metadata in its hash map's order, which changes from process to process,
+    so two runs would store identical CAMs in files that differ. The JSON header is rewritten with
+    sorted keys (same content, so readers see no difference) and padded as safetensors pads it."""
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    header_bytes = header.encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)  # the tensor data stays 8-byte aligned
+    return len(header_bytes).to_bytes(8, "little") + header_bytes + data[8 + size:]
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.write_bytes(tensor_file_bytes(tensors, metadata))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

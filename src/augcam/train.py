@@ -431,10 +431,9 @@ def save_train_state(path: Path, state: TrainState, identity: dict[str, Any]) ->
 
 def train_state_to_bytes(state: TrainState, identity: dict[str, Any]) -> bytes:
     """The bytes of the file `save_train_state` writes (sent from a cluster worker to the driver)."""
-    from safetensors.torch import save
+    from augcam.store import tensor_file_bytes
 
-    tensors, metadata = _state_tensors(state, identity)
-    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    return tensor_file_bytes(*_state_tensors(state, identity))
 
 
 def _state_tensors(state: TrainState, identity: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
