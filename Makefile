@@ -15,7 +15,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install data browser demo test bench bench-gpu clean
+.PHONY: install data browser demo test bench bench-gpu device-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench: install
 # Every benchmark on a CUDA GPU, tables into benchmarks/results-gpu.md (docs/benchmarks.md).
 bench-gpu: install
 	PYTHON=$(BIN)/python benchmarks/gpu.sh benchmarks/results-gpu.md
+
+# Wheels (.whl/) of what a bare GPU image with torch lacks, for benchmarks/device.sh there.
+device-wheels: install
+	PYTHON=$(BIN)/python benchmarks/device-wheels.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
