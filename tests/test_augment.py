@@ -23,8 +23,8 @@ from augcam.augment import (
 from augcam.augment.transforms import Affine, ColorJitter, CutMix, Elastic, GaussianBlur, RandomCrop, RandomErasing
 from augcam.errors import ConfigError
 
-BUILT_IN = ["affine", "color_jitter", "cutmix", "elastic", "equalization", "gaussian_blur", "identity",
-            "random_crop", "random_erasing"]
+BUILT_IN = ["affine", "color_jitter", "cutmix", "elastic", "equalization", "gaussian_blur", "horizontal_flip",
+            "identity", "random_crop", "random_erasing", "translate"]
 DETERMINISTIC = {"identity", "equalization"}
 RANDOM = [name for name in BUILT_IN if name not in DETERMINISTIC]
 SIZE = {1: 28, 3: 32}  # Fashion-MNIST and CIFAR-10 sizes
@@ -201,6 +201,46 @@ def test_random_crop_matches_torchvision_resized_crop(channels):
         expected = TF.resized_crop(x[i], int(params["top"][i]), int(params["left"][i]), crop_h, crop_w,
                                    [size, size], antialias=True)
         torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_horizontal_flip_mirrors_the_images_whose_coin_says_so(channels):
+    x = images(16, channels)
+    aug = build_augmentation("horizontal_flip")
+    params = aug.sample_params(tuple(x.shape), gen(4))
+    assert params["flip"].dtype == torch.bool and 0 < int(params["flip"].sum()) < 16
+    out = aug.apply(x, as_device(params, x))
+    for i in range(len(x)):
+        assert torch.equal(out[i], TF.horizontal_flip(x[i]) if params["flip"][i] else x[i])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("pixels", [1, 2, 4])
+def test_translate_matches_torchvision_reflect_padded_crop(channels, pixels):
+    x = images(40, channels)
+    size = SIZE[channels]
+    aug = build_augmentation("translate", {"pixels": pixels})
+    params = aug.sample_params(tuple(x.shape), gen(5))
+    offsets = torch.cat([params["top"], params["left"]])
+    assert set(offsets.tolist()) == set(range(2 * pixels + 1)), "every shift in [−pixels, pixels] is drawn"
+    out = aug.apply(x, as_device(params, x))
+    for i in range(len(x)):
+        padded = TF.pad(x[i], [pixels], padding_mode="reflect")
+        assert torch.equal(out[i], TF.crop(padded, int(params["top"][i]), int(params["left"][i]), size, size))
+
+
+def test_translate_by_zero_is_identity_and_a_shift_as_large_as_the_image_is_refused():
+    x = images(3, 1)
+    assert torch.equal(build_augmentation("translate", {"pixels": 0})(x, gen(0)), x)
+    with pytest.raises(ValueError, match="pixels=28 needs images larger"):
+        build_augmentation("translate", {"pixels": 28})(x, gen(0))
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_per_image_is_false_exactly_for_augmentations_that_paste_from_a_partner(name):
+    aug = build_augmentation(name)
+    uses_partner = "partner" in aug.sample_params((4, 3, 32, 32), gen(0))
+    assert aug.per_image is not uses_partner
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.7])

@@ -85,6 +85,15 @@ def test_short_and_long_augmentation_forms():
     ({**MINIMAL, "controls": {"baseline_replicas": -1}}, r"controls\.baseline_replicas: .*greater than or equal to 0"),
     ({**MINIMAL, "controls": {"sanity_imgs": 5}}, r"controls\.sanity_imgs: unknown key; did you mean 'sanity_images'"),
     ({**MINIMAL, "controls": {"identity": "often"}}, r"controls\.identity: Input should be a valid boolean"),
+    # Base augmentations (every model, the baseline included).
+    ({**MINIMAL, "training": {"base_augmentations": ["cutmix"]}},
+     r"training\.base_augmentations\[cutmix\]: cutmix mixes the images of a batch"),
+    ({**MINIMAL, "training": {"base_augmentations": ["flip"]}},
+     r"training\.base_augmentations\[flip\]: unknown augmentation 'flip'"),
+    ({**MINIMAL, "training": {"base_augmentations": [{"name": "translate", "pixel": 2}]}},
+     r"training\.base_augmentations\[translate\]: unknown parameter 'pixel'; did you mean 'pixels'"),
+    ({**MINIMAL, "training": {"base_augmentations": ["horizontal_flip"]},
+      "guided": [{"loss": "rrr", "weight": 1.0}]}, r"training\.base_augmentations: not with `guided` entries"),
 ])
 def test_bad_config_gives_one_clear_message(data, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -116,9 +125,19 @@ def test_overrides_and_hash():
 
 
 def test_resolved_config_round_trips():
-    c = load_config("quick")
-    again = StudyConfig.model_validate(c.resolved())
-    assert again.config_hash() == c.config_hash()
+    for c in (load_config("quick"), load_config("cifar10-fast")):
+        again = StudyConfig.model_validate(c.resolved())
+        assert again.config_hash() == c.config_hash()
+
+
+def test_base_augmentations_are_resolved_when_set_and_absent_otherwise():
+    plain = load_config("quick")
+    assert plain.training.base_augmentations == [] and "base_augmentations" not in plain.resolved()["training"]
+    based = load_config("quick", overrides={"training.base_augmentations": ["horizontal_flip", "translate"]})
+    assert based.resolved()["training"]["base_augmentations"] == [
+        {"name": "horizontal_flip", "label": "horizontal_flip", "params": {}},
+        {"name": "translate", "label": "translate", "params": {"pixels": 2}}]
+    assert based.config_hash() != plain.config_hash()
 
 
 def test_same_augmentation_with_other_parameters_under_two_labels_is_fine():

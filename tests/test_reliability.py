@@ -204,7 +204,7 @@ def _ids(config: dict) -> list[str]:
 WEIGHT_SETTINGS = [
     ("training.epochs", 3), ("training.batch_size", 32), ("training.lr", 2e-3), ("training.weight_decay", 0.0),
     ("training.init_seed", 1), ("training.ordering_seed", 1), ("training.eval_batch_size", 100),
-    ("model.name", "resnet18"), ("data.image_size", 32),
+    ("model.name", "resnet18"), ("data.image_size", 32), ("training.base_augmentations", ["horizontal_flip"]),
 ]
 ANALYSIS_SETTINGS = [
     ("metrics.overlap_percentages", [50]), ("metrics.kld_eps", 1e-6), ("cam.target", "label"),

@@ -49,6 +49,7 @@ def test_cifar10_fast_preset_loads_cifar_files_and_its_layer_is_4x4(tmp_path):
     t = config.training
     assert (t.optimizer, t.schedule, t.precision, t.channels_last, t.compile) == \
         ("sgd_nesterov", "onecycle", "bf16", True, False)
+    assert [e.name for e in t.base_augmentations] == ["horizontal_flip", "translate"]
 
 
 def test_cifar10_fast_trains_a_step_on_cpu_with_its_recipe(tmp_path):
@@ -65,6 +66,8 @@ def test_cifar10_fast_trains_a_step_on_cpu_with_its_recipe(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in outcome.best_state.values())
     assert all(v.is_contiguous() for v in outcome.best_state.values())
     assert outcome.meta["key"]["training"]["recipe"]["precision"] == "bf16"
+    assert [b["name"] for b in outcome.meta["key"]["training"]["base_augmentations"]] == ["horizontal_flip",
+                                                                                         "translate"]
 
 
 def test_cifar_resnet_is_covered_by_the_model_and_cam_parametrisations():

@@ -266,3 +266,61 @@ def test_non_mixing_augmentations_keep_integer_labels(monkeypatch):
                         lambda logits, target, *a, **k: seen.append(target.dtype) or original(logits, target, *a, **k))
     train_model(small_model(), tiny_data(), SETTINGS, build_augmentation("cutmix"), seed=0)
     assert seen and set(seen) == {torch.int64}
+
+
+# --- base augmentations (training.base_augmentations) ---------------------------------------------
+
+def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_own(monkeypatch):
+    import dataclasses
+
+    data = tiny_data()
+    flip = build_augmentation("horizontal_flip")
+    settings = dataclasses.replace(SETTINGS, base_augmentations=(flip,))
+    # The study's augmentation receives base-augmented copies, the same ones whatever it is and
+    # whatever its seed: the base augmentation's randomness is the data order's, not the model's.
+    recorders = [Recorder(build_augmentation(name)) for name in ("affine", "gaussian_blur", "affine")]
+    for recorder, seed in zip(recorders, (7, 7, 8)):
+        train_model(small_model(), data, settings, recorder, seed=seed)
+    plain = Recorder(build_augmentation("affine"))
+    train_model(small_model(), data, SETTINGS, plain, seed=7)
+    for (images, _), (other, _), (third, _), (raw, _) in zip(*(r.calls for r in recorders), plain.calls):
+        assert torch.equal(images, other) and torch.equal(images, third)
+        # Each copy is its source image or that image's mirror, and the flip is drawn per image.
+        mirrored = (images != raw).flatten(1).any(1)
+        assert torch.equal(images[mirrored], raw[mirrored].flip(-1))
+    flipped = torch.cat([(images != raw).flatten(1).any(1) for (images, _), (raw, _) in zip(recorders[0].calls,
+                                                                                             plain.calls)])
+    assert 0.3 < flipped.float().mean() < 0.7
+    # The baseline's images are base-augmented too; validation images are not.
+    def model_inputs(settings):
+        import augcam.train as train
+
+        seen, original = [], train.prepare_inputs
+        monkeypatch.setattr(train, "prepare_inputs",
+                            lambda images, *a: seen.append(images.clone()) or original(images, *a))
+        train_model(small_model(), data, settings, None, seed=0)
+        monkeypatch.setattr(train, "prepare_inputs", original)
+        return seen  # per epoch: 3 training batches (16, 16, 8 images), then the validation batch
+    with_base, without = model_inputs(settings), model_inputs(SETTINGS)
+    assert len(with_base) == len(without) == 8
+    for index, (base, raw) in enumerate(zip(with_base, without)):
+        mirrored = (base != raw).flatten(1).any(1)
+        assert torch.equal(base[mirrored], raw[mirrored].flip(-1))
+        if index % 4 == 3:
+            assert not mirrored.any(), "validation images are not augmented"
+    flipped = torch.cat([(base != raw).flatten(1).any(1) for index, (base, raw) in enumerate(zip(with_base, without))
+                         if index % 4 != 3])
+    assert len(flipped) == 80 and 0.3 < flipped.float().mean() < 0.7
+
+
+def test_without_base_augmentations_the_weights_are_those_of_the_loop_before_them():
+    import dataclasses
+
+    data = tiny_data()
+    result = train_model(small_model(), data, SETTINGS, build_augmentation("affine"), seed=0)
+    empty = train_model(small_model(), data, dataclasses.replace(SETTINGS, base_augmentations=()),
+                        build_augmentation("affine"), seed=0)
+    flipped = train_model(small_model(), data, dataclasses.replace(
+        SETTINGS, base_augmentations=(build_augmentation("horizontal_flip"),)), build_augmentation("affine"), seed=0)
+    assert all(torch.equal(result.best_state[k], empty.best_state[k]) for k in result.best_state)
+    assert not all(torch.equal(result.best_state[k], flipped.best_state[k]) for k in result.best_state)

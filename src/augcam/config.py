@@ -13,7 +13,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
@@ -66,6 +66,61 @@ class ModelConfig(Section):
         return name
 
 
+class AugmentationConfig(Section):
+    """One augmentation of the study: a registered name, its parameters, and the label it has in
+    tables (defaults to the name; two entries of one augmentation need different labels)."""
+
+    # How errors name the entry (a subclass lists its entries under another field).
+    WHERE: ClassVar[str] = "augmentations"
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, value: Any) -> Any:
+        # `- affine` and `- {name: affine, degrees: 10}` are both accepted in YAML.
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "params" not in value:
+            value = dict(value)
+            params = {k: value.pop(k) for k in list(value) if k not in ("name", "label")}
+            return {**value, "params": params}
+        return value
+
+    @model_validator(mode="after")
+    def _valid_augmentation(self) -> "AugmentationConfig":
+        self.build()
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def build(self):
+        from augcam.augment import build_augmentation
+
+        return build_augmentation(self.name, self.params, where=f"{self.WHERE}[{self.display}]")
+
+    def resolved_params(self) -> dict[str, Any]:
+        return self.build().model_dump(mode="json")
+
+
+class BaseAugmentationConfig(AugmentationConfig):
+    """An augmentation every model trains with, the baseline included (`training.base_augmentations`)."""
+
+    WHERE: ClassVar[str] = "training.base_augmentations"
+
+    @model_validator(mode="after")
+    def _changes_each_image_alone(self) -> "BaseAugmentationConfig":
+        if not self.build().per_image:
+            raise ConfigError(f"{self.WHERE}[{self.display}]: {self.name} mixes the images of a batch (and so "
+                              "their labels); a base augmentation must change each image on its own, e.g. "
+                              "horizontal_flip or translate")
+        return self
+
+
 class TrainingConfig(Section):
     epochs: PositiveInt = 30
     batch_size: PositiveInt = 32
@@ -87,6 +142,12 @@ class TrainingConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward pass and loss
     channels_last: bool = False
     compile: bool = False  # torch.compile of the training forward pass (not of CAMs)
+    # Augmentations every model trains with, the baseline included (e.g. the flips and translations
+    # of the CIFAR-10 speed-training recipes), applied to every training image before the study's
+    # augmentation; their randomness comes from (ordering seed, epoch, batch) alone, so models that
+    # visit the same batches see the same images. Empty (the default): the methodology's
+    # un-augmented baseline. A non-empty list is in every model id.
+    base_augmentations: list[BaseAugmentationConfig] = Field(default_factory=list)
 
     def recipe(self) -> dict[str, Any]:
         """The fast-recipe settings that differ from their defaults (empty for the reference loop,
@@ -99,44 +160,6 @@ RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", 
                  "compile")
 
 
-class AugmentationConfig(Section):
-    """One augmentation of the study: a registered name, its parameters, and the label it has in
-    tables (defaults to the name; two entries of one augmentation need different labels)."""
-
-    name: str
-    label: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_short_forms(cls, value: Any) -> Any:
-        # `- affine` and `- {name: affine, degrees: 10}` are both accepted in YAML.
-        if isinstance(value, str):
-            return {"name": value}
-        if isinstance(value, dict) and "params" not in value:
-            value = dict(value)
-            params = {k: value.pop(k) for k in list(value) if k not in ("name", "label")}
-            return {**value, "params": params}
-        return value
-
-    @model_validator(mode="after")
-    def _valid_augmentation(self) -> "AugmentationConfig":
-        from augcam.augment import build_augmentation
-
-        build_augmentation(self.name, self.params, where=f"augmentations[{self.display}]")
-        return self
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-    def build(self):
-        from augcam.augment import build_augmentation
-
-        return build_augmentation(self.name, self.params, where=f"augmentations[{self.display}]")
-
-    def resolved_params(self) -> dict[str, Any]:
-        return self.build().model_dump(mode="json")
 
 
 class GuidedConfig(Section):
@@ -397,6 +420,9 @@ class StudyConfig(Section):
             raise ValueError("augmentations: List should have at least 1 item (or list mask-guided "
                              "interventions under `guided`)")
         labels = [entry.display for entry in self.augmentations]
+        if self.guided and self.training.base_augmentations:
+            raise ValueError("training.base_augmentations: not with `guided` entries (a mask-guided loss needs "
+                             "masks that match the training images, and base augmentations move the pixels)")
         for entry in self.guided:
             if entry.display in labels or entry.display == "baseline":
                 raise ValueError(f"guided: label {entry.display!r} is already used (by an augmentation, another "
@@ -446,6 +472,12 @@ class StudyConfig(Section):
         ]
         if not self.guided:
             del data["guided"]  # resolved configs (and hashes) of studies without guided stay as they were
+        if self.training.base_augmentations:
+            data["training"]["base_augmentations"] = [
+                {"name": entry.name, "label": entry.display, "params": entry.resolved_params()}
+                for entry in self.training.base_augmentations]
+        else:
+            del data["training"]["base_augmentations"]  # likewise
         return data
 
     def config_hash(self) -> str:

@@ -251,6 +251,9 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
         key["training"]["steps_per_epoch"] = t.steps_per_epoch
     if t.recipe():  # only when set: the reference loop's ids stay what they were
         key["training"]["recipe"] = t.recipe()
+    if t.base_augmentations:  # likewise
+        key["training"]["base_augmentations"] = [{"name": entry.name, "params": entry.resolved_params()}
+                                                 for entry in t.base_augmentations]
     if permuted_labels:
         key["permuted_labels"] = True
     if entry is not None:
@@ -439,7 +442,8 @@ def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData
 def train_settings(config: StudyConfig, run: ModelRun) -> TrainSettings:
     t = config.training
     return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, run.ordering_seed, t.copies,
-                         t.eval_batch_size, t.steps_per_epoch, **{name: getattr(t, name) for name in RECIPE_FIELDS})
+                         t.eval_batch_size, t.steps_per_epoch, **{name: getattr(t, name) for name in RECIPE_FIELDS},
+                         base_augmentations=tuple(entry.build() for entry in t.base_augmentations))
 
 
 @dataclass

@@ -84,6 +84,9 @@ class TrainSettings:
     precision: str = "fp32"  # fp32 | bf16 (autocast of forward and loss; weights stay float32)
     channels_last: bool = False  # NHWC model and inputs (faster convolutions on tensor cores)
     compile: bool = False  # torch.compile the training forward pass (evaluation stays eager)
+    # Applied to every training image of every model, before the model's own augmentation
+    # (`base_augment`); empty: the loop as before base augmentations existed.
+    base_augmentations: tuple["Augmentation", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,20 @@ def epoch_positions(num_sources: int, copies: int, ordering_seed: int, epoch: in
 
 def augmentation_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed("augment", seed, epoch, batch))
+
+
+def base_augment(images: torch.Tensor, augmentations: tuple["Augmentation", ...], ordering_seed: int, epoch: int,
+                 batch: int) -> torch.Tensor:
+    """`images` (a training batch, originals and copies) through the base augmentations in turn.
+
+    The randomness comes from (ordering seed, epoch, batch) and not from the model's seed: the
+    models that visit the same batches (every model with the same `copies`, whatever its
+    augmentation and seed) see the same base-augmented images, so the base augmentation is shared
+    like the data order and only the model's own augmentation differs."""
+    generator = torch.Generator().manual_seed(derived_seed("base-augment", ordering_seed, epoch, batch))
+    for augmentation in augmentations:
+        images = augmentation(images, generator)
+    return images
 
 
 def state_digest(model: nn.Module) -> str:
@@ -323,6 +340,8 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
             sources = positions % num_sources
             images = data.train_images[sources]
             labels = data.train_labels[sources]
+            if settings.base_augmentations:
+                images = base_augment(images, settings.base_augmentations, settings.ordering_seed, epoch, batch)
             targets = None  # probability targets, only for a mixing augmentation
             if copies:
                 # Which rows are copies is read from the CPU order: testing it on the device would

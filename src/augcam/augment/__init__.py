@@ -53,6 +53,9 @@ class Augmentation(pydantic.BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: ClassVar[str]
+    # Whether each image's result depends on that image alone (False for CutMix-like methods that
+    # paste from a partner in the batch); only such augmentations can be base augmentations.
+    per_image: ClassVar[bool] = True
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment every image of `images` (float (B, C, H, W) in [0, 1], any device) with randomness

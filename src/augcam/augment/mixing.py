@@ -76,6 +76,7 @@ class MixingAugmentation(Augmentation):
     which returns the augmented images and each image's own weight (float64, on the CPU or the
     images' device)."""
 
+    per_image: ClassVar[bool] = False
     label_mixing: bool = False
 
     def apply_with_weight(self, images: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
