@@ -226,6 +226,21 @@ def test_without_the_test_images_the_report_says_so(reported, tmp_path):
     assert pd.read_csv(copy / "tables/pairs_strongest.csv")["count"].sum() == 2 * len(METRICS)
 
 
+def test_base_augmentations_are_named_in_the_report_when_the_study_has_them(reported, tmp_path):
+    assert "base augmentations" not in (reported / "report.html").read_text()
+    copy = tmp_path / "based"
+    shutil.copytree(reported, copy)
+    study = yaml.safe_load((copy / "study.yaml").read_text())
+    study["training"]["base_augmentations"] = [{"name": "horizontal_flip", "label": "horizontal_flip", "params": {}},
+                                               {"name": "translate", "label": "translate", "params": {"pixels": 2}}]
+    (copy / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    write_report(copy)
+    html = (copy / "report.html").read_text()
+    assert "also trains with horizontal_flip and translate" in html
+    assert re.search(r"<td>base augmentations</td><td>horizontal_flip; translate: pixels=2 \(every model, the "
+                     r"baseline included\)</td>", html)
+
+
 @pytest.mark.parametrize("damage, named", [
     (lambda run: shutil.rmtree(run / "tables"), "tables/performance.parquet"),
     (lambda run: (run / "tables/aggregated.parquet").unlink(), "tables/aggregated.parquet"),

@@ -381,19 +381,24 @@ def _controls_note(tables: RunTables) -> str | None:
             + ". See docs/trustworthy.md for what they add.")
 
 
+def _described_augmentations(entries: list[dict] | None) -> list[str]:
+    """`label (name): params` for each augmentation entry of a resolved config."""
+    described = []
+    for entry in entries or []:
+        params = ", ".join(f"{k}={v}" for k, v in (entry.get("params") or {}).items())
+        label, name = entry.get("label") or entry.get("name"), entry.get("name")
+        text = f"{label} ({name})" if label != name else str(label)
+        described.append(f"{text}: {params}" if params else text)
+    return described
+
+
 def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
     data, model = study.get("data") or {}, study.get("model") or {}
     training, cam = study.get("training") or {}, study.get("cam") or {}
     sizes = "/".join(str(data.get(k) if data.get(k) is not None else "all")
                      for k in ("train_size", "val_size", "test_size"))
-    augs = []
-    for entry in study.get("augmentations") or []:
-        params = ", ".join(f"{k}={v}" for k, v in (entry.get("params") or {}).items())
-        label = entry.get("label") or entry.get("name")
-        name = entry.get("name")
-        described = f"{label} ({name})" if label != name else str(label)
-        augs.append(f"{described}: {params}" if params else described)
     n_images = int(tables.aggregated["image_index"].nunique())
+    base = _described_augmentations(training.get("base_augmentations"))
     return [
         ("study", f"{study.get('name')}: {study.get('description') or ''}".strip(": ")),
         ("data", f"{data.get('dataset')}, train/val/test = {sizes} images, split seed {data.get('split_seed')}, "
@@ -403,7 +408,8 @@ def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
         ("training", ", ".join(f"{k} {training[k]}" for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                                  "init_seed", "ordering_seed", "copies")
                                if k in training)),
-        ("augmentations", "; ".join(augs)),
+        ("augmentations", "; ".join(_described_augmentations(study.get("augmentations")))),
+        *([("base augmentations", "; ".join(base) + " (every model, the baseline included)")] if base else []),
         ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
         ("CAM", f"{cam.get('method')}, target = {cam.get('target')} class; {n_images} test images compared"),
         ("metrics", ", ".join(display_name(m) for m in tables.metric_names)),
@@ -560,6 +566,8 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
     augmentations = [a for a in order if a != BASELINE]
     context = {
         "question": QUESTION, "study": tables.study, "config": _config_summary(tables.study, tables),
+        "base_augmentations": [entry.get("name") for entry in
+                               (tables.study.get("training") or {}).get("base_augmentations") or []],
         "augmentations": [augmentation_label(a) for a in augmentations], "metrics": metrics,
         "display": display_name, "figure": by_name, "pairs": pairs,
         "performance_table": _html_table(_labelled(perf_table)),
