@@ -49,11 +49,13 @@ test: install data browser
 	$(BIN)/python -m pytest
 
 # CPU throughput benchmarks (docs/benchmarks.md); each asserts its maps/values equal the reference
-# (bench_training: the pipeline's augmented/un-augmented ratio, kornia vs torchvision v2).
+# (bench_training: the pipeline's augmented/un-augmented ratio, kornia vs torchvision v2;
+# bench_quick: `augcam run quick` end to end against its 3-minute target).
 bench: install
 	$(BIN)/python benchmarks/bench_cams.py --repeats 5
 	$(BIN)/python benchmarks/bench_metrics.py --repeats 5
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_quick.py --repeats 3
 
 # Every benchmark on a CUDA GPU, tables into benchmarks/results-gpu.md (docs/benchmarks.md).
 bench-gpu: install

@@ -1,0 +1,65 @@
+"""Target 6 of issue 6: `augcam run quick` end to end within 3 minutes on the CPU.
+
+    .venv/bin/python benchmarks/bench_quick.py [--repeats 3] [--device cpu]
+
+Each repeat runs the real command (`python -m augcam run quick`) in a fresh process and a fresh
+run directory, so the interpreter start-up, imports, data loading and every stage count, and
+prints its wall time with the per-stage seconds from the run's manifest.json. There is no
+reference tool for a whole study; the table's last columns compare the wall time with the 180 s
+target. The load average is printed too: on a shared machine the figure is the run's, not the code's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402
+from common import machine, print_table  # noqa: E402
+
+from augcam.analysis.report import PIPELINE_STAGES  # noqa: E402
+
+TARGET_SECONDS = 180.0
+STAGES = (*PIPELINE_STAGES, "report")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh runs of the whole study")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    args = parser.parse_args()
+    print(f"# `augcam run quick` end to end on {machine(torch.device(args.device))}\n")
+    rows, walls = [], []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="augcam-quick-") as scratch:
+            out = Path(scratch) / "quick"
+            load_before = os.getloadavg()[0]
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "augcam", "run", "quick", "--out", str(out),
+                                   "--device", args.device], capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            if done.returncode != 0:
+                sys.exit(f"augcam run quick failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            stages = json.loads((out / "manifest.json").read_text())["stages"]
+        walls.append(wall)
+        rows.append([str(repeat + 1), f"{load_before:.1f} → {os.getloadavg()[0]:.1f}", f"{wall:.1f}",
+                     *(f"{stages[name]['seconds']:.1f}" if name in stages else "—" for name in STAGES),
+                     f"{TARGET_SECONDS / wall:.2f}×"])
+    print_table(["run", "load average", "wall s", *(f"{name} s" for name in STAGES),
+                 f"target {TARGET_SECONDS:.0f} s / wall"], rows)
+    best, median = min(walls), statistics.median(walls)
+    print(f"\nbest {best:.1f} s, median {median:.1f} s of {len(walls)} runs: "
+          f"{'within' if median <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS:.0f} s target "
+          f"({TARGET_SECONDS / median:.2f}× margin at the median)")
+
+
+if __name__ == "__main__":
+    main()
