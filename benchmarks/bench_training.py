@@ -30,6 +30,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,8 +42,9 @@ from common import best_time, machine, parse_args, print_table, sync  # noqa: E4
 import kornia  # noqa: E402
 
 from augcam.augment import build_augmentation  # noqa: E402
-from augcam.config import RECIPE_FIELDS, load_config  # noqa: E402
+from augcam.config import load_config  # noqa: E402
 from augcam.models import MODELS, build_model  # noqa: E402
+from augcam.study import train_settings  # noqa: E402
 from augcam.train import TrainingData, TrainSettings, train_model  # noqa: E402
 
 AUGMENTATIONS = ["identity", "affine", "cutmix", "color_jitter", "elastic", "equalization", "gaussian_blur",
@@ -200,8 +202,7 @@ def preset_table(args) -> None:
         count = max(t.batch_size, int(full_train * args.scale))
         images = random_images(count, channels, side, 0, device)
         labels = torch.arange(count, device=device) % classes
-    settings = TrainSettings(2, t.batch_size, t.lr, t.weight_decay, t.ordering_seed, t.copies, t.eval_batch_size,
-                             **{name: getattr(t, name) for name in RECIPE_FIELDS})
+    settings = replace(train_settings(config), epochs=2)  # the preset's loop, base augmentations included
     data = TrainingData(images, labels, images[:1], labels[:1], (0.5,) * channels, (0.25,) * channels, d.image_size)
     plain = epoch_throughput(config.model.name, data, settings, None, classes, device)
     augmented = epoch_throughput(config.model.name, data, settings, build_augmentation("affine"), classes, device)
@@ -229,7 +230,8 @@ def preset_table(args) -> None:
     cam_total = models * cam_seconds * full_test / len(cam_images)
     metric_total = (models - 1) * metric_seconds * full_test / len(cam_images)
     print(f"## Preset {args.preset}: {config.model.name} at {input_side}², batch {t.batch_size}, "
-          f"{', '.join(f'{k}={v}' for k, v in t.recipe().items()) or 'reference recipe'}; {source}, "
+          f"{', '.join(f'{k}={v}' for k, v in t.recipe().items()) or 'reference recipe'}"
+          f"{''.join(f', base {e.display}' for e in t.base_augmentations)}; {source}, "
           f"{count} training images measured, scaled to {full_train}\n")
     rows = [["epoch, un-augmented", f"{full_train}", f"{plain:.0f}", f"{plain_epoch:.1f}"],
             ["epoch, augmented (affine, copies 1)", f"{full_train * (1 + t.copies)}", f"{augmented:.0f}",

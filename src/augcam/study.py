@@ -439,9 +439,12 @@ def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData
                    val_labels=data.val_labels[val.to(data.val_labels.device)])
 
 
-def train_settings(config: StudyConfig, run: ModelRun) -> TrainSettings:
+def train_settings(config: StudyConfig, ordering_seed: int | None = None) -> TrainSettings:
+    """The training loop's settings from the study's `training` section; `ordering_seed`: a
+    model's own (a baseline replica's differs), else the section's."""
     t = config.training
-    return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, run.ordering_seed, t.copies,
+    ordering_seed = t.ordering_seed if ordering_seed is None else ordering_seed
+    return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, ordering_seed, t.copies,
                          t.eval_batch_size, t.steps_per_epoch, **{name: getattr(t, name) for name in RECIPE_FIELDS},
                          base_augmentations=tuple(entry.build() for entry in t.base_augmentations))
 
@@ -484,7 +487,7 @@ def train_one_model(prepared: PreparedStudy, run: ModelRun, device: torch.device
                              guided=run.guided),
             "device": str(device), "training_code_version": TRAINING_CODE_VERSION}
     try:
-        result = train_model(model, data, train_settings(c, run), augmentation,
+        result = train_model(model, data, train_settings(c, run.ordering_seed), augmentation,
                              run.seed if run.seed is not None else 0, on_epoch=on_epoch, on_batch=on_batch,
                              on_checkpoint=on_checkpoint, resume=resume, guided=guided)
     except TrainingDiverged as err:
