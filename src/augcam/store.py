@@ -88,7 +88,8 @@ def tensor_file_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     header_bytes = header.encode()
     header_bytes += b" " * (-len(header_bytes) % 8)  # the tensor data stays 8-byte aligned
-    return len(header_bytes).to_bytes(8, "little") + header_bytes + data[8 + size:]
+    # join with a view of the tensor bytes: one copy of a large file, not two.
+    return b"".join((len(header_bytes).to_bytes(8, "little"), header_bytes, memoryview(data)[8 + size:]))
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
