@@ -106,6 +106,10 @@ class AugmentationConfig(Section):
     def resolved_params(self) -> dict[str, Any]:
         return self.build().model_dump(mode="json")
 
+    def resolved(self) -> dict[str, Any]:
+        """The entry in a resolved config: name, label and every parameter, defaults included."""
+        return {"name": self.name, "label": self.display, "params": self.resolved_params()}
+
 
 class BaseAugmentationConfig(AugmentationConfig):
     """An augmentation every model trains with, the baseline included (`training.base_augmentations`)."""
@@ -466,16 +470,11 @@ class StudyConfig(Section):
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in, augmentation parameters included."""
         data = self.model_dump(mode="json")
-        data["augmentations"] = [
-            {"name": entry.name, "label": entry.display, "params": entry.resolved_params()}
-            for entry in self.augmentations
-        ]
+        data["augmentations"] = [entry.resolved() for entry in self.augmentations]
         if not self.guided:
             del data["guided"]  # resolved configs (and hashes) of studies without guided stay as they were
         if self.training.base_augmentations:
-            data["training"]["base_augmentations"] = [
-                {"name": entry.name, "label": entry.display, "params": entry.resolved_params()}
-                for entry in self.training.base_augmentations]
+            data["training"]["base_augmentations"] = [entry.resolved() for entry in self.training.base_augmentations]
         else:
             del data["training"]["base_augmentations"]  # likewise
         return data
