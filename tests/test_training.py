@@ -1,5 +1,7 @@
 """The methodology's controls, checked on the training loop itself."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -270,8 +272,13 @@ def test_non_mixing_augmentations_keep_integer_labels(monkeypatch):
 
 # --- base augmentations (training.base_augmentations) ---------------------------------------------
 
+def _mirrored(images, raw):
+    """Which rows of `images` differ from `raw` (the flipped ones, for a flip)."""
+    return (images != raw).flatten(1).any(1)
+
+
 def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_own(monkeypatch):
-    import dataclasses
+    import augcam.train as train
 
     data = tiny_data()
     flip = build_augmentation("horizontal_flip")
@@ -286,36 +293,31 @@ def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_ow
     for (images, _), (other, _), (third, _), (raw, _) in zip(*(r.calls for r in recorders), plain.calls):
         assert torch.equal(images, other) and torch.equal(images, third)
         # Each copy is its source image or that image's mirror, and the flip is drawn per image.
-        mirrored = (images != raw).flatten(1).any(1)
+        mirrored = _mirrored(images, raw)
         assert torch.equal(images[mirrored], raw[mirrored].flip(-1))
-    flipped = torch.cat([(images != raw).flatten(1).any(1) for (images, _), (raw, _) in zip(recorders[0].calls,
-                                                                                             plain.calls)])
+    flipped = torch.cat([_mirrored(images, raw) for (images, _), (raw, _) in zip(recorders[0].calls, plain.calls)])
     assert 0.3 < flipped.float().mean() < 0.7
+
     # The baseline's images are base-augmented too; validation images are not.
     def model_inputs(settings):
-        import augcam.train as train
-
         seen, original = [], train.prepare_inputs
-        monkeypatch.setattr(train, "prepare_inputs",
-                            lambda images, *a: seen.append(images.clone()) or original(images, *a))
-        train_model(small_model(), data, settings, None, seed=0)
-        monkeypatch.setattr(train, "prepare_inputs", original)
+        with monkeypatch.context() as patch:
+            patch.setattr(train, "prepare_inputs", lambda images, *a: seen.append(images.clone()) or original(images, *a))
+            train_model(small_model(), data, settings, None, seed=0)
         return seen  # per epoch: 3 training batches (16, 16, 8 images), then the validation batch
     with_base, without = model_inputs(settings), model_inputs(SETTINGS)
     assert len(with_base) == len(without) == 8
     for index, (base, raw) in enumerate(zip(with_base, without)):
-        mirrored = (base != raw).flatten(1).any(1)
+        mirrored = _mirrored(base, raw)
         assert torch.equal(base[mirrored], raw[mirrored].flip(-1))
         if index % 4 == 3:
             assert not mirrored.any(), "validation images are not augmented"
-    flipped = torch.cat([(base != raw).flatten(1).any(1) for index, (base, raw) in enumerate(zip(with_base, without))
+    flipped = torch.cat([_mirrored(base, raw) for index, (base, raw) in enumerate(zip(with_base, without))
                          if index % 4 != 3])
     assert len(flipped) == 80 and 0.3 < flipped.float().mean() < 0.7
 
 
-def test_without_base_augmentations_the_weights_are_those_of_the_loop_before_them():
-    import dataclasses
-
+def test_an_empty_base_list_is_the_default_loop_and_a_base_augmentation_changes_the_weights():
     data = tiny_data()
     result = train_model(small_model(), data, SETTINGS, build_augmentation("affine"), seed=0)
     empty = train_model(small_model(), data, dataclasses.replace(SETTINGS, base_augmentations=()),

@@ -118,7 +118,9 @@ class BaseAugmentationConfig(AugmentationConfig):
 
     @model_validator(mode="after")
     def _changes_each_image_alone(self) -> "BaseAugmentationConfig":
-        if not self.build().per_image:
+        from augcam.augment import AUGMENTATIONS
+
+        if not AUGMENTATIONS.lookup(self.name, where=f"{self.WHERE}[{self.display}]").per_image:
             raise ConfigError(f"{self.WHERE}[{self.display}]: {self.name} mixes the images of a batch (and so "
                               "their labels); a base augmentation must change each image on its own, e.g. "
                               "horizontal_flip or translate")
@@ -162,8 +164,6 @@ class TrainingConfig(Section):
 
 RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", "precision", "channels_last",
                  "compile")
-
-
 
 
 class GuidedConfig(Section):

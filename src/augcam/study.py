@@ -252,8 +252,8 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
     if t.recipe():  # only when set: the reference loop's ids stay what they were
         key["training"]["recipe"] = t.recipe()
     if t.base_augmentations:  # likewise
-        key["training"]["base_augmentations"] = [{"name": entry.name, "params": entry.resolved_params()}
-                                                 for entry in t.base_augmentations]
+        key["training"]["base_augmentations"] = [{"name": base.name, "params": base.resolved_params()}
+                                                 for base in t.base_augmentations]
     if permuted_labels:
         key["permuted_labels"] = True
     if entry is not None:

@@ -388,9 +388,7 @@ class RandomCrop(Augmentation):
         n, _, height, width = shape
         crop_h, crop_w = self.crop_size(height, width)
         u = torch.rand(2, n, generator=generator, dtype=torch.float64)
-        top = (u[0] * (height - crop_h + 1)).long().clamp_(max=height - crop_h)
-        left = (u[1] * (width - crop_w + 1)).long().clamp_(max=width - crop_w)
-        return {"top": top, "left": left}
+        return {"top": _whole_pixels(u[0], height - crop_h), "left": _whole_pixels(u[1], width - crop_w)}
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         _, _, height, width = images.shape
@@ -401,6 +399,11 @@ class RandomCrop(Augmentation):
         # Every sample point lies inside the image; "border" only guards against rounding.
         out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out.clamp_(0.0, 1.0)
+
+
+def _whole_pixels(u: torch.Tensor, last: int) -> torch.Tensor:
+    """Uniform [0, 1) draws mapped to whole-pixel offsets 0..last, each equally likely."""
+    return (u * (last + 1)).long().clamp_(max=last)
 
 
 def _crop_coordinates(start: torch.Tensor, crop: int, size: int, like: torch.Tensor) -> torch.Tensor:
@@ -451,7 +454,7 @@ class Translate(Augmentation):
 
     def sample_params(self, shape: tuple[int, ...], generator: torch.Generator) -> Params:
         u = torch.rand(2, shape[0], generator=generator, dtype=torch.float64)
-        offsets = (u * (2 * self.pixels + 1)).long().clamp_(max=2 * self.pixels)
+        offsets = _whole_pixels(u, 2 * self.pixels)
         return {"top": offsets[0], "left": offsets[1]}
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:

@@ -279,17 +279,14 @@ def overlap_key(percentage: float) -> str:
     return f"overlap_{float(percentage):g}"
 
 
-def _overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float],
-                  ranks_x: _Ranks | None = None, ranks_y: _Ranks | None = None) -> list[Tensor]:
-    """Overlap Rate@Y of float64 (N, P) rows for several Y; `ranks_x`/`ranks_y` come from
-    `_rank_rows` (computed here if None)."""
+def _overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float], ranks_x: _Ranks,
+                  ranks_y: _Ranks) -> list[Tensor]:
+    """Overlap Rate@Y of float64 (N, P) rows for several Y; `ranks_x`/`ranks_y` are their `_rank_rows`."""
     n, p = x.shape
     ks = [_region_size(y_, p) for y_ in percentages]
     if n == 0:
         return [torch.empty(0, dtype=torch.float64, device=x.device) for _ in ks]
     undefined = _has_nan(x) | _has_nan(y)
-    ranks_x = _rank_rows(x) if ranks_x is None else ranks_x
-    ranks_y = _rank_rows(y) if ranks_y is None else ranks_y
     # The region of a map is every pixel ≥ its k-th largest value t, i.e. every pixel whose rank
     # is at least t's: ranks are monotone in the value and equal for ties, so values tied with t
     # join the region (which can then exceed k pixels). In a map's own sorted order the region
@@ -313,13 +310,12 @@ def _overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float],
     return results
 
 
-def _spearman_rows(x: Tensor, y: Tensor, ranks_x: _Ranks | None = None,
-                   ranks_y: _Ranks | None = None) -> Tensor:
+def _spearman_rows(x: Tensor, y: Tensor, ranks_x: _Ranks, ranks_y: _Ranks) -> Tensor:
     undefined = _has_nan(x) | _has_nan(y)  # sort would silently rank NaN as the largest value
     # The ranks come already centred (as exact integers), so Pearson reduces to two norms and a
     # dot product.
-    rx = (_rank_rows(x) if ranks_x is None else ranks_x).centred.double()
-    ry = (_rank_rows(y) if ranks_y is None else ranks_y).centred.double()
+    rx = ranks_x.centred.double()
+    ry = ranks_y.centred.double()
     cov = torch.linalg.vecdot(rx, ry, dim=1)
     # A constant map has all ranks equal, i.e. a row of exact zeros: 0 / 0 = NaN, as it should be.
     r = (cov / (torch.linalg.vector_norm(rx, dim=1) * torch.linalg.vector_norm(ry, dim=1))).clamp(-1.0, 1.0)
@@ -494,8 +490,8 @@ def _compare_chunk(flat_base: Tensor, flat_other: Tensor, start: int, stop: int,
         # the chunk, and twice the rows to share between threads.
         both = _rank_rows(flat_base[start:stop], flat_other[start:stop], sorted_rows=sorted_rows)
         del sorted_rows
-        ranks_x = _Ranks(*(part[: stop - start] for part in both))
-        ranks_y = _Ranks(*(part[stop - start:] for part in both))
+        ranks_x = _Ranks(*(part[:m] for part in both))
+        ranks_y = _Ranks(*(part[m:] for part in both))
         del both
     if wanted_overlaps:
         values = _overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps], ranks_x, ranks_y)
@@ -508,9 +504,9 @@ def _compare_chunk(flat_base: Tensor, flat_other: Tensor, start: int, stop: int,
             value = _spearman_rows(x, y, ranks_x, ranks_y)
         else:
             value = MAP_METRICS[name](x, y)
-        if not isinstance(value, Tensor) or value.shape != (stop - start,):
+        if not isinstance(value, Tensor) or value.shape != (m,):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"map metric {name!r} returned {shape}; expected a tensor of shape "
-                             f"({stop - start},), one value per map")
+                             f"({m},), one value per map")
         results[name][start:stop] = value
     del xy, x, y, ranks_x, ranks_y
