@@ -15,7 +15,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install data browser demo test bench bench-gpu device-wheels clean
+.PHONY: install data browser demo lint test bench bench-gpu device-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,12 @@ browser:
 demo: install data
 	$(BIN)/augcam run quick --out runs/quick
 
-test: install data browser
+# ruff (configured in pyproject.toml): lint rules and the code's formatting, before the tests.
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: install data browser lint
 	$(BIN)/python -m pytest
 
 # CPU throughput benchmarks (docs/benchmarks.md); each asserts its maps/values equal the reference

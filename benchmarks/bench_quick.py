@@ -1,4 +1,4 @@
-"""Target 6 of issue 6: `augcam run quick` end to end within 3 minutes on the CPU.
+"""`augcam run quick` end to end within its 3-minute target on the CPU.
 
     .venv/bin/python benchmarks/bench_quick.py [--repeats 3] [--device cpu]
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import machine, print_table  # noqa: E402
 
-from augcam.analysis.report import PIPELINE_STAGES  # noqa: E402
+from augcam.analysis.report_html import PIPELINE_STAGES  # noqa: E402
 
 TARGET_SECONDS = 180.0
 STAGES = (*PIPELINE_STAGES, "report")

@@ -6,7 +6,7 @@
 
 Three tables:
 
-1. *Training pipeline*: `augcam.train.train_model` itself (the loop a study runs) on random
+1. *Training pipeline*: `augcam.training.train_model` itself (the loop a study runs) on random
    CIFAR-shaped images held on the device, once without augmentation and once with each of the
    seven augmentations and the identity control (copies = 1: every epoch is the N originals and N
    augmented copies, augmented as whole batches with per-sample parameters). Images/s is the best
@@ -44,8 +44,8 @@ import kornia  # noqa: E402
 from augcam.augment import build_augmentation  # noqa: E402
 from augcam.config import load_config  # noqa: E402
 from augcam.models import MODELS, build_model  # noqa: E402
-from augcam.study import train_settings  # noqa: E402
-from augcam.train import TrainingData, TrainSettings, train_model  # noqa: E402
+from augcam.pipeline.chain import train_settings# noqa: E402
+from augcam.training import TrainingData, TrainSettings, train_model  # noqa: E402
 
 AUGMENTATIONS = ["identity", "affine", "cutmix", "color_jitter", "elastic", "equalization", "gaussian_blur",
                  "random_crop"]

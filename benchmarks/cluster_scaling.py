@@ -6,7 +6,8 @@ The Ray executor runs the baseline's chain first, then every other model's chain
 the stages after them (controls' comparisons, aggregation, analyses, report) run on the driver.
 So T(N) ≈ before + baseline chain + makespan of the other chains on N workers (longest first,
 each to the first free worker) + after. Per-model chain time = its training seconds (meta.json)
-+ its share of the explain stage. Prints one row per N with the speed-up over N = 1.
++ its share of the CAM seconds (the explain stage's `seconds_in_chains`, which the train stage's
+seconds include, plus the explain stage's own). Prints one row per N with the speed-up over N = 1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def chain_seconds(run: Path) -> tuple[float, list[float], dict]:
     manifest = json.loads((run / "manifest.json").read_text())
     stages = manifest["stages"]
     metas = [json.loads(p.read_text()) for p in sorted((run / "models").glob("*/meta.json"))]
-    explain_each = stages["explain"]["seconds"] / max(len(metas), 1)
+    cam_seconds = stages["explain"].get("seconds_in_chains", 0.0) + stages["explain"]["seconds"]
+    explain_each = cam_seconds / max(len(metas), 1)
     baseline = next(m for m in metas if m["augmentation"] == "baseline" and not m.get("replica"))
     others = [m.get("train_seconds", 0.0) + explain_each for m in metas if m is not baseline]
     return baseline.get("train_seconds", 0.0) + explain_each, others, manifest

@@ -10,17 +10,26 @@ from typing import ClassVar
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from pydantic import Field
+from pydantic import Field, ValidationError
 from torchvision.transforms import InterpolationMode
 
 from augcam.augment import (
     AUGMENTATIONS,
+    Affine,
     Augmentation,
+    ColorJitter,
+    CutMix,
+    Elastic,
+    GaussianBlur,
+    RandomCrop,
+    RandomErasing,
     build_augmentation,
+    geometric,
+    mixing,
+    photometric,
     register_augmentation,
     sample_beta,
 )
-from augcam.augment.transforms import Affine, ColorJitter, CutMix, Elastic, GaussianBlur, RandomCrop, RandomErasing
 from augcam.errors import ConfigError
 
 BUILT_IN = ["affine", "color_jitter", "cutmix", "elastic", "equalization", "gaussian_blur", "horizontal_flip",
@@ -47,6 +56,23 @@ def test_every_built_in_is_registered():
     assert set(BUILT_IN) <= set(AUGMENTATIONS)
     for name in BUILT_IN:
         assert AUGMENTATIONS[name].name == name
+
+
+def test_built_ins_are_registered_in_the_study_order():
+    # The registry's order is the order a study lists and trains its augmentations in.
+    built_in = [name for name in AUGMENTATIONS if AUGMENTATIONS[name].__module__.startswith("augcam.augment.")]
+    assert built_in == ["affine", "cutmix", "color_jitter", "elastic", "equalization", "gaussian_blur",
+                        "random_crop", "horizontal_flip", "translate", "identity", "random_erasing", "mixup",
+                        "cutmix_targets", "saliencymix"]
+
+
+@pytest.mark.parametrize("module", [geometric, photometric, mixing])
+def test_every_augmentation_class_of_the_built_in_modules_is_registered(module):
+    classes = [value for value in vars(module).values() if isinstance(value, type) and issubclass(value, Augmentation)
+               and value.__module__ == module.__name__ and "name" in vars(value)]
+    assert classes, f"no augmentation found in {module.__name__}"
+    for cls in classes:
+        assert AUGMENTATIONS.get(cls.name) is cls, f"{cls.__name__} is not registered as {cls.name!r}"
 
 
 # --- the batch contract -----------------------------------------------------------------------
@@ -395,7 +421,7 @@ def test_beta_sampler_asymmetric_and_tiny_shapes():
 def test_build_returns_validated_frozen_instance():
     aug = build_augmentation("gaussian_blur", {"sigma": [0.5, 1.0]})
     assert isinstance(aug, GaussianBlur) and aug.sigma == (0.5, 1.0)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         aug.kernel_size = 3
     # The dumped parameters (what the study records) build the same augmentation again.
     for name in BUILT_IN:

@@ -28,7 +28,9 @@ from typer.testing import CliRunner
 from augcam.cli import app
 from augcam.config import load_config
 from augcam.errors import AugcamError
-from augcam.study import KILL_AT_ENV, plan, run_study
+from augcam.pipeline.kill_points import KILL_AT_ENV
+from augcam.pipeline.plan import plan
+from augcam.pipeline import run_study
 from conftest import sigkill_once_a_checkpoint_appears
 
 AUGCAM = [sys.executable, "-m", "augcam"]
@@ -200,7 +202,7 @@ def test_worker_killed_from_outside_is_retried_and_the_tables_are_the_same(clust
     actor) of an augmented model while it trains its second epoch."""
     import ray
 
-    from augcam.cluster import coordinator_name
+    from augcam.pipeline.executors.ray import coordinator_name
 
     out = tmp_path / "out"
     killed: dict = {}

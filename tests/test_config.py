@@ -80,7 +80,7 @@ def test_short_and_long_augmentation_forms():
     ({**MINIMAL, "device": "cuda:x"}, r"device: expected auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
     ({**MINIMAL, "cam": {"extra_methods": ["scorcam"]}}, r"cam\.extra_methods: unknown CAM method 'scorcam'; did you mean"),
     ({**MINIMAL, "cam": {"extra_methods": ["gradcam"]}}, r"cam: extra_methods repeats cam\.method 'gradcam'"),
-    # Controls (issue #9).
+    # Controls.
     ({"name": "t", "augmentations": ["affine", "identity"]}, r"'identity' is the control that controls\.identity adds"),
     ({**MINIMAL, "controls": {"baseline_replicas": -1}}, r"controls\.baseline_replicas: .*greater than or equal to 0"),
     ({**MINIMAL, "controls": {"sanity_imgs": 5}}, r"controls\.sanity_imgs: unknown key; did you mean 'sanity_images'"),

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from augcam.augment import AUGMENTATIONS, Augmentation, register_augmentation
-from augcam.statistics import noise_floor, significance_table
-from augcam.study import run_study
+from augcam.analysis.statistics import noise_floor, significance_table
+from augcam.pipeline import run_study
 
 MAP_METRICS = ["mad", "msd", "pearson", "spearman", "overlap_20", "overlap_10", "overlap_5"]
 

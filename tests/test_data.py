@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -129,10 +130,10 @@ def test_trailing_bytes(tmp_path, gz):
 @pytest.mark.parametrize("damage", ["cut", "garbage"])
 def test_corrupt_gzip(tmp_path, damage):
     compressed = gzip.compress(idx_bytes(mnist_arrays(20, 0)[0]))
-    if damage == "cut":  # stream ends early: EOFError inside gzip
-        data = compressed[: len(compressed) // 2]
-    else:  # valid gzip header, then bytes that are not deflate data
-        data = compressed[:10] + b"\xff" * 200
+    data = {
+        "cut": compressed[: len(compressed) // 2],  # stream ends early: EOFError inside gzip
+        "garbage": compressed[:10] + b"\xff" * 200,  # valid gzip header, then bytes that are not deflate data
+    }[damage]
     path = write(tmp_path / "train-images-idx3-ubyte.gz", data)
     with pytest.raises(DataError, match="corrupt gzip") as err:
         read_idx(path)
@@ -275,14 +276,14 @@ def test_real_fashion_mnist(monkeypatch):
 
 def test_registry_names_and_unknown_dataset():
     assert {"fashion-mnist", "mnist", "cifar10", "image-folder"} <= set(DATASETS)
-    with pytest.raises(ConfigError, match="data.dataset: unknown dataset 'cifar100'"):
+    with pytest.raises(ConfigError, match=r"data\.dataset: unknown dataset 'cifar100'"):
         load_dataset("cifar100")
 
 
 def test_imageset_checks_layout():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"ImageSet\.images must be uint8"):
         ImageSet(torch.zeros(2, 2, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), ("a",))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"ImageSet\.labels must be int64"):
         ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), ("a",))
 
 
@@ -291,7 +292,7 @@ def test_imageset_checks_layout():
 class Py2Pickler(pickle._Pickler):
     """Writes str and bytes the way Python 2 wrote its str (BINSTRING opcodes), as in the official files."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
 
     def save_py2_str(self, obj):
         data = obj.encode("latin1") if isinstance(obj, str) else obj
@@ -423,7 +424,7 @@ def test_cifar_missing_files(tmp_path, no_standard_places):
     assert "data.download: true" in str(err.value)
     write_cifar(tmp_path / "partial")
     (tmp_path / "partial" / "batches.meta").unlink()
-    with pytest.raises(DataError, match="missing: batches.meta"):
+    with pytest.raises(DataError, match=r"missing: batches\.meta"):
         load_dataset("cifar10", tmp_path / "partial")
 
 
@@ -477,7 +478,7 @@ def test_image_folder_size_mismatch_names_file(tmp_path):
     make_folder(tmp_path, {"a": 1, "b": 1})
     odd = tmp_path / "test" / "b" / "odd.png"
     png(odd, random_image(1, h=7, w=5))
-    with pytest.raises(DataError, match="5×7 .* but .* is 5×6") as err:
+    with pytest.raises(DataError, match=r"5×7 .* but .* is 5×6") as err:
         load_dataset("image-folder", tmp_path)
     assert str(odd) in str(err.value) and "share one size" in str(err.value)
 
@@ -504,7 +505,7 @@ def test_image_folder_empty_class_and_class_mismatch(tmp_path):
 
 
 def test_image_folder_needs_root_and_layout(tmp_path):
-    with pytest.raises(DataError, match="needs data.root"):
+    with pytest.raises(DataError, match=r"needs data\.root"):
         load_dataset("image-folder")
     with pytest.raises(DataError, match="no such directory") as err:
         load_dataset("image-folder", tmp_path)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from augcam.errors import ConfigError
-from augcam.guided import GUIDED_LOSSES, guided_loss, penultimate_features, shuffle_outside
+from augcam.training.guided import GUIDED_LOSSES, guided_loss, penultimate_features, shuffle_outside
 from augcam.models import build_model
 
 B, H, W = 4, 12, 12

@@ -1,4 +1,4 @@
-"""Mask-guided training inside the study (issue 7, part 3): config, model ids, the training loop's
+"""Mask-guided training inside the study: config, model ids, the training loop's
 guided loss, ROC AUC, the localisation stage, the report section and the `mask-guided` preset."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from augcam.config import load_config
 from augcam.data import DATASETS, ImageSet
 from augcam.data.synthetic import crosses_splits
 from augcam.errors import ConfigError
-from augcam.guided import GUIDED_LOSSES
+from augcam.training.guided import GUIDED_LOSSES
 from augcam.metrics.localisation import localisation
 from augcam.metrics.performance import roc_auc
 from augcam.models import build_model
-from augcam.train import (GuidedTraining, TrainingData, TrainSettings, guided_generator, load_train_state,
-                          save_train_state, train_model)
+from augcam.training import (GuidedTraining, TrainingData, TrainSettings, guided_generator, load_train_state,
+                             save_train_state, train_model)
 
 NO_CONTROLS = {"identity": False, "baseline_replicas": 0, "sanity_images": 0}
 
@@ -58,7 +58,7 @@ def test_bad_guided_entries_are_config_errors(change, message):
 
 
 def test_guided_needs_masks_native_size_and_a_real_feature_layer():
-    from augcam.study import prepare
+    from augcam.pipeline import prepare
 
     @DATASETS.register("no-masks-for-test")
     def _no_masks(root, download):
@@ -79,7 +79,7 @@ def test_guided_needs_masks_native_size_and_a_real_feature_layer():
 
 
 def test_model_ids_baseline_unchanged_and_guided_settings_hashed():
-    from augcam.study import prepare
+    from augcam.pipeline import prepare
 
     with_guided = prepare(guided_study(augmentations=["affine"]))
     without = prepare(guided_study(augmentations=["affine"], guided=[]))
@@ -115,7 +115,7 @@ ONE_BATCH = TrainSettings(epochs=1, batch_size=64, lr=1e-2, weight_decay=0.0, or
 def test_one_guided_step_is_the_weighted_sum_of_the_losses(loss, weight, ce_weight):
     """One epoch of one batch = one Adam step on ce_weight·CE + weight·guided loss, computed here
     from the registry entry directly (the batch's order and generator rebuilt by hand)."""
-    from augcam.train import epoch_order
+    from augcam.training import epoch_order
 
     data = crosses_data()
     trained = build_model("small_cnn", 1, 2, init_seed=0)
@@ -194,8 +194,9 @@ def test_roc_auc_matches_scikit_learn():
 
 
 def test_tiny_mask_guided_study_end_to_end(tmp_path):
-    from augcam.study import run_study
-    from augcam.store import read_tensors, RunDir
+    from augcam.pipeline import run_study
+    from augcam.atomic import read_tensors
+    from augcam.rundir import RunDir
 
     study = guided_study(training={"epochs": 2, "batch_size": 16}, controls={**NO_CONTROLS, "baseline_replicas": 1})
     result = run_study(study, tmp_path / "out", device="cpu")
@@ -238,7 +239,7 @@ def test_mask_guided_preset_is_the_protocol():
     assert config.data.dataset == "crosses" and config.model.name == "small_cnn"
     assert [g.loss for g in config.guided] == ["actdiff", "gradmask", "rrr", "classify_masked"]
     assert config.seeds == [0, 1, 2] and config.augmentations == []
-    from augcam.study import prepare
+    from augcam.pipeline import prepare
 
     prepared = prepare(config)
     assert (len(prepared.split.train), len(prepared.split.val), len(prepared.split.test)) == (500, 200, 500)
@@ -248,7 +249,7 @@ def test_mask_guided_preset_is_the_protocol():
 def test_generalisation_vs_localisation_table_by_hand():
     from scipy import stats
 
-    from augcam.analysis.localisation import auc_localisation_correlation, generalisation_vs_localisation
+    from augcam.analysis.generalisation import auc_localisation_correlation, generalisation_vs_localisation
 
     performance = pd.DataFrame({
         "model_id": ["b", "a0", "a1", "m0", "m1", "x"], "augmentation": ["baseline", "act", "act", "mask", "mask", "act"],

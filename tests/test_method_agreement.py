@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from augcam.analysis.methods import method_agreement, method_medians
-from augcam.study import run_study
+from augcam.analysis.method_agreement import method_agreement, method_medians
+from augcam.pipeline import run_study
 
 AUGMENTATIONS = ["a", "b", "c", "d", "e"]
 

@@ -14,6 +14,7 @@ import torch
 from augcam.errors import ConfigError
 from augcam.metrics import (
     MAP_METRICS,
+    METRICS,
     average_ranks,
     class_kld,
     compare_maps,
@@ -138,10 +139,10 @@ DTYPES = [torch.float32, torch.float64]
 @pytest.fixture
 def clean_registry():
     """Lets a test register map metrics without leaking them into other tests."""
-    saved = dict(MAP_METRICS)
+    saved = dict(METRICS)
     yield MAP_METRICS
-    MAP_METRICS.clear()
-    MAP_METRICS.update(saved)
+    METRICS.clear()
+    METRICS.update(saved)
 
 
 # --- agreement with the oracles ---------------------------------------------------------------------
@@ -402,11 +403,11 @@ def test_results_do_not_depend_on_the_number_of_threads(kind):
 def test_other_devices_code_path_agrees(kind, monkeypatch):
     # Without the CPU shortcuts (NumPy's sort of packed keys, skipping the sign fix-up of
     # non-negative maps) the code is that of a GPU: torch.sort of the keys.
-    from augcam.metrics import maps
+    from augcam.metrics import ranks
 
     base, other = make_maps(kind, torch.float32)
     expected = compare_maps(base, other)
-    monkeypatch.setattr(maps, "_host_shortcuts", lambda device: False)
+    monkeypatch.setattr(ranks, "host_shortcuts", lambda device: False)
     got = compare_maps(base, other)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, equal_nan=True)

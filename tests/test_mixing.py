@@ -113,12 +113,12 @@ def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     out = np.empty((height, width))
     for r in range(height):
         y = max((r + 0.5) * in_h / height - 0.5, 0.0)
-        y0 = min(int(math.floor(y)), in_h - 1)
+        y0 = min(math.floor(y), in_h - 1)
         y1 = min(y0 + 1, in_h - 1)
         fy = y - y0
         for c in range(width):
             x = max((c + 0.5) * in_w / width - 0.5, 0.0)
-            x0 = min(int(math.floor(x)), in_w - 1)
+            x0 = min(math.floor(x), in_w - 1)
             x1 = min(x0 + 1, in_w - 1)
             fx = x - x0
             out[r, c] = ((1 - fy) * ((1 - fx) * image[y0, x0] + fx * image[y0, x1])

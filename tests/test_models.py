@@ -6,7 +6,7 @@ import torch
 from augcam.cams import capture_output, linear_head_classifier
 from augcam.errors import ConfigError
 from augcam.models import MODELS, build_model, get_layer, register_model
-from augcam.train import state_digest
+from augcam.training import state_digest
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

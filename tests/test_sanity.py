@@ -4,7 +4,7 @@ a 'CAM' that ignores the model (an edge detector)."""
 import torch
 
 from augcam.models import build_model
-from augcam.sanity import cascading_randomization, layers_in_forward_order, sanity_verdict
+from augcam.cams.sanity import cascading_randomization, layers_in_forward_order, sanity_verdict
 
 
 def _trained_small_cnn():

@@ -7,7 +7,7 @@ import torch
 
 from augcam.config import load_config
 from augcam.errors import ConfigError
-from augcam.study import prepare
+from augcam.pipeline import prepare
 
 from test_study import _write_cifar
 
@@ -53,7 +53,7 @@ def test_cifar10_fast_preset_loads_cifar_files_and_its_layer_is_4x4(tmp_path):
 
 
 def test_cifar10_fast_trains_a_step_on_cpu_with_its_recipe(tmp_path):
-    from augcam.study import train_one_model
+    from augcam.pipeline.chain import train_one_model
 
     _write_cifar(tmp_path, per_batch=60)
     prepared = prepare(_fast_config(tmp_path, **{"training.epochs": 1, "training.batch_size": 32}))
@@ -83,7 +83,7 @@ def test_cifar_resnet_is_covered_by_the_model_and_cam_parametrisations():
 # --- the GPU recipe options -----------------------------------------------------------------------
 
 
-from augcam.train import TrainingData, TrainSettings, scheduled_lr, state_digest, train_model  # noqa: E402
+from augcam.training import TrainingData, TrainSettings, scheduled_lr, state_digest, train_model  # noqa: E402
 from augcam.models import build_model  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def _cifar_like(n=64):
 
 def test_recipe_defaults_are_the_reference_loop_and_stay_out_of_model_ids():
     from augcam.config import RECIPE_FIELDS, TrainingConfig
-    from augcam.study import model_key
+    from augcam.pipeline.plan import model_key
 
     defaults = TrainSettings(1, 2, 1e-3, 0.0, 0, 1, 8)
     assert (defaults.optimizer, defaults.schedule, defaults.label_smoothing, defaults.precision,
@@ -116,7 +116,7 @@ def test_recipe_defaults_are_the_reference_loop_and_stay_out_of_model_ids():
 
 
 def test_recipe_changes_the_model_id():
-    from augcam.study import plan
+    from augcam.pipeline.plan import plan
 
     base = plan(load_config("quick"), "fingerprint")[0].model_id
     for field, value in (("precision", "bf16"), ("channels_last", True), ("compile", True),

@@ -60,9 +60,9 @@ def test_stratified_split_edges():
     assert len(picked) == 0 and len(rest) == len(labels)
     rest, picked = stratified_split(labels, 1.0, seed=0)
     assert len(rest) == 0 and len(picked) == len(labels)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"a split fraction must be between 0 and 1, got 1\.5"):
         stratified_split(labels, 1.5, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be a 1-D integer tensor"):
         stratified_split(labels.float(), 0.5, seed=0)
     # Any Python int is a seed, negative ones included.
     assert len(stratified_split(labels, 0.5, seed=-1)[1]) == round(0.5 * len(labels))
@@ -129,11 +129,11 @@ def test_make_split_subsets_nest_in_the_full_split():
 
 def test_make_split_sizes_too_large():
     train_labels, test_labels = big_labels()
-    with pytest.raises(ValueError, match="train_size is 2800 .* has only 2700 images"):
+    with pytest.raises(ValueError, match=r"train_size is 2800 .* has only 2700 images"):
         make_split(train_labels, test_labels, val_fraction=0.1, seed=0, train_size=2800)
-    with pytest.raises(ValueError, match="val_size is 301 .* has only 300 images"):
+    with pytest.raises(ValueError, match=r"val_size is 301 .* has only 300 images"):
         make_split(train_labels, test_labels, val_fraction=0.1, seed=0, val_size=301)
-    with pytest.raises(ValueError, match="test_size is 900 .* official test set has only 800 images"):
+    with pytest.raises(ValueError, match=r"test_size is 900 .* official test set has only 800 images"):
         make_split(train_labels, test_labels, val_fraction=0.1, seed=0, test_size=900)
     with pytest.raises(ValueError, match="val_fraction"):
         make_split(train_labels, test_labels, val_fraction=0.0001, seed=0)  # empty validation part
@@ -157,5 +157,5 @@ def test_channel_stats_match_numpy(channels):
 def test_channel_stats_constant_and_bad_input():
     mean, std = channel_stats(torch.full((2, 1, 3, 3), 51, dtype=torch.uint8))
     assert mean == (0.2,) and std == (0.0,)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="channel_stats needs uint8 images"):
         channel_stats(torch.zeros(2, 1, 3, 3))

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augcam.statistics import SIGNIFICANCE_COLUMNS, bootstrap_ci, holm, noise_floor, paired_test, significance_table
+from augcam.analysis.statistics import (SIGNIFICANCE_COLUMNS, bootstrap_ci, holm, noise_floor, paired_test,
+                                        significance_table)
 
 
 def test_holm_textbook_example():
@@ -100,7 +101,7 @@ def test_noise_floor_is_the_mean_over_replicas_per_image():
 def test_resampled_medians_have_the_distribution_of_medians_of_resamples(n):
     # The order-statistics engine draws medians, not resamples; the distribution over the (few)
     # possible medians must be that of brute-force resampling (frequencies agree to Monte-Carlo error).
-    from augcam.statistics import _resampled_medians
+    from augcam.analysis.statistics import _resampled_medians
 
     rng = np.random.default_rng(n)
     values = np.round(rng.gamma(2.0, 1.0, size=n), 1)

@@ -16,8 +16,9 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from augcam.cams import upsample
 from augcam.config import load_config
-from augcam.store import RunDir, read_tensors
-from augcam.study import prepare, run_study
+from augcam.atomic import read_tensors
+from augcam.rundir import RunDir
+from augcam.pipeline import prepare, run_study
 
 TINY = {
     "name": "tiny",
@@ -240,7 +241,7 @@ def _write_cifar(root: Path, per_batch: int = 20):
 
 def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
     from augcam.models import build_model
-    from augcam.train import TrainingData, TrainSettings, train_model
+    from augcam.training import TrainingData, TrainSettings, train_model
 
     _write_cifar(tmp_path)
     config = load_config("thesis-cifar10", overrides={"data.root": str(tmp_path), "data.train_size": 2,
@@ -272,18 +273,19 @@ def test_stored_cams_are_the_public_api_on_the_stored_weights(tiny_run, monkeypa
     """The explain stage is `augcam.cams.raw_cams` on each model's inference copy, made once per
     CAM set (not per batch): the notebook API on the stored weights gives the stored maps bit for
     bit, and the model as given (optimize=False) the same maps up to float rounding."""
-    import augcam.study as study
+    import augcam.pipeline.chain as chain
+    from augcam.pipeline.plan import plan
     from augcam.cams import inference_copy, raw_cams
     from augcam.models import MODELS
-    from augcam.train import prepare_inputs
+    from augcam.training import prepare_inputs
 
     prepared = prepare(TINY)
     model_id = tiny_run.performance.model_id.iloc[-1]
     stored = read_tensors(tiny_run.out / "cams" / f"{model_id}.safetensors")
-    model = study.load_model(prepared, read_tensors(RunDir(tiny_run.out).weights_file(model_id)), torch.device("cpu"))
+    model = chain.load_model(prepared, read_tensors(RunDir(tiny_run.out).weights_file(model_id)), torch.device("cpu"))
     mean = torch.tensor(prepared.mean).view(1, -1, 1, 1)
     std = torch.tensor(prepared.std).view(1, -1, 1, 1)
-    images = prepare_inputs(study.images_on(prepared.test_set.images[prepared.split.test], torch.device("cpu")),
+    images = prepare_inputs(chain.images_on(prepared.test_set.images[prepared.split.test], torch.device("cpu")),
                             mean, std, None)
     batch = prepared.config.cam.batch_size
     head = MODELS["small_cnn"].head
@@ -298,11 +300,11 @@ def test_stored_cams_are_the_public_api_on_the_stored_weights(tiny_run, monkeypa
         copies.append(1)
         return inference_copy(*args, **kwargs)
 
-    monkeypatch.setattr(study, "inference_copy", counting)
-    run = next(r for r in study.plan(prepared.config, prepared.data_fingerprint) if r.model_id == model_id)
+    monkeypatch.setattr(chain, "inference_copy", counting)
+    run = next(r for r in plan(prepared.config, prepared.data_fingerprint) if r.model_id == model_id)
     in_batches = dataclasses.replace(prepared, config=load_config({**TINY, "cam": {"batch_size": 32}}))
     batches = []
-    tensors, _ = study.compute_cam_set(in_batches, run, model, torch.device("cpu"),
+    tensors, _ = chain.compute_cam_set(in_batches, run, model, torch.device("cpu"),
                                        after_batch=lambda number, size: batches.append(size))
     assert batches == [32, 32, 32, 24] and copies == [1]  # one copy for the four batches
     torch.testing.assert_close(upsample(tensors["raw"], (28, 28)), upsample(stored["raw"], (28, 28)),

@@ -106,7 +106,8 @@ def test_split_with_the_datasets_own_validation_set():
 
 
 def test_study_validates_on_the_flipped_set_and_carries_the_masks():
-    from augcam.study import prepare, training_data
+    from augcam.pipeline import prepare
+    from augcam.pipeline.chain import training_data
 
     prepared = prepare({"name": "t", "data": {"dataset": "crosses", "train_size": 40, "val_size": 20,
                                               "test_size": 30},

@@ -7,8 +7,8 @@ import torch
 
 from augcam.augment import build_augmentation
 from augcam.models import build_model
-from augcam.train import (TrainingData, TrainingDiverged, TrainSettings, augmentation_generator, epoch_order,
-                          load_train_state, save_train_state, state_digest, train_model)
+from augcam.training import (TrainingData, TrainingDiverged, TrainSettings, augmentation_generator, epoch_order,
+                             load_train_state, save_train_state, state_digest, train_model)
 
 
 class Recorder:
@@ -146,7 +146,7 @@ def test_checkpoint_of_another_model_or_not_a_checkpoint_is_refused(tmp_path):
     save_train_state(path, states[0], {"model_id": "a"})
     with pytest.raises(ValueError, match="expected {'model_id': 'b'}"):
         load_train_state(path, {"model_id": "b"})
-    from augcam.store import write_tensors
+    from augcam.atomic import write_tensors
 
     write_tensors(path, {"x": torch.zeros(1)})
     with pytest.raises(ValueError, match="not an augcam training checkpoint"):
@@ -175,11 +175,11 @@ def test_nan_loss_raises_training_diverged():
         train_model(small_model(), nan_data, SETTINGS, None, seed=0)
 
 
-# --- steps per epoch and mixed-sample targets (issue 7) ------------------------------------------
+# --- steps per epoch and mixed-sample targets ------------------------------------------------------
 
 
 def test_steps_per_epoch_visits_that_many_batches_and_one_pass_equals_the_default():
-    from augcam.train import epoch_positions
+    from augcam.training import epoch_positions
 
     # Exactly one pass: the same positions as without the setting.
     assert torch.equal(epoch_positions(10, 2, 5, 0, 3, 10), epoch_order(10, 2, 5, 0))
@@ -220,7 +220,7 @@ def test_mixing_augmentation_trains_on_its_targets(monkeypatch, label_mixing):
     import torch.nn.functional as F
 
     from augcam.augment.mixing import augment_batch
-    from augcam.train import augmentation_generator, epoch_positions, prepare_inputs
+    from augcam.training import augmentation_generator, epoch_positions, prepare_inputs
 
     data = tiny_data()
     aug = build_augmentation("mixup", {"label_mixing": label_mixing})
@@ -231,12 +231,12 @@ def test_mixing_augmentation_trains_on_its_targets(monkeypatch, label_mixing):
         seen.append(target.detach().clone())
         return original(logits, target, *args, **kwargs)
 
-    monkeypatch.setattr("augcam.train.F.cross_entropy", recording_cross_entropy)
+    monkeypatch.setattr("augcam.training.loop.F.cross_entropy", recording_cross_entropy)
     model = SpyModel()
     settings = TrainSettings(epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, ordering_seed=3, copies=1,
                              eval_batch_size=64)
     train_model(model, data, settings, aug, seed=7)
-    monkeypatch.setattr("augcam.train.F.cross_entropy", original)
+    monkeypatch.setattr("augcam.training.loop.F.cross_entropy", original)
     order = epoch_positions(40, 1, 3, 0, None, 16)
     mean, std = torch.tensor([0.5]).view(1, -1, 1, 1), torch.tensor([0.25]).view(1, -1, 1, 1)
     training_targets = [t for t in seen if t.dim() == 2]  # evaluation calls use integer labels
@@ -264,7 +264,7 @@ def test_non_mixing_augmentations_keep_integer_labels(monkeypatch):
 
     seen = []
     original = F.cross_entropy
-    monkeypatch.setattr("augcam.train.F.cross_entropy",
+    monkeypatch.setattr("augcam.training.loop.F.cross_entropy",
                         lambda logits, target, *a, **k: seen.append(target.dtype) or original(logits, target, *a, **k))
     train_model(small_model(), tiny_data(), SETTINGS, build_augmentation("cutmix"), seed=0)
     assert seen and set(seen) == {torch.int64}
@@ -278,7 +278,7 @@ def _mirrored(images, raw):
 
 
 def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_own(monkeypatch):
-    import augcam.train as train
+    import augcam.training.loop as loop
 
     data = tiny_data()
     flip = build_augmentation("horizontal_flip")
@@ -300,9 +300,9 @@ def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_ow
 
     # The baseline's images are base-augmented too; validation images are not.
     def model_inputs(settings):
-        seen, original = [], train.prepare_inputs
+        seen, original = [], loop.prepare_inputs
         with monkeypatch.context() as patch:
-            patch.setattr(train, "prepare_inputs", lambda images, *a: seen.append(images.clone()) or original(images, *a))
+            patch.setattr(loop, "prepare_inputs", lambda images, *a: seen.append(images.clone()) or original(images, *a))
             train_model(small_model(), data, settings, None, seed=0)
         return seen  # per epoch: 3 training batches (16, 16, 8 images), then the validation batch
     with_base, without = model_inputs(settings), model_inputs(SETTINGS)

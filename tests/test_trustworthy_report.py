@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from augcam.analysis import (ReportError, between_augmentation_medians, between_heatmaps, between_matrix,
                              write_report)
 from augcam.config import load_config
-from augcam.statistics import SIGNIFICANCE_COLUMNS
+from augcam.analysis.statistics import SIGNIFICANCE_COLUMNS
 
 N = 50  # test images
 METRICS = ("mad", "pearson")  # few: every metric adds figures to draw

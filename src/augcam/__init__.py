@@ -1,6 +1,6 @@
 """augcam: how does a data augmentation change where an image classifier looks?
 
-Python API (the `augcam` command is a thin layer over it):
+Python API (the `augcam` command is a thin layer over it and uses nothing else):
 
     from augcam import load_config, run_study
     result = run_study("quick", "runs/quick")      # a preset name, a YAML path, a dict or a StudyConfig
@@ -9,21 +9,28 @@ Python API (the `augcam` command is a thin layer over it):
     augcam.cams.gradcam(model, target_layer, images, targets=None)   # -> Tensor[N, H, W]
     augcam.metrics.compare_maps(base, other)                         # -> dict[str, Tensor[N]]
     augcam.metrics.class_kld(p_base, p_aug)                          # -> Tensor[N]
+
+docs/design.md maps the package: the pipeline's stages, its executors and its registries.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_config", "run_study", "prepare", "StudyConfig"]
+# Imported lazily (module → names), so that `import augcam` stays cheap and `augcam --help` fast.
+_EXPORTS = {
+    "augcam.config": ("load_config", "StudyConfig", "preset_names", "preset_summary"),
+    "augcam.errors": ("AugcamError", "ConfigError", "DataError"),
+    "augcam.pipeline": ("run_study", "prepare", "PreparedStudy", "StudyResult", "summary_tables"),
+    "augcam.pipeline.executors": ("EXECUTORS", "executor_class"),
+    "augcam.analysis": ("write_report", "load_run"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = ["__version__", *_MODULE_OF]
 
 
 def __getattr__(name: str):
-    # Imported lazily so that `import augcam` stays cheap and submodules can import __version__.
-    if name in ("load_config", "StudyConfig"):
-        from augcam import config
+    if name in _MODULE_OF:
+        import importlib
 
-        return getattr(config, name)
-    if name in ("run_study", "prepare"):
-        from augcam import study
-
-        return getattr(study, name)
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
     raise AttributeError(f"module 'augcam' has no attribute {name!r}")

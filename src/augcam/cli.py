@@ -1,4 +1,4 @@
-"""The `augcam` command: a thin layer over the Python API.
+"""The `augcam` command: a thin layer over the Python API — it uses only what `augcam` exports.
 
 Errors a user can cause (config, data, paths, devices) print one message and exit with status 2;
 `--debug` shows the traceback instead.
@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from augcam.errors import AugcamError
+import augcam
+from augcam import AugcamError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How does a data augmentation change where an image classifier looks?")
@@ -57,22 +58,15 @@ def run(config: str = typer.Argument(..., help="A preset name (see `augcam prese
         debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
     """Run a whole study: train, explain, compare, aggregate, report."""
     try:
-        from augcam.config import load_config
-        from augcam.study import check_executor, run_study, summary_tables
-
         # Checked before the study file, so that a wrong option costs no data loading.
-        check_executor(executor, address)
-        if executor == "ray":
-            from augcam.cluster import import_ray
-
-            import_ray()
-        study = load_config(config, overrides=_parse_sets(set_))
-        result = run_study(study, out, device=device, force=force, console=err_console, executor=executor,
-                           address=address)
+        augcam.executor_class(executor, address)
+        study = augcam.load_config(config, overrides=_parse_sets(set_))
+        result = augcam.run_study(study, out, device=device, force=force, console=err_console, executor=executor,
+                                  address=address)
     except AugcamError as err:
         _fail(err, debug)
         return
-    for table in summary_tables(result):
+    for table in augcam.summary_tables(result):
         out_console.print(table)
     out_console.print(f"Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
                       f"  report.html  tables/  figures/  models/  cams/  manifest.json  study.yaml")
@@ -81,10 +75,8 @@ def run(config: str = typer.Argument(..., help="A preset name (see `augcam prese
 @app.command()
 def presets() -> None:
     """List the presets shipped with augcam."""
-    from augcam.config import preset_names, preset_summary
-
-    for name in preset_names():
-        out_console.print(f"[bold]{name:<16}[/] {preset_summary(name)}", highlight=False)
+    for name in augcam.preset_names():
+        out_console.print(f"[bold]{name:<16}[/] {augcam.preset_summary(name)}", highlight=False)
 
 
 @app.command()
@@ -94,13 +86,9 @@ def validate(config: str = typer.Argument(..., help="A preset name or a study YA
              debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
     """Check a study config (and its data and model) without running it."""
     try:
-        from augcam.config import load_config
-
-        study = load_config(config, overrides=_parse_sets(set_))
+        study = augcam.load_config(config, overrides=_parse_sets(set_))
         if data:
-            from augcam.study import prepare
-
-            prepared = prepare(study)
+            prepared = augcam.prepare(study)
             out_console.print(
                 f"{config}: valid — {len(prepared.all_runs)} models, {len(prepared.split.train)} train / "
                 f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
@@ -117,15 +105,7 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run directory (t
            debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
     """Re-create the analyses (tables/*.csv, figures/) and report.html of a finished run."""
     try:
-        from augcam.analysis import write_report
-        from augcam.store import RunDir, RunLock
-
-        if not run_dir.is_dir():  # write_report names what is missing
-            path = write_report(run_dir, console=err_console, pairs=pairs)
-        else:
-            # A run in progress rewrites the tables the report reads: wait for it to finish.
-            with RunLock(RunDir(run_dir).lock_file):
-                path = write_report(run_dir, console=err_console, pairs=pairs)
+        path = augcam.write_report(run_dir, console=err_console, pairs=pairs)  # holds the run directory's lock
     except AugcamError as err:
         _fail(err, debug)
         return

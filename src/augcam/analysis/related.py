@@ -1,7 +1,9 @@
-"""The report's tables for the related methodologies (issue 7), from a run directory alone.
+"""The report's tables for the related methodologies (docs/related-methods.md), from a run
+directory alone.
 
 - `published_comparison`: best validation / test accuracy per training set, mean ± std over the
-  models of the set, next to a paper's published figures (config `published:`, augcam.published).
+  models of the set, next to a paper's published figures (config `published:`,
+  augcam.analysis.published).
   The baseline's row ("original") pools the baseline and its retrained replicas when the study
   has them (controls.baseline_replicas), since the baseline itself has no augmentation seed.
 - `faithfulness_summary`: the faithfulness stage's per-model means (tables/faithfulness_models.parquet)
@@ -17,8 +19,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from augcam.analysis.tables import BASELINE, ReportError, RunTables, augmentation_order
-from augcam.published import PUBLISHED_RESULTS, PublishedResults
+from augcam.analysis.run_tables import BASELINE, ReportError, RunTables, augmentation_order
+from augcam.analysis.published import PUBLISHED_RESULTS, PublishedResults
+from augcam.rundir import FAITHFULNESS_MODELS_TABLE
 
 __all__ = ["published_comparison", "faithfulness_summary", "faithfulness_models", "mean_std"]
 
@@ -35,7 +38,7 @@ def _replica_accuracies(tables: RunTables) -> pd.DataFrame:
         return pd.DataFrame(columns=["model_id", "best_val_accuracy", "test_accuracy"])
     rows = []
     for model_id, part in tables.noise.groupby("model_id", sort=False):
-        meta_path = tables.root / "models" / str(model_id) / "meta.json"
+        meta_path = tables.run_dir.meta_file(str(model_id))
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as err:
@@ -70,7 +73,7 @@ def published_comparison(tables: RunTables, published: PublishedResults | str) -
 
 def faithfulness_models(tables: RunTables) -> pd.DataFrame | None:
     """tables/faithfulness_models.parquet, or None when the study did not run the stage."""
-    path = tables.root / "tables" / "faithfulness_models.parquet"
+    path = tables.run_dir.table(FAITHFULNESS_MODELS_TABLE)
     if not path.exists():
         return None
     try:
@@ -156,7 +159,8 @@ def related_report(tables: RunTables) -> tuple[dict[str, str], dict]:
         value_columns = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
         by_fill = []
         for fill, part in summary.groupby("fill", sort=False):
-            rows = [[r["augmentation"], str(r["n_models"]), *(_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in value_columns)]
+            rows = [[r["augmentation"], str(r["n_models"]),
+                     *(_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in value_columns)]
                     for r in part.to_dict("records")]
             by_fill.append({"fill": fill, "table": {
                 "columns": ["augmentation", "models", *map(_faithfulness_column_name, value_columns)], "rows": rows}})

@@ -24,140 +24,35 @@ The built-in augmentations split `__call__` into `sample_params` (the random dra
 `apply` (the deterministic pixel work, on the batch's device), so tests can check the pixel work
 against torchvision with the very parameters that were drawn. A user-defined augmentation may do
 the same or simply override `__call__`.
+
+Modules: `base` (the `Augmentation` contract, the `AUGMENTATIONS` registry, `build_augmentation`),
+`geometric` (affine, elastic, random_crop, horizontal_flip, translate), `photometric`
+(color_jitter, equalization, gaussian_blur, identity, random_erasing) and `mixing` (cutmix and the
+label-mixing methods mixup, cutmix_targets, saliencymix). The built-in classes are registered
+below, in one list, because the registry's order is the order of a study's augmentations; a
+user-defined augmentation registers itself with `@register_augmentation`.
 """
 
-from __future__ import annotations
-
-import difflib
-from typing import Any, ClassVar
-
-import pydantic
-import torch
-from pydantic import ConfigDict
-
-from augcam.errors import ConfigError
-from augcam.registry import Registry
-
-__all__ = ["AUGMENTATIONS", "Augmentation", "build_augmentation", "register_augmentation"]
-
-
-class Augmentation(pydantic.BaseModel):
-    """Base class: a named, parametrised batch augmentation.
-
-    Subclasses set `name` (the registry key) and declare their parameters as pydantic fields with
-    defaults and validation. They implement either `sample_params` + `apply` or `__call__`.
-    """
-
-    # frozen: the same parameters are shared by every seed and every batch; allow_inf_nan=False:
-    # a NaN range bound would otherwise slip through every `ge`/`le` check unnoticed.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    name: ClassVar[str]
-    # Whether each image's result depends on that image alone (False for CutMix-like methods that
-    # paste from a partner in the batch); only such augmentations can be base augmentations.
-    per_image: ClassVar[bool] = True
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment every image of `images` (float (B, C, H, W) in [0, 1], any device) with randomness
-        from `generator` (a CPU generator); returns the same shape, dtype and device, in [0, 1]."""
-        _check_inputs(images, generator)
-        if images.shape[0] == 0:
-            return images
-        params = self.sample_params(tuple(images.shape), generator)
-        return self.apply(images, _to_device(params, images))
-
-    def sample_params(self, shape: tuple[int, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """The random parameters for a batch of `shape`, drawn on the CPU from `generator` alone."""
-        return {}
-
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The deterministic pixel work, given the parameters from `sample_params` on the batch's device."""
-        raise NotImplementedError(f"{type(self).__name__} must implement apply() or __call__()")
-
-
-def _check_inputs(images: torch.Tensor, generator: torch.Generator) -> None:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"augmentations take a float tensor (B, C, H, W), got "
-                         f"{getattr(images, 'dtype', type(images))} of shape {tuple(getattr(images, 'shape', ()))}")
-    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-        # A CUDA generator would make the random stream depend on the device, which is exactly
-        # what the CPU-draw convention rules out.
-        raise ValueError(f"augmentations take a CPU torch.Generator, got {generator!r}")
-
-
-def _to_device(params: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
-    # Floating parameters were drawn in float64 for accuracy; the pixel work runs in the batch's dtype.
-    return {key: value.to(device=images.device, dtype=images.dtype if value.is_floating_point() else value.dtype)
-            for key, value in params.items()}
-
-
-AUGMENTATIONS: Registry[type[Augmentation]] = Registry("augmentation")
-
-
-def register_augmentation(cls: type[Augmentation]) -> type[Augmentation]:
-    """Class decorator: register an `Augmentation` subclass under its `name` (warns on a duplicate)."""
-    if not (isinstance(cls, type) and issubclass(cls, Augmentation)):
-        raise TypeError(f"register_augmentation takes an Augmentation subclass, got {cls!r}")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a class attribute `name: ClassVar[str] = ...` to be registered")
-    return AUGMENTATIONS.register(name)(cls)
-
-
-def build_augmentation(name: str, params: dict[str, Any] | None = None,
-                       where: str = "augmentations") -> Augmentation:
-    """The registered augmentation `name` with `params` (validated); any problem is one ConfigError
-    whose message starts with `where`."""
-    cls = AUGMENTATIONS.lookup(name, where=where)
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{where}: parameters must be a mapping of name to value, got {_short(params)}")
-    try:
-        return cls(**params)
-    except pydantic.ValidationError as error:
-        raise ConfigError(_describe(error, cls, where)) from None
-
-
-def _describe(error: pydantic.ValidationError, cls: type[Augmentation], where: str) -> str:
-    """One line per problem, e.g. `augmentations[gaussian_blur].sigma: Input should be a valid tuple (got 'abc')`."""
-    fields = list(cls.model_fields)
-    lines = []
-    for item in error.errors():
-        loc = item["loc"]
-        if item["type"] == "extra_forbidden":
-            key = str(loc[0]) if loc else "?"
-            near = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            lines.append(f"{where}: unknown parameter {key!r}{hint} (valid: {', '.join(fields) or 'none'})")
-            continue
-        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-        message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        got = "" if item["type"] == "missing" else f" (got {_short(item.get('input'))})"
-        lines.append(f"{where}{path}: {message}{got}")
-    return "; ".join(lines)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# The built-in augmentations register themselves on import; imported last because they subclass
-# the names defined above.
-from augcam.augment.transforms import (  # noqa: E402
-    Affine,
-    ColorJitter,
+from augcam.augment.base import AUGMENTATIONS, Augmentation, build_augmentation, register_augmentation
+from augcam.augment.geometric import Affine, Elastic, HorizontalFlip, RandomCrop, Translate
+from augcam.augment.mixing import (
     CutMix,
-    Elastic,
-    Equalization,
-    GaussianBlur,
-    Identity,
-    RandomCrop,
-    RandomErasing,
+    CutMixTargets,
+    MixingAugmentation,
+    Mixup,
+    SaliencyMix,
+    augment_batch,
     sample_beta,
 )
+from augcam.augment.photometric import ColorJitter, Equalization, GaussianBlur, Identity, RandomErasing
 
-__all__ += ["Affine", "ColorJitter", "CutMix", "Elastic", "Equalization", "GaussianBlur", "Identity",
-            "RandomCrop", "RandomErasing", "sample_beta"]
-from augcam.augment import mixing  # noqa: E402,F401  (mixup, saliencymix, cutmix_targets)
+__all__ = ["AUGMENTATIONS", "Affine", "Augmentation", "ColorJitter", "CutMix", "CutMixTargets", "Elastic",
+           "Equalization", "GaussianBlur", "HorizontalFlip", "Identity", "MixingAugmentation", "Mixup",
+           "RandomCrop", "RandomErasing", "SaliencyMix", "Translate", "augment_batch", "build_augmentation",
+           "register_augmentation", "sample_beta"]
+
+# The registry's order is the order in which a study lists, trains and reports its augmentations.
+for _builtin in (Affine, CutMix, ColorJitter, Elastic, Equalization, GaussianBlur, RandomCrop, HorizontalFlip,
+                 Translate, Identity, RandomErasing, Mixup, CutMixTargets, SaliencyMix):
+    register_augmentation(_builtin)
+del _builtin

@@ -1,5 +1,8 @@
-"""Mixed-sample augmentations that can also mix labels (Won, Bae & Kim's comparison of
-Mixup/CutMix-family methods with and without label mixing).
+"""Mixed-sample augmentations: each image takes pixels from a partner image of the same batch.
+
+`cutmix` (:class:`CutMix`) is the study's CutMix and keeps every image's own label. The others can
+also mix labels (Won, Bae & Kim's comparison of Mixup/CutMix-family methods with and without label
+mixing).
 
 Backwards-compatible extension of `Augmentation`: a :class:`MixingAugmentation` is still called
 as ``aug(images, generator) -> images`` (so it plugs into today's training loop, which keeps the
@@ -20,13 +23,15 @@ from the image itself (Mixup: λ; box methods: the fraction of pixels outside th
   w ≥ 1/2 (ties keep the image's own label), y_partner otherwise.
 
 Randomness follows the conventions of `augcam.augment`: per-image parameters drawn on the CPU
-from the generator passed in, pixel work batched on the images' device. Partners are chosen as
-by `CutMix`: a random permutation puts the batch in cyclic order and each image takes the next
-one, so no image is its own partner (B ≥ 2).
+from the generator passed in, pixel work batched on the images' device. Every method here chooses
+partners with :func:`cyclic_partners`: a random permutation puts the batch in cyclic order and
+each image takes the next one, so no image is its own partner (B ≥ 2). λ comes from
+:func:`sample_beta`. `augcam.augment` registers these classes, in the study's order.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import kornia
@@ -34,13 +39,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from augcam.augment import Augmentation, _check_inputs, _to_device, register_augmentation
-from augcam.augment.transforms import CutMix, sample_beta
+from augcam.augment.base import Augmentation, Params, box_mask, check_inputs, params_to_device
 
-__all__ = ["MixingAugmentation", "Mixup", "SaliencyMix", "CutMixTargets", "augment_batch", "cyclic_partners",
-           "mixed_targets", "spectral_residual_saliency"]
-
-Params = dict[str, torch.Tensor]
+__all__ = ["CutMix", "MixingAugmentation", "Mixup", "SaliencyMix", "CutMixTargets", "augment_batch",
+           "cyclic_partners", "mixed_targets", "sample_beta", "spectral_residual_saliency"]
 
 # Hou & Zhang (2007) as implemented by OpenCV's StaticSaliencySpectralResidual, the saliency
 # SaliencyMix (Uddin et al., ICLR 2021) uses: 64×64 working size, 3×3 mean filter of the log
@@ -51,8 +53,44 @@ SPECTRAL_BLUR = (5, 8.0)
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def sample_beta(alpha: float, n: int, generator: torch.Generator, beta: float | None = None) -> torch.Tensor:
+    """n draws of Beta(alpha, beta) (beta defaults to alpha), float64, from `generator` alone.
+
+    torch.distributions cannot take a generator, so λ = X / (X + Y) with X ~ Gamma(alpha),
+    Y ~ Gamma(beta) drawn by Marsaglia–Tsang; computed from log X − log Y so that tiny shapes
+    (whose Gamma draws underflow to 0) still give a valid λ."""
+    log_x = _log_gamma(alpha, n, generator)
+    log_y = _log_gamma(alpha if beta is None else beta, n, generator)
+    return torch.sigmoid(log_x - log_y).nan_to_num_(0.5)  # NaN only if both underflow to -inf
+
+
+def _log_gamma(shape: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """log of n Gamma(shape, 1) draws by Marsaglia & Tsang (2000), vectorised rejection sampling."""
+    boost = shape < 1.0  # Gamma(a) = Gamma(a + 1) · U^(1/a) for a < 1
+    k = shape + 1.0 if boost else shape
+    d = k - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.empty(n, dtype=torch.float64)
+    pending = torch.ones(n, dtype=torch.bool)
+    # Every round draws for the whole batch, so the stream consumed depends only on how many rounds
+    # the slowest sample needs; acceptance is ≥ 95 % per round, so that is a handful.
+    while bool(pending.any()):
+        x = torch.randn(n, generator=generator, dtype=torch.float64)
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        v = (1.0 + c * x) ** 3
+        positive = v > 0
+        log_v = torch.log(torch.where(positive, v, torch.ones_like(v)))
+        accept = positive & (torch.log(u) < 0.5 * x * x + d - d * v + d * log_v)
+        newly = pending & accept
+        out[newly] = math.log(d) + log_v[newly]
+        pending &= ~accept
+    if boost:
+        out += torch.log(torch.rand(n, generator=generator, dtype=torch.float64)) / shape
+    return out
+
+
 def cyclic_partners(n: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image's partner index: the next one in a random cyclic order (as `CutMix`)."""
+    """Each image's partner index: the next one in a random cyclic order (one `randperm` draw)."""
     order = torch.randperm(n, generator=generator)
     partner = torch.empty_like(order)
     partner[order] = order.roll(-1)
@@ -67,6 +105,47 @@ def mixed_targets(labels_onehot: torch.Tensor, partner: torch.Tensor, own_weight
     if label_mixing:
         return weight * labels_onehot + (1.0 - weight) * labels_onehot[partner]
     return torch.where(weight >= 0.5, labels_onehot, labels_onehot[partner])
+
+
+class CutMix(Augmentation):
+    """CutMix (Yun et al., 2019) without label mixing: each image gets a box pasted from a partner.
+
+    Per image: λ ~ Beta(alpha, alpha); a box of half-sides ⌊√(1−λ)·W/2⌋ × ⌊√(1−λ)·H/2⌋ centred at a
+    uniformly drawn pixel, clipped at the borders (as torchvision's `CutMix`), is replaced by the
+    same box of the partner image. The label stays the original's (the study does not mix labels).
+
+    Partners come from the same batch: a random permutation puts the batch in a random cyclic order
+    and each image takes the next one as partner, so no image is its own partner (for B ≥ 2). A
+    batch of one image, identical partners or an empty box leave an image unchanged.
+
+    Default alpha=1.0 (λ uniform) is torchvision's CutMix default.
+
+    Draws: a permutation of B (`randperm`), then λ (see `sample_beta`), then one (2, B) uniform
+    tensor for the box centre (x, y).
+    """
+
+    name: ClassVar[str] = "cutmix"
+    per_image: ClassVar[bool] = False
+
+    alpha: float = Field(1.0, gt=0.0)
+
+    def sample_params(self, shape: tuple[int, ...], generator: torch.Generator) -> Params:
+        n, _, height, width = shape
+        partner = cyclic_partners(n, generator)
+        lam = sample_beta(self.alpha, n, generator)
+        centre = torch.rand(2, n, generator=generator, dtype=torch.float64)
+        cx = (centre[0] * width).long().clamp_(max=width - 1)
+        cy = (centre[1] * height).long().clamp_(max=height - 1)
+        half = 0.5 * torch.sqrt(1.0 - lam)
+        half_w, half_h = (half * width).long(), (half * height).long()
+        box = torch.stack([(cx - half_w).clamp(min=0), (cy - half_h).clamp(min=0),
+                           (cx + half_w).clamp(max=width), (cy + half_h).clamp(max=height)], 1)
+        return {"partner": partner, "lam": lam, "box": box}  # box: x1, y1, x2, y2 (end exclusive)
+
+    def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
+        _, _, height, width = images.shape
+        inside = box_mask(params["box"], height, width, images.device)
+        return torch.where(inside, images[params["partner"]], images)
 
 
 class MixingAugmentation(Augmentation):
@@ -88,14 +167,15 @@ class MixingAugmentation(Augmentation):
     def mix(self, images: torch.Tensor, labels_onehot: torch.Tensor,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented images and their (B, K) targets (rows sum to 1), in the labels' dtype."""
-        _check_inputs(images, generator)
-        if labels_onehot.dim() != 2 or labels_onehot.shape[0] != images.shape[0] or not labels_onehot.is_floating_point():
+        check_inputs(images, generator)
+        if (labels_onehot.dim() != 2 or labels_onehot.shape[0] != images.shape[0]
+                or not labels_onehot.is_floating_point()):
             raise ValueError(f"labels_onehot must be a float (B, K) tensor with B = {images.shape[0]}, got "
                              f"{labels_onehot.dtype} {tuple(labels_onehot.shape)}")
         if images.shape[0] == 0:
             return images, labels_onehot
         params = self.sample_params(tuple(images.shape), generator)
-        out, own_weight = self.apply_with_weight(images, _to_device(params, images))
+        out, own_weight = self.apply_with_weight(images, params_to_device(params, images))
         return out, mixed_targets(labels_onehot, params["partner"], own_weight, self.label_mixing)
 
 
@@ -110,21 +190,11 @@ def augment_batch(augmentation: Augmentation, images: torch.Tensor, labels: torc
     return augmentation(images, generator), onehot
 
 
-def _box_mask(box: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """(B, 1, H, W) bool: inside each box (x1, y1, x2, y2), end exclusive."""
-    cols = torch.arange(width, device=device)
-    rows = torch.arange(height, device=device)
-    in_x = (cols >= box[:, 0:1]) & (cols < box[:, 2:3])
-    in_y = (rows >= box[:, 1:2]) & (rows < box[:, 3:4])
-    return (in_y[:, :, None] & in_x[:, None, :]).unsqueeze(1)
-
-
 def _box_weight(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
     area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
     return 1.0 - area.double() / (height * width)
 
 
-@register_augmentation
 class Mixup(MixingAugmentation):
     """Mixup (Zhang et al., 2018): x' = λ·x + (1 − λ)·x_partner, λ ~ Beta(alpha, alpha) per image;
     own weight λ. Default alpha=1.0 (λ uniform), the value of the mixup paper's CIFAR-10 runs.
@@ -146,7 +216,6 @@ class Mixup(MixingAugmentation):
         return out.clamp_(0.0, 1.0), lam.double()
 
 
-@register_augmentation
 class CutMixTargets(MixingAugmentation, CutMix):
     """`cutmix` (same parameters, draws and pixels) with targets: own weight = 1 − box area / (H·W),
     the exact pasted fraction (as in Yun et al.'s code, after clipping the box at the borders).
@@ -160,7 +229,6 @@ class CutMixTargets(MixingAugmentation, CutMix):
         return CutMix.apply(self, images, params), _box_weight(params["box"], height, width)
 
 
-@register_augmentation
 class SaliencyMix(MixingAugmentation):
     """SaliencyMix (Uddin et al., ICLR 2021): CutMix whose box is centred on the most salient
     pixel of the partner (source) image, by spectral-residual static saliency.
@@ -197,7 +265,7 @@ class SaliencyMix(MixingAugmentation):
     def apply_with_weight(self, images: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         _, _, height, width = images.shape
         box = self.boxes(images, params)
-        inside = _box_mask(box, height, width, images.device)
+        inside = box_mask(box, height, width, images.device)
         return torch.where(inside, images[params["partner"]], images), _box_weight(box, height, width)
 
 

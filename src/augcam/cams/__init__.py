@@ -7,7 +7,9 @@
 Methods (registry `CAM_METHODS`): gradcam, gradcampp, hirescam, xgradcam, layercam, scorecam,
 eigencam (each equal to pytorch-grad-cam's class of the same method) and saliency (vanilla
 gradient saliency). A method is a subclass of `CAMMethod` overriding one hook, `channel_weights`
-or `layer_map` (see `augcam.cams.base`); users register their own with `@register_cam_method`.
+or `layer_map` (see `augcam.cams.base`) and carrying its `display_name` ("Grad-CAM"); users register
+their own with `@register_cam_method`. The cascading randomisation check of a method is
+`augcam.cams.sanity`.
 
 `upsample` turns raw maps into input-sized maps with the reference semantics of pytorch-grad-cam:
 per-image min-max at the layer's resolution, bilinear resize, ReLU, min-max again (both with its
@@ -31,6 +33,7 @@ from augcam.cams.base import (
     CAM_METHODS,
     CAMMethod,
     LayerCapture,
+    cam_method_display_name,
     capture_output,
     eval_mode,
     inference_copy,
@@ -40,8 +43,9 @@ from augcam.cams.base import (
 )
 from augcam.models import LinearHead
 
-__all__ = ["CAM_METHODS", "CAMMethod", "LayerCapture", "capture_output", "compute", "eval_mode", "gradcam",
-           "inference_copy", "linear_head_classifier", "raw_cams", "register_cam_method", "resolve_layer", "upsample"]
+__all__ = ["CAM_METHODS", "CAMMethod", "LayerCapture", "cam_method_display_name", "capture_output", "compute",
+           "eval_mode", "gradcam", "inference_copy", "linear_head_classifier", "raw_cams", "register_cam_method",
+           "resolve_layer", "upsample"]
 
 # pytorch-grad-cam divides by (1e-7 + max) so that an all-zero map stays zero instead of NaN.
 _NORM_EPS = 1e-7

@@ -41,7 +41,18 @@ CAM_METHODS: Registry[type["CAMMethod"]] = Registry("CAM method")
 
 
 def register_cam_method(cls: type["CAMMethod"]) -> type["CAMMethod"]:
+    """Class decorator registering a `CAMMethod` subclass under its `name`; a class that sets no
+    `display_name` is displayed by its `name`."""
+    if "display_name" not in vars(cls):
+        cls.display_name = cls.name
     return CAM_METHODS.register(cls.name)(cls)
+
+
+def cam_method_display_name(method: str) -> str:
+    """A CAM method's name as the literature writes it (``gradcam`` → ``Grad-CAM``); an unknown
+    name is returned as it is (a run directory read after its method was unregistered)."""
+    cls = CAM_METHODS.get(str(method))
+    return str(method) if cls is None else cls.display_name
 
 
 @contextlib.contextmanager
@@ -220,9 +231,12 @@ def _check_head(logits: Tensor, activations: Tensor, classifier: nn.Linear) -> N
 
 
 class CAMMethod:
-    """Base class: subclasses set `name` and override `channel_weights` or `layer_map`."""
+    """Base class: subclasses set `name` (the config's `cam.method`) and `display_name` (how the
+    literature writes it, used by the report and figures), and override `channel_weights` or
+    `layer_map`."""
 
     name: ClassVar[str]
+    display_name: ClassVar[str]
     uses_gradients: ClassVar[bool] = True
     # True: explain the input pixels instead of a layer (gradient saliency); the target layer is unused.
     explains_input: ClassVar[bool] = False

@@ -19,6 +19,7 @@ class GradCAM(CAMMethod):
     """Grad-CAM (Selvaraju et al., 2017): channel weight = spatial mean of the gradient."""
 
     name = "gradcam"
+    display_name = "Grad-CAM"
 
     def channel_weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         return gradients.mean(dim=(2, 3))
@@ -30,6 +31,7 @@ class GradCAMPlusPlus(CAMMethod):
     α = G² / (2G² + ΣA · G³), zero where G = 0; channel weight = Σ_pixels α · ReLU(G)."""
 
     name = "gradcampp"
+    display_name = "Grad-CAM++"
     # pytorch-grad-cam's guard in the denominator of α.
     eps = 1e-6
 
@@ -47,6 +49,7 @@ class HiResCAM(CAMMethod):
     without Grad-CAM's spatial averaging of the gradient."""
 
     name = "hirescam"
+    display_name = "HiResCAM"
 
     def layer_map(self, capture: LayerCapture) -> Tensor:
         return (capture.gradients * capture.activations).sum(dim=1)
@@ -57,6 +60,7 @@ class XGradCAM(CAMMethod):
     """XGrad-CAM (Fu et al., 2020): channel weight = Σ_pixels G · A / ΣA."""
 
     name = "xgradcam"
+    display_name = "XGrad-CAM"
     eps = 1e-7  # pytorch-grad-cam's guard for an all-zero channel
 
     def channel_weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -69,6 +73,7 @@ class LayerCAM(CAMMethod):
     """Layer-CAM (Jiang et al., 2021): ReLU(G) ⊙ A summed over channels."""
 
     name = "layercam"
+    display_name = "LayerCAM"
 
     def layer_map(self, capture: LayerCapture) -> Tensor:
         return (torch.relu(capture.gradients) * capture.activations).sum(dim=1)
@@ -82,6 +87,7 @@ class ScoreCAM(CAMMethod):
     per channel and image, run `batch_size` masked images at a time over the whole batch."""
 
     name = "scorecam"
+    display_name = "Score-CAM"
     uses_gradients = False
     eps = 1e-8  # pytorch-grad-cam's guard when scaling a constant channel
 
@@ -118,6 +124,7 @@ class EigenCAM(CAMMethod):
     the centred channel sum), which makes maps reproducible across libraries and devices."""
 
     name = "eigencam"
+    display_name = "EigenCAM"
     uses_gradients = False
 
     def layer_map(self, capture: LayerCapture) -> Tensor:
@@ -145,6 +152,7 @@ class Saliency(CAMMethod):
     shrink the map instead of scaling it to [0, 1]. An all-zero map stays zero."""
 
     name = "saliency"
+    display_name = "Saliency"
     explains_input = True
 
     def layer_map(self, capture: LayerCapture) -> Tensor:

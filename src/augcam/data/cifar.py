@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from augcam.data import DATASETS, ImageSet, download_dir, search_dirs
+from augcam.data.base import DATASETS, ImageSet, download_dir, search_dirs
 from augcam.errors import DataError
 
 __all__ = ["read_cifar_batch", "read_cifar_meta", "load_cifar10", "CIFAR_DIR", "TRAIN_BATCHES",
@@ -98,7 +98,7 @@ def _unpickle(path: Path) -> dict[str, Any]:
         raise
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    except Exception as err:  # noqa: BLE001 - malformed pickles fail in many ways (EOFError, ValueError, …)
+    except Exception as err:  # malformed pickles fail in many ways (EOFError, ValueError, …)
         raise DataError(f"{path}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a pickled dict, found {type(obj).__name__}")

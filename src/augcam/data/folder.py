@@ -1,8 +1,9 @@
 """Your own images: `root/train/<class>/*` and `root/test/<class>/*`.
 
 Class names are the sorted subdirectory names, the same in train/ and test/. Every non-hidden
-file in a class directory must be an image Pillow reads (PNG, JPEG, BMP, TIFF, WebP, …). Images are kept as grayscale when every one is grayscale, otherwise all become RGB, and
-all must share one size, because the sets are held as one tensor.
+file in a class directory must be an image Pillow reads (PNG, JPEG, BMP, TIFF, WebP, …). Images
+are kept as grayscale when every one is grayscale, otherwise all become RGB, and all must share
+one size, because the sets are held as one tensor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augcam.data import DATASETS, ImageSet
+from augcam.data.base import DATASETS, ImageSet
 from augcam.errors import DataError
 
 __all__ = ["load_image_folder", "read_image"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augcam.data import DATASETS, ImageSet, download_dir, search_dirs
+from augcam.data.base import DATASETS, ImageSet, download_dir, search_dirs
 from augcam.errors import DataError
 
 __all__ = ["read_idx", "read_idx_set", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "IDX_FILES",

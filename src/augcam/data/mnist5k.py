@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augcam.data import DATASETS, ImageSet
+from augcam.data.base import DATASETS, ImageSet
 from augcam.data.idx import MNIST_CLASSES
 from augcam.data.splits import stratified_split
 from augcam.errors import DataError

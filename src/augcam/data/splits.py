@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-__all__ = ["Split", "stratified_split", "stratified_subset", "make_split", "channel_stats"]
+if TYPE_CHECKING:
+    from augcam.config import DataConfig
+
+__all__ = ["Split", "stratified_split", "stratified_subset", "make_split", "study_split", "channel_stats"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,16 @@ def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fra
                    f"the validation part (val_fraction {val_fraction} of {n_train} training images)"),
         test=subset(test, test_labels, test_size, 3, "test_size", "the official test set"),
     )
+
+
+def study_split(data: DataConfig, train_labels: torch.Tensor, test_labels: torch.Tensor,
+                val_labels: torch.Tensor | None = None) -> Split:
+    """The split a study makes of its dataset: `make_split` with the study config's `data` section
+    (a `DataConfig`: val_fraction, split_seed, train/val/test sizes). The study and the report's
+    test images both take their split from here, so they cannot disagree. ValueError as make_split."""
+    return make_split(train_labels, test_labels, val_fraction=data.val_fraction, seed=data.split_seed,
+                      train_size=data.train_size, val_size=data.val_size, test_size=data.test_size,
+                      val_labels=val_labels)
 
 
 def _split_with_own_val(train_labels: torch.Tensor, val_labels: torch.Tensor, test_labels: torch.Tensor, seed: int,

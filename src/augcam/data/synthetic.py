@@ -4,7 +4,7 @@ After the synthetic task of Viviano et al., "Saliency is a possible red herring 
 poor generalization" (ICLR 2021): the class is decided by a region of interest (ROI), and a
 distractor outside it predicts the class perfectly in training and wrongly at validation/test
 time, so a model that learnt the distractor generalises badly and its saliency points outside
-the ROI. The masks exist to train such models *not* to use the distractor (`augcam.guided`) and
+the ROI. The masks exist to train such models *not* to use the distractor (`augcam.training.guided`) and
 to measure where saliency falls (`augcam.metrics.localisation`).
 
 One image (28×28, 1 channel, uint8):
@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from augcam.data import DATASETS, ImageSet
+from augcam.data.base import DATASETS, ImageSet
 
 __all__ = ["CROSSES_CLASSES", "CrossesSplits", "make_crosses", "crosses_splits", "load_crosses"]
 
@@ -54,7 +54,7 @@ def _cross_boxes(rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
         top = int(rng.integers(0, ROI_ROWS - CROSS + 1))
         left = int(rng.integers(0, SIZE - CROSS + 1))
         # Boxes apart by ≥ 1 pixel: their extents grown by one pixel must not intersect.
-        if all(top > t + CROSS or t > top + CROSS or left > l + CROSS or l > left + CROSS for t, l in boxes):
+        if all(top > t + CROSS or t > top + CROSS or left > lf + CROSS or lf > left + CROSS for t, lf in boxes):
             boxes.append((top, left))
     return boxes
 

@@ -1,11 +1,14 @@
-"""Per-image comparison metrics (CAM maps, class probabilities) and per-model performance.
+"""Per-image comparison metrics (CAM maps, class probabilities, masks) and per-model performance.
 
     compare_maps(base, other)          # (N, H, W) × 2 -> {"mad", "msd", "pearson", "spearman", "overlap_20", ...}
     overlap_rate(base, other, 10)      # -> Tensor[N]
     class_kld(p_base, p_aug)           # (N, K) × 2 -> Tensor[N]
     performance(y_true, y_pred, K)     # -> {"accuracy", "precision", "recall", "f1"}
 
-New map metrics are registered with ``@register_map_metric("name")`` and appear in compare_maps.
+Every metric is one entry of the registry `METRICS` (`augcam.metrics.registry`): its kind, display
+name and direction next to its implementation. A metric registered with ``@register_metric`` (or
+``@register_map_metric("name")`` for a comparison of two maps) appears in compare_maps, the study's
+tables, its figures and its report. Importing this package registers every built-in metric.
 """
 
 from augcam.metrics.maps import (
@@ -22,11 +25,24 @@ from augcam.metrics.maps import (
 )
 from augcam.metrics.performance import confusion_matrix, performance
 from augcam.metrics.predictions import class_kld
+from augcam.metrics.registry import (
+    METRICS,
+    MetricSpec,
+    column_display_name,
+    column_higher_is_better,
+    register_metric,
+)
+from augcam.metrics import localisation as _localisation  # noqa: F401  (registers the mask metrics)
+from augcam.metrics import saliency as _saliency  # noqa: F401  (registers cc, kl, entropy)
 
 __all__ = [
     "MAP_METRICS",
+    "METRICS",
+    "MetricSpec",
     "average_ranks",
     "class_kld",
+    "column_display_name",
+    "column_higher_is_better",
     "compare_maps",
     "confusion_matrix",
     "mad",
@@ -36,5 +52,6 @@ __all__ = [
     "pearson",
     "performance",
     "register_map_metric",
+    "register_metric",
     "spearman",
 ]

@@ -21,8 +21,9 @@ Random pixel sets: for image n and draw d, the k pixels with the smallest keys o
 processed `batch_size` at a time, drawing each chunk's rows in order, which consumes the CPU
 generator exactly like that one (N, draws, P) draw, so results do not depend on `batch_size`.
 
-The fill (what a removed pixel becomes): ``"zero"``; ``"mean"``, the per-channel dataset mean
-given as `mean`; ``"blur"``, the image blurred by a Gaussian of `blur_sigma` (reflect border).
+The fill (what a removed pixel becomes; registry `FILLS`): ``"zero"``; ``"mean"``, the per-channel
+dataset mean given as `mean`; ``"blur"``, the image blurred by a Gaussian of `blur_sigma` (reflect
+border).
 Everything is in the space of the `images` given: `model(images)` must return logits, so a model
 that expects normalised inputs is passed wrapped together with its normalisation, and then
 "zero" means black only if the images are not normalised. `model` is used as is (put it in eval
@@ -39,36 +40,50 @@ import kornia
 import torch
 from torch import Tensor
 
-from augcam.metrics.maps import _region_size
+from augcam.metrics.maps import region_size
+from augcam.registry import Registry
 
 __all__ = ["FILLS", "removal_fill", "removal_order", "remove_top", "true_class_probability",
            "faithfulness", "deletion_insertion", "accuracy_under_random_occlusion"]
 
 Model = Callable[[Tensor], Tensor]
 Fill = Literal["zero", "mean", "blur"]
-FILLS = ("zero", "mean", "blur")
+# fn(images (N, C, H, W), *, mean, blur_sigma) -> the (N, C, H, W) values removed pixels take.
+FillFunction = Callable[..., Tensor]
+FILLS: Registry[FillFunction] = Registry("faithfulness fill")
+
+
+@FILLS.register("zero")
+def zero_fill(images: Tensor, *, mean: Sequence[float] | Tensor | None = None, blur_sigma: float = 5.0) -> Tensor:
+    return torch.zeros_like(images)
+
+
+@FILLS.register("mean")
+def mean_fill(images: Tensor, *, mean: Sequence[float] | Tensor | None = None, blur_sigma: float = 5.0) -> Tensor:
+    if mean is None:
+        raise ValueError("fill 'mean' needs the dataset's per-channel `mean`")
+    value = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    if value.shape[1] != images.shape[1]:
+        raise ValueError(f"`mean` has {value.shape[1]} channels, the images {images.shape[1]}")
+    return value.expand_as(images).clone()
+
+
+@FILLS.register("blur")
+def blur_fill(images: Tensor, *, mean: Sequence[float] | Tensor | None = None, blur_sigma: float = 5.0) -> Tensor:
+    if not (math.isfinite(blur_sigma) and blur_sigma > 0):
+        raise ValueError(f"blur_sigma must be > 0, got {blur_sigma!r}")
+    # ±3 sigma, odd, and small enough for reflect padding (pad < side).
+    kernel = min(2 * math.ceil(3 * blur_sigma) + 1, 2 * min(images.shape[-2:]) - 1)
+    return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (blur_sigma, blur_sigma),
+                                          border_type="reflect")
 
 
 def removal_fill(images: Tensor, fill: Fill, *, mean: Sequence[float] | Tensor | None = None,
                  blur_sigma: float = 5.0) -> Tensor:
-    """(N, C, H, W) values that removed pixels take."""
-    if fill == "zero":
-        return torch.zeros_like(images)
-    if fill == "mean":
-        if mean is None:
-            raise ValueError("fill 'mean' needs the dataset's per-channel `mean`")
-        value = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
-        if value.shape[1] != images.shape[1]:
-            raise ValueError(f"`mean` has {value.shape[1]} channels, the images {images.shape[1]}")
-        return value.expand_as(images).clone()
-    if fill == "blur":
-        if not (math.isfinite(blur_sigma) and blur_sigma > 0):
-            raise ValueError(f"blur_sigma must be > 0, got {blur_sigma!r}")
-        # ±3 sigma, odd, and small enough for reflect padding (pad < side).
-        kernel = min(2 * math.ceil(3 * blur_sigma) + 1, 2 * min(images.shape[-2:]) - 1)
-        return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (blur_sigma, blur_sigma),
-                                              border_type="reflect")
-    raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    """(N, C, H, W) values that removed pixels take, by the fill registered as `fill` in FILLS."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {tuple(FILLS)}, got {fill!r}")
+    return FILLS[fill](images, mean=mean, blur_sigma=blur_sigma)
 
 
 def removal_order(attributions: Tensor) -> Tensor:
@@ -117,7 +132,7 @@ def faithfulness(model: Model, images: Tensor, labels: Tensor, attributions: Ten
         raise ValueError(f"draws must be ≥ 1, got {draws}")
     n, _, h, w = images.shape
     pixels = h * w
-    ks = {q: _region_size(q, pixels) for q in percentages}
+    ks = {q: region_size(q, pixels) for q in percentages}
     names = [f"{kind}_{float(q):g}" for q in percentages for kind in ("drop_top", "drop_random", "faithfulness")]
     out = {name: torch.empty(n, dtype=torch.float64, device=images.device) for name in names}
     for start in range(0, n, batch_size):
@@ -183,7 +198,7 @@ def accuracy_under_random_occlusion(model: Model, images: Tensor, labels: Tensor
     if draws < 1:
         raise ValueError(f"draws must be ≥ 1, got {draws}")
     n, _, h, w = images.shape
-    k = _region_size(percentage, h * w)
+    k = region_size(percentage, h * w)
     correct = torch.empty(n, dtype=torch.float64, device=images.device)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)

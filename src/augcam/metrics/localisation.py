@@ -14,23 +14,24 @@ convention; without ties |S| = k):
   RelevanceMassAccuracy); meant for non-negative maps (CAMs); NaN where the map sums to 0.
 
 An empty mask gives NaN for every metric (nothing to localise), as does a map with a NaN pixel.
-Like the other metric families, this is its own registry; a study selects names from it.
+Each is an entry of kind ``masks`` of the metric registry (`augcam.metrics.registry`); the
+localisation stage computes every one of them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from augcam.registry import Registry
+from augcam.metrics.registry import MetricView, register_metric
 
 __all__ = ["LOCALISATION_METRICS", "localisation", "top_k_region"]
 
-LocalisationMetric = Callable[[Tensor, Tensor], Tensor]
-LOCALISATION_METRICS: Registry[LocalisationMetric] = Registry("localisation metric")
+# fn(maps (N, H, W), masks (N, H, W) bool) -> (N,): the registered metrics of kind "masks".
+LOCALISATION_METRICS = MetricView("localisation metric", lambda spec: spec.kind == "masks")
 
 
 def _rows(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -62,32 +63,33 @@ def _nan_where(values: Tensor, undefined: Tensor) -> Tensor:
     return values.masked_fill(undefined, math.nan)
 
 
-@LOCALISATION_METRICS.register("iou")
+@register_metric("iou", kind="masks", display_name="IoU", higher_is_better=True)
 def iou(maps: Tensor, masks: Tensor) -> Tensor:
     region, m, undefined, inter = _regions(maps, masks)
     return _nan_where(inter / (region | m).sum(dim=1).double(), undefined)
 
 
-@LOCALISATION_METRICS.register("intersection_over_prediction")
+@register_metric("intersection_over_prediction", kind="masks", display_name="IoP", higher_is_better=True)
 def intersection_over_prediction(maps: Tensor, masks: Tensor) -> Tensor:
     region, _, undefined, inter = _regions(maps, masks)
     return _nan_where(inter / region.sum(dim=1).double(), undefined)
 
 
-@LOCALISATION_METRICS.register("intersection_over_target")
+@register_metric("intersection_over_target", kind="masks", display_name="IoT", higher_is_better=True)
 def intersection_over_target(maps: Tensor, masks: Tensor) -> Tensor:
     _, m, undefined, inter = _regions(maps, masks)
     return _nan_where(inter / m.sum(dim=1).double(), undefined)
 
 
-@LOCALISATION_METRICS.register("pointing_game")
+@register_metric("pointing_game", kind="masks", display_name="pointing game", higher_is_better=True)
 def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     x, m, undefined = _rows(maps, masks)
     is_max = x == x.amax(dim=1, keepdim=True)
     return _nan_where((is_max & m).any(dim=1).double(), undefined)
 
 
-@LOCALISATION_METRICS.register("energy_pointing_game")
+@register_metric("energy_pointing_game", kind="masks", display_name="energy pointing game",
+                 higher_is_better=True)
 def energy_pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     x, m, undefined = _rows(maps, masks)
     # 0 / 0 = NaN for an all-zero map, which is undefined indeed.

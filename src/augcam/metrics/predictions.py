@@ -7,9 +7,12 @@ import math
 import torch
 from torch import Tensor
 
+from augcam.metrics.registry import register_metric
+
 __all__ = ["class_kld"]
 
 
+@register_metric("class_kld", kind="class_probabilities", display_name="Class-KLD", higher_is_better=False)
 def class_kld(p_base: Tensor, p_aug: Tensor, eps: float = 1e-10) -> Tensor:
     """Per-image divergence of the augmented model's class probabilities from the baseline's.
 

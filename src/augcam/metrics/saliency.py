@@ -17,27 +17,29 @@ Maps must be non-negative (saliency magnitudes, CAMs); a negative pixel is a Val
 normalised: ``kl`` and ``entropy`` are NaN for it, as is ``cc`` (constant). A map with a NaN
 pixel gives NaN.
 
-These metrics are NOT in :data:`augcam.metrics.MAP_METRICS` — registering them there would add
-columns to every existing study's tables. They live in their own registries; a study opts in:
+These metrics are entries of the metric registry (`augcam.metrics.registry`) marked ``opt_in``:
+computing them by default would add columns to every existing study's tables, so they are not
+among :data:`augcam.metrics.MAP_METRICS`, and a study opts in (``metrics.saliency``):
 
     compare_saliency(base_maps, other_maps, metrics=("cc", "kl", "entropy"))
     # -> {"cc": Tensor[N], "kl": Tensor[N], "entropy": Tensor[N] (of `other`), "entropy_base": Tensor[N]}
 
 or, for an interactive session that wants them inside ``compare_maps``,
-:func:`register_saliency_metrics` adds ``cc`` and ``kl`` to MAP_METRICS explicitly.
+:func:`register_saliency_metrics` has ``cc`` and ``kl`` computed by every ``compare_maps`` call.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from augcam.metrics.maps import MAP_METRICS, pearson
+from augcam.metrics.maps import pearson
+from augcam.metrics.registry import MetricView, enable_metric, register_metric
 from augcam.registry import Registry
 
 __all__ = ["SALIENCY_METRICS", "SINGLE_MAP_METRICS", "DEFAULT_KL_EPS", "cc", "kl", "entropy",
@@ -45,12 +47,10 @@ __all__ = ["SALIENCY_METRICS", "SINGLE_MAP_METRICS", "DEFAULT_KL_EPS", "cc", "kl
 
 DEFAULT_KL_EPS = float(np.finfo(np.float64).eps)
 
-PairMetric = Callable[[Tensor, Tensor], Tensor]
-SingleMetric = Callable[[Tensor], Tensor]
-
-# Pairwise: fn(base (N, P), other (N, P)) -> (N,). Single-map: fn(maps (N, P)) -> (N,).
-SALIENCY_METRICS: Registry[PairMetric] = Registry("saliency metric")
-SINGLE_MAP_METRICS: Registry[SingleMetric] = Registry("single-map metric")
+# Views of the metric registry. Pairwise: fn(base (N, P), other (N, P)) -> (N,), the opt-in ones.
+# Single-map: fn(maps (N, P)) -> (N,).
+SALIENCY_METRICS = MetricView("saliency metric", lambda spec: spec.kind == "map_pair" and spec.opt_in)
+SINGLE_MAP_METRICS = MetricView("single-map metric", lambda spec: spec.kind == "single_map")
 
 
 def _normalised_rows(maps: Tensor) -> Tensor:
@@ -73,13 +73,13 @@ def _check_pair(base: Tensor, other: Tensor) -> None:
         raise ValueError(f"maps to compare are on different devices: {base.device} and {other.device}")
 
 
-@SALIENCY_METRICS.register("cc")
+@register_metric("cc", kind="map_pair", display_name="CC", higher_is_better=True, opt_in=True)
 def cc(base: Tensor, other: Tensor) -> Tensor:
     """Pearson correlation coefficient per map (augcam's ``pearson``; NaN for a constant map)."""
     return pearson(base, other)
 
 
-@SALIENCY_METRICS.register("kl")
+@register_metric("kl", kind="map_pair", display_name="KL", higher_is_better=False, opt_in=True)
 def kl(base: Tensor, other: Tensor, eps: float = DEFAULT_KL_EPS) -> Tensor:
     """KL(P, Q) = Σ Q_i log(ε + Q_i / (ε + P_i)) per map, P = ``base`` and Q = ``other`` normalised
     to sum 1. NaN where either map sums to 0."""
@@ -92,7 +92,8 @@ def kl(base: Tensor, other: Tensor, eps: float = DEFAULT_KL_EPS) -> Tensor:
     return (q * torch.log(eps + q / (eps + p))).sum(dim=1)
 
 
-@SINGLE_MAP_METRICS.register("entropy")
+# Entropy measures one map, not closeness to the baseline; the figures orient it like a similarity.
+@register_metric("entropy", kind="single_map", display_name="entropy", higher_is_better=True, opt_in=True)
 def entropy(maps: Tensor) -> Tensor:
     """Shannon entropy (nats) per map normalised to sum 1; NaN for an all-zero map."""
     p = _normalised_rows(maps)
@@ -138,7 +139,8 @@ def compare_saliency(base: Tensor, other: Tensor, *, metrics: Sequence[str] = ("
 
 
 def register_saliency_metrics(names: Sequence[str] = ("cc", "kl")) -> None:
-    """Opt in: add the pairwise saliency metrics `names` to MAP_METRICS, so that ``compare_maps``
+    """Opt in: put the pairwise saliency metrics `names` among MAP_METRICS, so that ``compare_maps``
     (and every study run afterwards in this process) reports them too. Never called by augcam."""
     for name in names:
-        MAP_METRICS.register(name)(SALIENCY_METRICS.lookup(name, "register_saliency_metrics"))
+        SALIENCY_METRICS.lookup(name, "register_saliency_metrics")
+        enable_metric(name)

@@ -16,8 +16,8 @@ pooling, which nothing in its module tree shows).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -1,0 +1,22 @@
+"""Study configuration: one YAML file (or a preset name) → a validated `StudyConfig`.
+
+- `sections`: one pydantic model per section of a study file (`data`, `training`, `cam`, ...).
+- `study_config`: `StudyConfig`, the whole file, with its resolved form and hash.
+- `loading`: presets, YAML parsing, overrides and the error messages that name file and field.
+- `checks`: value checks shared by the sections, the loader and the executors.
+"""
+
+from augcam.config.checks import check_device_name, digest, distinct, distinct_percentages, gpus_device_conflict
+from augcam.config.loading import load_config, preset_names, preset_summary, preset_text, with_device
+from augcam.config.sections import (RECIPE_FIELDS, AugmentationConfig, BaseAugmentationConfig, CamConfig,
+                                    ControlsConfig, DataConfig, FaithfulnessConfig, GuidedConfig, MetricsConfig,
+                                    ModelConfig, ResourcesConfig, Section, TrainingConfig)
+from augcam.config.study_config import StudyConfig
+
+__all__ = [
+    "StudyConfig", "load_config", "with_device", "preset_names", "preset_text", "preset_summary",
+    "Section", "DataConfig", "ModelConfig", "AugmentationConfig", "BaseAugmentationConfig", "TrainingConfig",
+    "GuidedConfig", "CamConfig", "MetricsConfig", "FaithfulnessConfig", "ControlsConfig", "ResourcesConfig",
+    "RECIPE_FIELDS",
+    "digest", "distinct", "distinct_percentages", "gpus_device_conflict", "check_device_name",
+]

@@ -1,0 +1,143 @@
+"""Loading a study: one YAML file, a preset name or a dict → a validated `StudyConfig`, with
+errors that name the file and the field. The resolved config (every default filled in) is
+written to the run directory as `study.yaml`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from augcam.config.checks import check_device_name
+from augcam.config.study_config import StudyConfig
+from augcam.errors import ConfigError
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("augcam.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    return resources.files("augcam.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def preset_summary(name: str) -> str:
+    return str(yaml.safe_load(preset_text(name)).get("description", "")).strip().splitlines()[0]
+
+
+def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """A validated StudyConfig from a preset name, a YAML file, or a dict.
+
+    Errors (unreadable file, YAML syntax, unknown keys, wrong values) raise one ConfigError that
+    names the file and the field.
+    """
+    origin = "config"
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            origin = str(path)
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: no such study file (presets: {', '.join(preset_names())})") from None
+            except OSError as err:
+                raise ConfigError(f"{path}: cannot read the study file ({err.strerror})") from None
+        elif str(source) in preset_names():
+            origin = f"preset {source!r}"
+            text = preset_text(str(source))
+        else:
+            near = difflib.get_close_matches(str(source), preset_names(), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{source!r} is neither a study file nor a preset{hint} "
+                              f"(presets: {', '.join(preset_names())})")
+        data = _parse_yaml(text, origin)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, origin)) from None
+    except ConfigError as err:  # raised by a registry lookup inside a validator
+        raise ConfigError(f"{origin}: {err}") from None
+
+
+def with_device(config: StudyConfig, device: str) -> StudyConfig:
+    """`config` with its device replaced (the `--device` option), validated again as a whole: the
+    device must agree with the rest of the config (e.g. resources.gpus_per_model) as it must in
+    the study file. Everything else stays equal (same config hash)."""
+    try:
+        check_device_name(device)
+    except ValueError as err:
+        raise ConfigError(f"--device: {err}") from None
+    try:
+        return StudyConfig.model_validate({**config.model_dump(), "device": device})
+    except ValidationError as err:
+        raise ConfigError(_describe(err, "--device")) from None
+
+
+def _parse_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a study file must be a mapping of keys (name, data, model, ...), "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+    node[leaf] = value
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The valid keys of the section at `loc` (a pydantic error location without its last item)."""
+    model: Any = StudyConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        model = inner[0] if inner and isinstance(inner[0], type) else annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    lines = []
+    for error in err.errors():
+        loc = tuple(error["loc"])
+        where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+        if error["type"] == "extra_forbidden":
+            valid = _fields_at(loc[:-1])
+            near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            lines.append(f"{where}: unknown key{hint} (valid keys: {', '.join(valid)})")
+        elif error["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            shown = f" (got {error['input']!r})" if error["type"] not in ("value_error", "assertion_error") \
+                and not isinstance(error.get("input"), (dict, list)) else ""
+            lines.append(f"{where}: {message}{shown}" if where else f"{message}{shown}")
+    if len(lines) == 1:
+        return f"{origin}: {lines[0]}"
+    return f"{origin}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)

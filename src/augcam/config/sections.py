@@ -1,0 +1,355 @@
+"""The sections of a study file (`data`, `model`, `training`, `cam`, ...), one pydantic model each.
+
+Every section forbids unknown keys, so a misspelled key is an error with a suggestion instead of
+a silently ignored setting. Names that select an implementation (a model, an augmentation, an
+optimizer, a CAM method, ...) are checked against their registry, so a user-registered entry is
+accepted like a built-in one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationInfo,
+                      field_validator, model_validator)
+
+from augcam.config.checks import distinct, distinct_percentages
+from augcam.errors import ConfigError
+
+
+class Section(BaseModel):
+    # allow_inf_nan=False: `lr: .inf` or `kld_eps: .nan` would pass every `gt`/`ge` bound otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads `yes`/`no`/`true` as booleans and pydantic would quietly take them as 1 and 0.
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError(f"expected a value of type {_type_name(annotation)}, got the boolean {value}")
+        return value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+class DataConfig(Section):
+    dataset: str = "fashion-mnist"
+    root: str | None = None  # None: $AUGCAM_DATA, then the dataset's standard places
+    download: bool = False  # allow torchvision's downloader when the files are nowhere on disk
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # of the official training set, stratified
+    split_seed: int = 0
+    train_size: PositiveInt | None = None  # stratified subsets of each part, for quick studies
+    val_size: PositiveInt | None = None
+    test_size: PositiveInt | None = None
+    image_size: PositiveInt | None = None  # resize inputs to image_size × image_size for the model
+
+
+class ModelConfig(Section):
+    name: str = "small_cnn"
+    target_layer: str | None = None  # None: the architecture's last convolutional stage
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from augcam.models import MODELS
+
+        MODELS.lookup(name, where="model.name")
+        return name
+
+
+class AugmentationConfig(Section):
+    """One augmentation of the study: a registered name, its parameters, and the label it has in
+    tables (defaults to the name; two entries of one augmentation need different labels)."""
+
+    # How errors name the entry (a subclass lists its entries under another field).
+    WHERE: ClassVar[str] = "augmentations"
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, value: Any) -> Any:
+        # `- affine` and `- {name: affine, degrees: 10}` are both accepted in YAML.
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "params" not in value:
+            value = dict(value)
+            params = {k: value.pop(k) for k in list(value) if k not in ("name", "label")}
+            return {**value, "params": params}
+        return value
+
+    @model_validator(mode="after")
+    def _valid_augmentation(self) -> "AugmentationConfig":
+        self.build()
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def build(self):
+        from augcam.augment import build_augmentation
+
+        return build_augmentation(self.name, self.params, where=f"{self.WHERE}[{self.display}]")
+
+    def resolved_params(self) -> dict[str, Any]:
+        return self.build().model_dump(mode="json")
+
+    def resolved(self) -> dict[str, Any]:
+        """The entry in a resolved config: name, label and every parameter, defaults included."""
+        return {"name": self.name, "label": self.display, "params": self.resolved_params()}
+
+
+class BaseAugmentationConfig(AugmentationConfig):
+    """An augmentation every model trains with, the baseline included (`training.base_augmentations`)."""
+
+    WHERE: ClassVar[str] = "training.base_augmentations"
+
+    @model_validator(mode="after")
+    def _changes_each_image_alone(self) -> "BaseAugmentationConfig":
+        from augcam.augment import AUGMENTATIONS
+
+        if not AUGMENTATIONS.lookup(self.name, where=f"{self.WHERE}[{self.display}]").per_image:
+            raise ConfigError(f"{self.WHERE}[{self.display}]: {self.name} mixes the images of a batch (and so "
+                              "their labels); a base augmentation must change each image on its own, e.g. "
+                              "horizontal_flip or translate")
+        return self
+
+
+class TrainingConfig(Section):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-5
+    init_seed: int = 0  # initial weights, shared by every model
+    ordering_seed: int = 0  # order of source images, shared by every model
+    copies: PositiveInt = 1  # k augmented copies of each training image
+    eval_batch_size: PositiveInt = 512
+    # null: an epoch is one pass over the training set; N: an epoch is N batches (Tang et al.'s
+    # "30 epochs of 10 steps"), so every model takes the same number of steps whatever its set's size.
+    steps_per_epoch: PositiveInt | None = None
+    # The fast recipe (docs/benchmarks.md). Defaults: the reference study's loop, bit for bit. Every
+    # one of these changes the weights, so a non-default value is in the model id. optimizer,
+    # schedule and precision are names in augcam.training.recipe's OPTIMIZERS, SCHEDULES, PRECISIONS.
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    warmup_fraction: float = Field(0.2, gt=0, lt=1)  # onecycle only
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precision: str = "fp32"  # bf16: autocast of forward pass and loss
+    channels_last: bool = False
+    compile: bool = False  # torch.compile of the training forward pass (not of CAMs)
+    # Augmentations every model trains with, the baseline included (e.g. the flips and translations
+    # of the CIFAR-10 speed-training recipes), applied to every training image before the study's
+    # augmentation; their randomness comes from (ordering seed, epoch, batch) alone, so models that
+    # visit the same batches see the same images. Empty (the default): the methodology's
+    # un-augmented baseline. A non-empty list is in every model id.
+    base_augmentations: list[BaseAugmentationConfig] = Field(default_factory=list)
+
+    @field_validator("optimizer", "schedule", "precision")
+    @classmethod
+    def _registered_recipe_name(cls, name: str, info: ValidationInfo) -> str:
+        from augcam.training.recipe import OPTIMIZERS, PRECISIONS, SCHEDULES
+
+        registry = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS}[info.field_name]
+        try:
+            registry.lookup(name)
+        except ConfigError as err:
+            # A ValueError, so that the error names the field and is reported with the file's other problems.
+            raise ValueError(str(err)) from None
+        return name
+
+    def recipe(self) -> dict[str, Any]:
+        """The fast-recipe settings that differ from their defaults (empty for the reference loop,
+        so the model ids of existing studies do not change)."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS
+                if getattr(self, name) != type(self).model_fields[name].default}
+
+
+RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", "precision", "channels_last",
+                 "compile")
+
+
+class GuidedConfig(Section):
+    """One mask-guided intervention (Viviano et al.): a model per seed trained with cross-entropy
+    plus a loss from `augcam.training.guided.GUIDED_LOSSES` on the training masks, without augmentation,
+    and compared with the baseline like an augmented model (docs/mask-guided.md).
+
+    loss = ce_weight · cross-entropy + weight · GUIDED_LOSSES[loss]; `ce_weight: 0` with
+    `classify_masked` is Viviano's "masked" baseline. feature_layer: the module whose input is
+    actdiff's penultimate features (None: the model's declared classifier, else its last Linear).
+    """
+
+    loss: str
+    label: str | None = None
+    weight: PositiveFloat = 1.0
+    ce_weight: NonNegativeFloat = 1.0
+    feature_layer: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_form(cls, value: Any) -> Any:
+        # `- actdiff` is accepted in YAML for `- {loss: actdiff}`.
+        return {"loss": value} if isinstance(value, str) else value
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        from augcam.training.guided import GUIDED_LOSSES
+
+        GUIDED_LOSSES.lookup(loss, where="guided.loss")
+        return loss
+
+    @property
+    def display(self) -> str:
+        return self.label or self.loss
+
+
+class CamConfig(Section):
+    method: str = "gradcam"
+    target: Literal["predicted", "label"] = "predicted"
+    batch_size: PositiveInt = 256
+    # Further methods computed for the baseline and the augmented models; the report then says
+    # whether each metric ranks the augmentations the same way under every method.
+    extra_methods: list[str] = Field(default_factory=list)
+    # Compute CAMs on an inference copy of each model (BatchNorm folded into the convolutions,
+    # channels_last, frozen parameters): the same maps up to float32 rounding, several times
+    # faster on a CPU. false: the model as trained, i.e. pytorch-grad-cam's arithmetic exactly.
+    optimize: bool = True
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from augcam.cams import CAM_METHODS
+
+        CAM_METHODS.lookup(method, where="cam.method")
+        return method
+
+    @field_validator("extra_methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        from augcam.cams import CAM_METHODS
+
+        for method in methods:
+            CAM_METHODS.lookup(method, where="cam.extra_methods")
+        return distinct(methods, "methods")
+
+    @model_validator(mode="after")
+    def _extra_differs(self) -> "CamConfig":
+        if self.method in self.extra_methods:
+            raise ValueError(f"extra_methods repeats cam.method {self.method!r}")
+        return self
+
+    @property
+    def methods(self) -> list[str]:
+        """Every CAM method of the study, the main one first."""
+        return [self.method, *self.extra_methods]
+
+
+class MetricsConfig(Section):
+    overlap_percentages: list[float] = Field(default_factory=lambda: [20.0, 10.0, 5.0], min_length=1)
+    kld_eps: PositiveFloat = 1e-10
+    # Saliency metrics of Tang et al.'s MNIST study (augcam.metrics.saliency: cc, kl, entropy),
+    # computed next to the CAM metrics; off by default so existing studies' tables do not change.
+    saliency: list[str] = Field(default_factory=list)
+    kl_eps_saliency: PositiveFloat = 2.220446049250313e-16  # float64 machine epsilon (DEFAULT_KL_EPS)
+
+    @field_validator("saliency")
+    @classmethod
+    def _known_saliency_metrics(cls, names: list[str]) -> list[str]:
+        from augcam.metrics import MAP_METRICS
+        from augcam.metrics.saliency import SALIENCY_METRICS, SINGLE_MAP_METRICS
+        from augcam.registry import Registry
+
+        known: Registry[object] = Registry("saliency metric")
+        known.update(SALIENCY_METRICS)
+        known.update(SINGLE_MAP_METRICS)
+        for name in names:
+            known.lookup(name, where="metrics.saliency")
+            if name in MAP_METRICS:
+                # e.g. after register_saliency_metrics(): the column would be written twice.
+                raise ValueError(f"{name!r} is also a CAM map metric (MAP_METRICS), so its column would clash; "
+                                 "leave it out of metrics.saliency")
+        return distinct(names, "metrics")
+
+    @field_validator("overlap_percentages")
+    @classmethod
+    def _percentages(cls, values: list[float]) -> list[float]:
+        return distinct_percentages(values)
+
+def _registered_fill(fill: str) -> str:
+    from augcam.metrics.faithfulness import FILLS
+
+    try:
+        FILLS.lookup(fill)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return fill
+
+
+class FaithfulnessConfig(Section):
+    """The faithfulness stage (docs/faithfulness.md), off by default: per model on the test set,
+    the drop in true-class probability when the top-q% pixels of its CAM are removed minus the
+    drop for as many random pixels (`draws` random sets), deletion / insertion AUC over `steps`
+    removal steps, and accuracy under random occlusion — once per fill in `fills`. `images`: only
+    the first N test images (null: all of them)."""
+
+    enabled: bool = False
+    percentages: list[float] = Field(default_factory=lambda: [5.0, 10.0, 20.0, 50.0], min_length=1)
+    # Names in augcam.metrics.faithfulness.FILLS, checked one by one so an error names the entry.
+    fills: list[Annotated[str, AfterValidator(_registered_fill)]] = Field(
+        default_factory=lambda: ["zero", "mean", "blur"], min_length=1)
+    draws: PositiveInt = 5
+    steps: PositiveInt = 20
+    occlusion_percentages: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0], min_length=1)
+    blur_sigma: PositiveFloat = 5.0
+    images: PositiveInt | None = None
+    batch_size: PositiveInt = 256
+
+    @field_validator("percentages", "occlusion_percentages")
+    @classmethod
+    def _percentages(cls, values: list[float]) -> list[float]:
+        return distinct_percentages(values)
+
+    @field_validator("fills")
+    @classmethod
+    def _distinct_fills(cls, fills: list[str]) -> list[str]:
+        return distinct(fills, "fills")
+
+class ControlsConfig(Section):
+    """Controls that separate an augmentation's effect from everything else (docs/trustworthy.md).
+
+    identity: add the `identity` augmentation (an unchanged copy of each image), so the augmented
+    models' extra training steps are measured apart from the transformation.
+    baseline_replicas: baselines retrained with another ordering seed (odd replicas) or another
+    init seed (even replicas); their CAMs vs the baseline's give the noise floor of every metric.
+    sanity_images: test images for the cascading-randomisation sanity check of the CAM method
+    (0 turns it off). data_randomization: also train a baseline on permuted labels and compare its
+    CAMs with the baseline's (the data-randomisation sanity check; one more model).
+    """
+
+    identity: bool = True
+    baseline_replicas: int = Field(2, ge=0)
+    sanity_images: int = Field(200, ge=0)
+    data_randomization: bool = False
+
+
+class ResourcesConfig(Section):
+    """What each model's task asks a Ray cluster for (`augcam run --executor ray`, docs/cluster.md).
+
+    cpus_per_model: CPUs reserved per model (> 0; fractions allowed). gpus_per_model: share of a
+    GPU per model, in [0, 1] (0.25: four small models share a GPU; 1: a whole GPU); null means 1
+    when the models train on a GPU (device cuda, or auto on a cluster with GPUs) and 0 otherwise.
+    max_retries: how often a model whose worker process or node died is started again (from its
+    last epoch checkpoint). None of these change a model's weights, so they are not in its id,
+    and the local executor ignores them.
+    """
+
+    cpus_per_model: PositiveFloat = 1.0
+    gpus_per_model: float | None = Field(None, ge=0, le=1)
+    max_retries: int = Field(3, ge=0)

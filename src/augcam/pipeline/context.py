@@ -1,0 +1,101 @@
+"""What every stage of a run sees: the prepared study, the run directory, the device, the console,
+the manifest, the executor, and what earlier stages handed on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from augcam.atomic import read_tensors
+from augcam.config import StudyConfig
+from augcam.pipeline.chain import images_on, load_model
+from augcam.pipeline.manifest import Manifest
+from augcam.pipeline.plan import ModelRun
+from augcam.pipeline.prepare import PreparedStudy
+from augcam.rundir import RunDir
+
+if TYPE_CHECKING:
+    from augcam.pipeline.executors import Executor
+
+
+@dataclass
+class StageContext:
+    prepared: PreparedStudy
+    run_dir: RunDir
+    device: torch.device
+    console: Console
+    manifest: Manifest
+    executor: "Executor"
+    # Handed on by the stages: the models whose training is complete (train), the per-image metrics
+    # against the baseline that the model chains computed (model id → metric → values; compare and
+    # controls compute the others from the stored CAM sets), and the tables a StudyResult returns.
+    complete: list[ModelRun] = field(default_factory=list)
+    vs_baseline: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    cams_computed: int = 0
+    cam_seconds: float = 0.0
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def config(self) -> StudyConfig:
+        return self.prepared.config
+
+    def is_complete(self, run: ModelRun) -> bool:
+        return run.model_id in {other.model_id for other in self.complete}
+
+    def meta(self, run: ModelRun) -> dict | None:
+        """The stored meta.json of a finished model (complete, or failed for good), else None."""
+        path = self.run_dir.meta_file(run.model_id)
+        if not path.exists():
+            return None
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            # augcam writes it atomically, so only a hand edit gets here: the model is trained again.
+            self.console.print(f"[yellow]{path}: unreadable ({err}); training {run.label} again[/]")
+            return None
+        if meta.get("status") == "complete" and not self.run_dir.weights_file(run.model_id).exists():
+            return None  # weights deleted by hand: train again
+        return meta
+
+    def weights(self, run: ModelRun) -> dict[str, torch.Tensor]:
+        return read_tensors(self.run_dir.weights_file(run.model_id))
+
+    def load_model(self, run: ModelRun) -> torch.nn.Module:
+        return load_model(self.prepared, self.weights(run), self.device)
+
+    def cam_set(self, run: ModelRun, method: str | None = None) -> dict[str, torch.Tensor]:
+        return read_tensors(self.run_dir.cams_file(run.model_id, method))
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images → float32 in [0, 1] on the run's device."""
+        return images_on(images, self.device)
+
+    def print(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+
+def progress_bar(console: Console, disable: bool = False) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, transient=False, disable=disable)
+
+
+def labels(runs: list[ModelRun], limit: int = 8) -> str:
+    """Models as messages list them: the first `limit`, then how many more."""
+    names = [run.label for run in runs]
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def metric_summary(table: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """NaN and ±inf counts per metric column, for the manifest."""
+    return {"undefined_values": {col: int(table[col].isna().sum()) for col in columns},
+            "infinite_values": {col: int(np.isinf(table[col].to_numpy()).sum()) for col in columns}}

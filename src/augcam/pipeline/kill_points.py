@@ -1,0 +1,28 @@
+"""A test-only hook that kills the process at a named point of a run.
+
+When the environment variable AUGCAM_TEST_KILL_AT names a point, the process kills itself there
+with SIGKILL, so tests can interrupt a run at a precise and reproducible place (on a loaded
+machine "kill after N seconds" lands anywhere). Points, `i` being the model's position in the
+plan (0 = baseline):
+
+    train:<i>:<epoch>     after model i's checkpoint of that epoch (1-based) is written
+    explain:<i>:<batch>   after batch <batch> (1-based) of model i's CAMs, before its CAM set is stored
+    compare:<i>           after model i's metrics are gathered, before metrics.parquet is written
+    stage:<name>          after stage <name> is recorded as complete in the manifest
+
+Never set it outside tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_AT_ENV = "AUGCAM_TEST_KILL_AT"
+
+
+def kill_point(*parts: object) -> None:
+    """SIGKILL this process if AUGCAM_TEST_KILL_AT names this point."""
+    wanted = os.environ.get(KILL_AT_ENV)
+    if wanted and wanted == ":".join(str(part) for part in parts):
+        os.kill(os.getpid(), signal.SIGKILL)

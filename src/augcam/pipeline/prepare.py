@@ -1,0 +1,199 @@
+"""Everything a study needs before it touches the run directory: the config checked against the
+data and the model, the data loaded and split, the plan of models. Building it raises every
+error a user can cause (config, data, layer, device) before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from augcam.cams import capture_output
+from augcam.config import StudyConfig, load_config
+from augcam.data import ImageSet, load_dataset_parts
+from augcam.data.splits import Split, channel_stats, study_split
+from augcam.errors import AugcamError, ConfigError, DataError
+from augcam.models import MODELS, build_model, get_layer
+from augcam.pipeline.plan import ModelRun, plan, plan_controls
+
+
+@dataclass
+class PreparedStudy:
+    """Everything a study needs before it touches the run directory; building it raises every
+    error a user can cause (config, data, layer) first."""
+
+    config: StudyConfig
+    train_set: ImageSet
+    test_set: ImageSet
+    split: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target_layer: str
+    input_size: tuple[int, int]
+    layer_size: tuple[int, int]
+    data_fingerprint: str
+    test_fingerprint: str = ""
+    runs: list[ModelRun] = field(default_factory=list)  # the baseline, then every augmentation × seed
+    controls: list[ModelRun] = field(default_factory=list)  # baseline replicas, permuted labels
+    # The dataset's own validation set (split.val indexes it), e.g. the crosses' flipped one;
+    # None: split.val indexes the training set.
+    val_set: ImageSet | None = None
+
+    @property
+    def test_masks(self) -> torch.Tensor | None:
+        """ROI masks of the study's test images (bool (N, H, W)), when the dataset has masks."""
+        return self.test_set.masks[self.split.test] if self.test_set.masks is not None else None
+
+    @property
+    def val_source(self) -> ImageSet:
+        """The set split.val indexes."""
+        return self.val_set if self.val_set is not None else self.train_set
+
+    @property
+    def baseline(self) -> ModelRun:
+        return self.runs[0]
+
+    @property
+    def all_runs(self) -> list[ModelRun]:
+        return self.runs + self.controls
+
+    @property
+    def replicas(self) -> list[ModelRun]:
+        return [run for run in self.controls if run.replica is not None]
+
+    @property
+    def permuted(self) -> ModelRun | None:
+        return next((run for run in self.controls if run.permuted_labels), None)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train_set.classes)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise AugcamError(f"device {requested!r} was requested but no CUDA GPU is available "
+                          "(use --device cpu, or device: auto in the study file)")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise AugcamError("device 'mps' was requested but Apple's MPS backend is not available")
+    device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise AugcamError(f"device {requested!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def set_deterministic() -> None:
+    """Same config + same machine ⇒ same numbers."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: a few CUDA backward kernels (adaptive average pooling) have no deterministic
+    # version; on the CPU every op used here is deterministic.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _fingerprint(image_set: ImageSet, *index_lists: torch.Tensor) -> str:
+    """Content hash of the selected images and labels, in order, with their shape and the class
+    names (the number of classes sizes the model's output)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"shape": list(image_set.images.shape[1:]), "classes": list(image_set.classes)}).encode())
+    for indices in index_lists:
+        h.update(f"{len(indices)}:".encode())
+        h.update(image_set.images[indices].numpy().tobytes())
+        h.update(image_set.labels[indices].numpy().tobytes())
+    return h.hexdigest()
+
+
+def _data_fingerprint(train_set: ImageSet, split: Split, val_set: ImageSet | None = None) -> str:
+    """What the weights depend on: the training and validation images and labels, in split order
+    (the normalisation statistics are computed from them); with a dataset's own validation set,
+    its selected images are hashed after the training part's, and the training masks too, which
+    mask-guided losses train on."""
+    if val_set is None:
+        return _fingerprint(train_set, split.train, split.val)
+    h = hashlib.sha256()
+    h.update(_fingerprint(train_set, split.train).encode())
+    h.update(_fingerprint(val_set, split.val).encode())
+    if train_set.masks is not None:
+        h.update(train_set.masks[split.train].numpy().tobytes())
+    return h.hexdigest()
+
+
+def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
+    """Validate the config against the data and the model; load and split the data."""
+    if not isinstance(config, StudyConfig):
+        config = load_config(config)
+    d = config.data
+    parts = load_dataset_parts(d.dataset, d.root, d.download)
+    train_set, test_set, val_set = parts.train, parts.test, parts.val
+    try:
+        split = study_split(d, train_set.labels, test_set.labels, val_set.labels if val_set is not None else None)
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from None
+    mean, std = channel_stats(train_set.images[split.train])
+    if min(std) == 0:
+        raise DataError(f"data.dataset {d.dataset!r}: a channel of the training images is constant "
+                        "(standard deviation 0), so they cannot be normalised")
+    spec = MODELS.lookup(config.model.name, where="model.name")
+    target_layer = config.model.target_layer or spec.target_layer
+    height, width = test_set.images.shape[-2:]
+    input_size = (d.image_size, d.image_size) if d.image_size else (int(height), int(width))
+    layer_size = target_layer_size(config, train_set, target_layer, input_size)
+    if config.guided:
+        check_guided(config, train_set, input_size)
+    fingerprint = _data_fingerprint(train_set, split, val_set)
+    prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
+                             layer_size, fingerprint, _fingerprint(test_set, split.test), val_set=val_set)
+    prepared.runs = plan(config, fingerprint)
+    prepared.controls = plan_controls(config, fingerprint)
+    return prepared
+
+
+def check_guided(config: StudyConfig, train_set: ImageSet, input_size: tuple[int, int]) -> None:
+    """What the guided entries need from the data and the model, as ConfigErrors."""
+    d = config.data
+    if train_set.masks is None:
+        raise ConfigError(f"guided: mask-guided losses need ROI masks, but data.dataset {d.dataset!r} has none "
+                          "(a dataset with masks: crosses)")
+    if tuple(input_size) != tuple(train_set.images.shape[-2:]):
+        raise ConfigError(f"guided: data.image_size {d.image_size} resizes the inputs but not the masks; "
+                          "leave data.image_size out for mask-guided training")
+    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
+    modules = dict(model.named_modules())
+    for entry in config.guided:
+        layer = entry.feature_layer
+        if layer is not None and layer not in modules:
+            raise ConfigError(f"guided[{entry.display}].feature_layer: {layer!r} is not a module of "
+                              f"{config.model.name} (modules: {', '.join(name for name in modules if name)})")
+
+
+def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: str,
+                      input_size: tuple[int, int]) -> tuple[int, int]:
+    """Spatial size of the target layer's output; refuses a layer where a CAM would be constant."""
+    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes),
+                        config.training.init_seed)
+    layer = get_layer(model, target_layer)
+    model.eval()
+    with capture_output(layer) as outputs, torch.no_grad():
+        try:
+            model(torch.zeros(2, train_set.images.shape[1], *input_size))
+        except RuntimeError as err:
+            raise ConfigError(f"model.name: {config.model.name} cannot take {input_size[0]}×{input_size[1]} "
+                              f"inputs ({err}); set data.image_size") from None
+    if not outputs or outputs[0].dim() != 4:
+        shape = tuple(outputs[0].shape) if outputs else "nothing"
+        raise ConfigError(f"model.target_layer: {target_layer!r} outputs {shape}; a CAM needs a "
+                          "convolutional layer with (batch, channels, height, width) output")
+    size = tuple(int(s) for s in outputs[0].shape[-2:])
+    if size[0] * size[1] == 1:
+        raise ConfigError(
+            f"model.target_layer: {target_layer!r} of {config.model.name} is 1×1 at "
+            f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant (a CAM is a weighted "
+            "sum of the layer's maps, and a 1×1 map has one pixel: upsampled, it is flat and normalises "
+            "to zero); set data.image_size larger (e.g. 64) or choose an earlier layer")
+    return size  # type: ignore[return-value]
