@@ -24,10 +24,10 @@ import scipy.stats
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_times, parse_args, machine, print_table  # noqa: E402
+from common import best_times, machine, parse_args, print_table
 
-from augcam.cams import upsample  # noqa: E402
-from augcam.metrics import compare_maps  # noqa: E402
+from augcam.cams import upsample
+from augcam.metrics import compare_maps
 
 PERCENTAGES = (20, 10, 5)
 KEYS = ["mad", "msd", "pearson", "spearman", "overlap_20", "overlap_10", "overlap_5"]
@@ -116,7 +116,8 @@ def main() -> None:
 
         # In turns; the device is synchronised around both (the loop itself runs on the CPU).
         (reference_time, expected), (ours_time, ours) = best_times(
-            [lambda: reference_loop(flat_base, flat_other), lambda: compare_maps(base, other)], device, args.repeats)
+            [lambda: reference_loop(flat_base, flat_other), lambda: compare_maps(base, other)], device, args.repeats
+        )
         for key in KEYS:
             got = ours[key].cpu().numpy()
             np.testing.assert_array_equal(np.isnan(got), np.isnan(expected[key]), err_msg=key)
@@ -126,12 +127,33 @@ def main() -> None:
         whole = peak_memory(side, count, str(device), count, threads)
         mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"  # noqa: E731
         ties = float((base == 0).float().mean())
-        rows.append([f"{side}×{side}", str(count), f"{ties:.0%}", f"{count / reference_time:.0f}",
-                     f"{count / ours_time:.0f}", f"{reference_time / ours_time:.1f}×", mib(chunked), mib(whole)])
+        rows.append(
+            [
+                f"{side}×{side}",
+                str(count),
+                f"{ties:.0%}",
+                f"{count / reference_time:.0f}",
+                f"{count / ours_time:.0f}",
+                f"{reference_time / ours_time:.1f}×",
+                mib(chunked),
+                mib(whole),
+            ]
+        )
         print(f"  {side}×{side}: done", file=sys.stderr)
 
-    print_table(["maps", "pairs", "zero pixels", "SciPy loop pairs/s", "augcam pairs/s", "ratio",
-                 "augcam peak (default chunks)", "peak (one chunk)"], rows)
+    print_table(
+        [
+            "maps",
+            "pairs",
+            "zero pixels",
+            "SciPy loop pairs/s",
+            "augcam pairs/s",
+            "ratio",
+            "augcam peak (default chunks)",
+            "peak (one chunk)",
+        ],
+        rows,
+    )
     print("\nall seven metrics equal the SciPy/NumPy loop within 1e-9 (asserted), NaN in the same places")
 
 

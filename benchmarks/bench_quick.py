@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from common import machine, print_table  # noqa: E402
+import torch
+from common import machine, print_table
 
-from augcam.analysis.report_html import PIPELINE_STAGES  # noqa: E402
+from augcam.analysis.report_html import PIPELINE_STAGES
 
 TARGET_SECONDS = 180.0
 STAGES = (*PIPELINE_STAGES, "report")
@@ -43,22 +43,35 @@ def main() -> None:
             out = Path(scratch) / "quick"
             load_before = os.getloadavg()[0]
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "augcam", "run", "quick", "--out", str(out),
-                                   "--device", args.device], capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "augcam", "run", "quick", "--out", str(out), "--device", args.device],
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - started
             if done.returncode != 0:
                 sys.exit(f"augcam run quick failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
             stages = json.loads((out / "manifest.json").read_text())["stages"]
         walls.append(wall)
-        rows.append([str(repeat + 1), f"{load_before:.1f} → {os.getloadavg()[0]:.1f}", f"{wall:.1f}",
-                     *(f"{stages[name]['seconds']:.1f}" if name in stages else "—" for name in STAGES),
-                     f"{TARGET_SECONDS / wall:.2f}×"])
-    print_table(["run", "load average", "wall s", *(f"{name} s" for name in STAGES),
-                 f"target {TARGET_SECONDS:.0f} s / wall"], rows)
+        rows.append(
+            [
+                str(repeat + 1),
+                f"{load_before:.1f} → {os.getloadavg()[0]:.1f}",
+                f"{wall:.1f}",
+                *(f"{stages[name]['seconds']:.1f}" if name in stages else "—" for name in STAGES),
+                f"{TARGET_SECONDS / wall:.2f}×",
+            ]
+        )
+    print_table(
+        ["run", "load average", "wall s", *(f"{name} s" for name in STAGES), f"target {TARGET_SECONDS:.0f} s / wall"],
+        rows,
+    )
     best, median = min(walls), statistics.median(walls)
-    print(f"\nbest {best:.1f} s, median {median:.1f} s of {len(walls)} runs: "
-          f"{'within' if median <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS:.0f} s target "
-          f"({TARGET_SECONDS / median:.2f}× margin at the median)")
+    print(
+        f"\nbest {best:.1f} s, median {median:.1f} s of {len(walls)} runs: "
+        f"{'within' if median <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS:.0f} s target "
+        f"({TARGET_SECONDS / median:.2f}× margin at the median)"
+    )
 
 
 if __name__ == "__main__":

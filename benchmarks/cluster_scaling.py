@@ -46,8 +46,10 @@ def main() -> None:
     chained = stages["train"]["seconds"] + stages["explain"]["seconds"]
     after = sum(s.get("seconds", 0.0) for name, s in stages.items() if name not in ("train", "explain"))
     before = max(manifest.get("seconds", 0.0) - chained - after, 0.0)
-    print(f"{args.run}: {len(others) + 1} models; baseline chain {baseline:.1f} s, other chains "
-          f"{min(others):.1f}–{max(others):.1f} s (sum {sum(others):.1f} s); before {before:.1f} s, after {after:.1f} s")
+    print(
+        f"{args.run}: {len(others) + 1} models; baseline chain {baseline:.1f} s, other chains "
+        f"{min(others):.1f}–{max(others):.1f} s (sum {sum(others):.1f} s); before {before:.1f} s, after {after:.1f} s"
+    )
     print("| workers | expected wall s | speed-up |")
     print("|---:|---:|---:|")
     one = before + baseline + makespan(others, 1) + after

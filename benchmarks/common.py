@@ -6,7 +6,7 @@ import argparse
 import os
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -64,8 +64,10 @@ def machine(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass  # not Linux: platform's description stays
-    text = (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads, Python {platform.python_version()}")
+    text = (
+        f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
+        f"threads, Python {platform.python_version()}"
+    )
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text
@@ -81,9 +83,12 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print(line(row))
 
 
-def parse_args(description: str, counted: str,
-               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-               argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    description: str,
+    counted: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    argv: list[str] | None = None,
+) -> argparse.Namespace:
     """The options every benchmark takes (and the script's own, from `add_arguments`); sets
     torch's thread count and adds `args.device`."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,8 +24,11 @@ TIME_FIELDS = {"train_seconds", "seconds", "epoch_seconds"}
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file() and not path.name.startswith(".")}
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
 
 
 def _without_times(path: Path):

@@ -34,8 +34,9 @@ def sigkill_when(command: list[str], seen, what: str, env: dict[str, str] | None
     assert process.returncode == -signal.SIGKILL, f"the command finished before {what} could be seen"
 
 
-def sigkill_once_a_checkpoint_appears(command: list[str], out: Path, env: dict[str, str],
-                                      pattern: str = "affine-*/checkpoint.safetensors") -> bool:
+def sigkill_once_a_checkpoint_appears(
+    command: list[str], out: Path, env: dict[str, str], pattern: str = "affine-*/checkpoint.safetensors"
+) -> bool:
     """Run `command` (an `augcam run` into `out`) and SIGKILL it as soon as a model's epoch
     checkpoint matching `pattern` shows up under out/models. Returns whether a checkpoint is still
     there after the kill (usually; rarely the model had just finished)."""

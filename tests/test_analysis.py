@@ -5,10 +5,23 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from augcam.analysis import (SEGMENTS, correlation_heatmap, correlation_maps, display_name, extreme_images,
-                             metric_boxplot, metric_columns, pair_frequencies, performance_bars,
-                             performance_summary, segment, segment_counts, segment_medians, segmented_boxplot,
-                             summary_table)
+from augcam.analysis import (
+    SEGMENTS,
+    correlation_heatmap,
+    correlation_maps,
+    display_name,
+    extreme_images,
+    metric_boxplot,
+    metric_columns,
+    pair_frequencies,
+    performance_bars,
+    performance_summary,
+    segment,
+    segment_counts,
+    segment_medians,
+    segmented_boxplot,
+    summary_table,
+)
 
 AUGS = ["affine", "blur", "crop", "flip"]
 METRICS = ["mad", "pearson", "overlap_20"]
@@ -20,9 +33,18 @@ def aggregated_table(columns: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     frames = []
     for aug, values in columns.items():
         n = len(next(iter(values.values())))
-        frames.append(pd.DataFrame({"augmentation": aug, "image_index": np.arange(100, 100 + n),
-                                    "label": np.arange(n) % 3, "baseline_pred": np.arange(n) % 3,
-                                    "n_models": 2, **values}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "augmentation": aug,
+                    "image_index": np.arange(100, 100 + n),
+                    "label": np.arange(n) % 3,
+                    "baseline_pred": np.arange(n) % 3,
+                    "n_models": 2,
+                    **values,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -32,19 +54,27 @@ def planted():
     anti-correlated with affine (flip = −affine); crop independent noise."""
     rng = np.random.default_rng(0)
     base = {m: rng.normal(size=N_IMAGES) for m in METRICS}
-    return aggregated_table({
-        "affine": base,
-        "blur": {m: 2 * v + 1 for m, v in base.items()},
-        "crop": {m: rng.normal(size=N_IMAGES) for m in METRICS},
-        "flip": {m: -v for m, v in base.items()},
-    })
+    return aggregated_table(
+        {
+            "affine": base,
+            "blur": {m: 2 * v + 1 for m, v in base.items()},
+            "crop": {m: rng.normal(size=N_IMAGES) for m in METRICS},
+            "flip": {m: -v for m, v in base.items()},
+        }
+    )
 
 
 def test_metric_columns_come_from_the_table_and_names_from_the_display_map():
     table = aggregated_table({"a": {"mad": np.zeros(3), "my_metric": np.ones(3), "overlap_7.5": np.ones(3)}})
     assert metric_columns(table) == ["mad", "my_metric", "overlap_7.5"]
-    assert [display_name(c) for c in ("mad", "msd", "overlap_20", "overlap_7.5", "class_kld", "my_metric")] == \
-        ["MAD", "MSD", "Overlap Rate@20%", "Overlap Rate@7.5%", "Class-KLD", "my_metric"]
+    assert [display_name(c) for c in ("mad", "msd", "overlap_20", "overlap_7.5", "class_kld", "my_metric")] == [
+        "MAD",
+        "MSD",
+        "Overlap Rate@20%",
+        "Overlap Rate@7.5%",
+        "Class-KLD",
+        "my_metric",
+    ]
 
 
 def test_correlation_maps_equal_numpy_corrcoef(planted):
@@ -60,12 +90,14 @@ def test_correlation_maps_equal_numpy_corrcoef(planted):
 
 def test_a_pair_correlated_in_every_metric_is_counted_in_every_map(planted):
     strongest, weakest = pair_frequencies(correlation_maps(planted, AUGS), k=1)
-    assert strongest.iloc[0].to_dict() == {"pair": "affine – blur", "count": len(METRICS),
-                                           "metrics": ", ".join(METRICS)}
+    assert strongest.iloc[0].to_dict() == {
+        "pair": "affine – blur",
+        "count": len(METRICS),
+        "metrics": ", ".join(METRICS),
+    }
     assert len(strongest) == 1
     # flip is anti-correlated with both affine and blur (r = −1 for both); ties go in study order.
-    assert weakest.iloc[0].to_dict() == {"pair": "affine – flip", "count": len(METRICS),
-                                         "metrics": ", ".join(METRICS)}
+    assert weakest.iloc[0].to_dict() == {"pair": "affine – flip", "count": len(METRICS), "metrics": ", ".join(METRICS)}
 
 
 def test_pair_tables_take_k_pairs_per_map_and_sort_by_count(planted):
@@ -79,14 +111,15 @@ def test_pair_tables_take_k_pairs_per_map_and_sort_by_count(planted):
     # With k = 6 every one of the 4·3/2 pairs is taken from every map.
     strongest, _ = pair_frequencies(maps, k=6)
     assert len(strongest) == 6 and (strongest["count"] == len(METRICS)).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be at least 1"):
         pair_frequencies(maps, k=0)
 
 
 def test_undefined_correlations_are_never_ranked():
     rng = np.random.default_rng(1)
-    table = aggregated_table({"a": {"m": rng.normal(size=10)}, "b": {"m": rng.normal(size=10)},
-                              "const": {"m": np.full(10, 0.5)}})
+    table = aggregated_table(
+        {"a": {"m": rng.normal(size=10)}, "b": {"m": rng.normal(size=10)}, "const": {"m": np.full(10, 0.5)}}
+    )
     corr = correlation_maps(table, ["a", "b", "const"])["m"]
     assert np.isnan(corr.loc["a", "const"])
     strongest, weakest = pair_frequencies({"m": corr}, k=4)
@@ -97,16 +130,29 @@ def per_model_metrics() -> pd.DataFrame:
     """Two augmentations × two seeds over 6 images with known prediction agreement."""
     label = np.array([0, 1, 2, 0, 1, 2])
     base = np.array([0, 1, 0, 1, 1, 2])  # baseline right on images 0, 1, 4, 5
-    preds = {("affine", 0): [0, 0, 0, 0, 1, 1],  # both 0,4 | both wrong 2 | only base 1,5 | only aug 3
-             ("affine", 1): [0, 1, 2, 0, 1, 2],  # all right: both 0,1,4,5 | only aug 2,3
-             ("blur", 0): [1, 0, 0, 1, 0, 0],   # nothing right: only base 0,1,4,5 | both wrong 2,3
-             ("blur", 1): [0, 1, 1, 1, 1, 2]}   # both 0,1,4,5 | both wrong 2,3
+    preds = {
+        ("affine", 0): [0, 0, 0, 0, 1, 1],  # both 0,4 | both wrong 2 | only base 1,5 | only aug 3
+        ("affine", 1): [0, 1, 2, 0, 1, 2],  # all right: both 0,1,4,5 | only aug 2,3
+        ("blur", 0): [1, 0, 0, 1, 0, 0],  # nothing right: only base 0,1,4,5 | both wrong 2,3
+        ("blur", 1): [0, 1, 1, 1, 1, 2],
+    }  # both 0,1,4,5 | both wrong 2,3
     rows = []
     for (aug, seed), pred in preds.items():
-        rows.append(pd.DataFrame({"model_id": f"{aug}-s{seed}", "augmentation": aug,
-                                  "seed": pd.array([seed] * 6, dtype="Int64"), "image_index": np.arange(6),
-                                  "label": label, "baseline_pred": base, "model_pred": pred,
-                                  "mad": np.arange(6) / 10 + seed, "pearson": np.linspace(-1, 1, 6)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "model_id": f"{aug}-s{seed}",
+                    "augmentation": aug,
+                    "seed": pd.array([seed] * 6, dtype="Int64"),
+                    "image_index": np.arange(6),
+                    "label": label,
+                    "baseline_pred": base,
+                    "model_pred": pred,
+                    "mad": np.arange(6) / 10 + seed,
+                    "pearson": np.linspace(-1, 1, 6),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -116,8 +162,12 @@ def test_segments_are_the_prediction_agreement_with_the_baseline():
     columns = [s.replace(" ", "_") for s in SEGMENTS]
     assert list(counts.columns) == ["augmentation", "seed", *columns, "images"]
     assert list(zip(counts.augmentation, counts.seed)) == [("blur", 0), ("blur", 1), ("affine", 0), ("affine", 1)]
-    expected = {("affine", 0): [2, 1, 2, 1], ("affine", 1): [4, 0, 0, 2], ("blur", 0): [0, 2, 4, 0],
-                ("blur", 1): [4, 2, 0, 0]}
+    expected = {
+        ("affine", 0): [2, 1, 2, 1],
+        ("affine", 1): [4, 0, 0, 2],
+        ("blur", 0): [0, 2, 4, 0],
+        ("blur", 1): [4, 2, 0, 0],
+    }
     for row in counts.itertuples(index=False):
         assert [getattr(row, c) for c in columns] == expected[(row.augmentation, row.seed)]
     # Every model's segments add up to the number of test images.
@@ -161,8 +211,9 @@ def performance_table() -> pd.DataFrame:
         for seed, acc in enumerate(values):
             status = "complete" if not np.isnan(acc) else "diverged"
             rows.append((f"{aug}-s{seed}", aug, seed, status, acc, acc - 0.01, acc, acc - 0.02))
-    return pd.DataFrame(rows, columns=["model_id", "augmentation", "seed", "status", "test_accuracy", "precision",
-                                       "recall", "f1"]).astype({"seed": "Int64"})
+    return pd.DataFrame(
+        rows, columns=["model_id", "augmentation", "seed", "status", "test_accuracy", "precision", "recall", "f1"]
+    ).astype({"seed": "Int64"})
 
 
 def test_performance_summary_is_mean_and_std_over_finished_seeds_baseline_first():
@@ -204,7 +255,7 @@ def test_figures_show_one_box_or_cell_per_item(planted):
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == AUGS
-    assert len([p for p in ax.patches]) == len(AUGS)  # one box per augmentation
+    assert len(list(ax.patches)) == len(AUGS)  # one box per augmentation
     corr = correlation_maps(planted, AUGS)["pearson"]
     heat = correlation_heatmap(corr, "pearson")
     cell_texts = [t.get_text() for t in heat.axes[0].texts]

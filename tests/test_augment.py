@@ -32,8 +32,19 @@ from augcam.augment import (
 )
 from augcam.errors import ConfigError
 
-BUILT_IN = ["affine", "color_jitter", "cutmix", "elastic", "equalization", "gaussian_blur", "horizontal_flip",
-            "identity", "random_crop", "random_erasing", "translate"]
+BUILT_IN = [
+    "affine",
+    "color_jitter",
+    "cutmix",
+    "elastic",
+    "equalization",
+    "gaussian_blur",
+    "horizontal_flip",
+    "identity",
+    "random_crop",
+    "random_erasing",
+    "translate",
+]
 DETERMINISTIC = {"identity", "equalization"}
 RANDOM = [name for name in BUILT_IN if name not in DETERMINISTIC]
 SIZE = {1: 28, 3: 32}  # Fashion-MNIST and CIFAR-10 sizes
@@ -61,15 +72,34 @@ def test_every_built_in_is_registered():
 def test_built_ins_are_registered_in_the_study_order():
     # The registry's order is the order a study lists and trains its augmentations in.
     built_in = [name for name in AUGMENTATIONS if AUGMENTATIONS[name].__module__.startswith("augcam.augment.")]
-    assert built_in == ["affine", "cutmix", "color_jitter", "elastic", "equalization", "gaussian_blur",
-                        "random_crop", "horizontal_flip", "translate", "identity", "random_erasing", "mixup",
-                        "cutmix_targets", "saliencymix"]
+    assert built_in == [
+        "affine",
+        "cutmix",
+        "color_jitter",
+        "elastic",
+        "equalization",
+        "gaussian_blur",
+        "random_crop",
+        "horizontal_flip",
+        "translate",
+        "identity",
+        "random_erasing",
+        "mixup",
+        "cutmix_targets",
+        "saliencymix",
+    ]
 
 
 @pytest.mark.parametrize("module", [geometric, photometric, mixing])
 def test_every_augmentation_class_of_the_built_in_modules_is_registered(module):
-    classes = [value for value in vars(module).values() if isinstance(value, type) and issubclass(value, Augmentation)
-               and value.__module__ == module.__name__ and "name" in vars(value)]
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Augmentation)
+        and value.__module__ == module.__name__
+        and "name" in vars(value)
+    ]
     assert classes, f"no augmentation found in {module.__name__}"
     for cls in classes:
         assert AUGMENTATIONS.get(cls.name) is cls, f"{cls.__name__} is not registered as {cls.name!r}"
@@ -196,10 +226,14 @@ def test_affine_matches_torchvision_with_drawn_parameters(channels):
     params = aug.sample_params(tuple(x.shape), gen(3))
     out = aug.apply(x, as_device(params, x))
     for i in range(len(x)):
-        expected = TF.affine(x[i], angle=float(params["angle"][i]),
-                             translate=[int(t) for t in params["translate"][i]],
-                             scale=float(params["scale"][i]), shear=[float(params["shear"][i]), 0.0],
-                             interpolation=InterpolationMode.BILINEAR)
+        expected = TF.affine(
+            x[i],
+            angle=float(params["angle"][i]),
+            translate=[int(t) for t in params["translate"][i]],
+            scale=float(params["scale"][i]),
+            shear=[float(params["shear"][i]), 0.0],
+            interpolation=InterpolationMode.BILINEAR,
+        )
         torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-4)
     # The draws honour the ranges.
     assert params["angle"].abs().max() <= 30 and params["shear"].abs().max() <= 20
@@ -209,8 +243,9 @@ def test_affine_matches_torchvision_with_drawn_parameters(channels):
 
 def test_random_crop_of_whole_image_is_identity():
     x = images(5, 3)
-    torch.testing.assert_close(build_augmentation("random_crop", {"size_fraction": 1.0})(x, gen(0)), x,
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        build_augmentation("random_crop", {"size_fraction": 1.0})(x, gen(0)), x, rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -224,8 +259,9 @@ def test_random_crop_matches_torchvision_resized_crop(channels):
     assert (params["top"] >= 0).all() and (params["top"] <= size - crop_h).all()
     out = aug.apply(x, as_device(params, x))
     for i in range(len(x)):
-        expected = TF.resized_crop(x[i], int(params["top"][i]), int(params["left"][i]), crop_h, crop_w,
-                                   [size, size], antialias=True)
+        expected = TF.resized_crop(
+            x[i], int(params["top"][i]), int(params["left"][i]), crop_h, crop_w, [size, size], antialias=True
+        )
         torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-5)
 
 
@@ -288,12 +324,15 @@ def test_gaussian_blur_uses_each_drawn_sigma():
         torch.testing.assert_close(out[i], TF.gaussian_blur(x[i], [7, 7], [s, s]), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("part, reference", [
-    ("brightness", TF.adjust_brightness),
-    ("contrast", TF.adjust_contrast),
-    ("saturation", TF.adjust_saturation),
-    ("hue", TF.adjust_hue),
-])
+@pytest.mark.parametrize(
+    "part, reference",
+    [
+        ("brightness", TF.adjust_brightness),
+        ("contrast", TF.adjust_contrast),
+        ("saturation", TF.adjust_saturation),
+        ("hue", TF.adjust_hue),
+    ],
+)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_color_jitter_parts_match_torchvision(part, reference, channels):
     x = images(6, channels)
@@ -322,7 +361,7 @@ def test_elastic_matches_torchvision_with_drawn_displacement():
     displacement = aug.displacement(params["noise"])
     assert displacement.shape == (4, 32, 32, 2)
     for i in range(len(x)):
-        torch.testing.assert_close(out[i], TF.elastic(x[i], displacement[i:i + 1]), rtol=0, atol=1e-5)
+        torch.testing.assert_close(out[i], TF.elastic(x[i], displacement[i : i + 1]), rtol=0, atol=1e-5)
 
 
 def test_elastic_without_strength_is_identity():
@@ -442,8 +481,10 @@ def test_unknown_name_lists_valid_names():
 def test_unknown_parameter_suggests_the_near_one():
     with pytest.raises(ConfigError) as info:
         build_augmentation("affine", {"degres": 10}, where="augmentations[affine]")
-    assert str(info.value) == ("augmentations[affine]: unknown parameter 'degres'; did you mean 'degrees'? "
-                               "(valid: degrees, translate, scale, shear)")
+    assert str(info.value) == (
+        "augmentations[affine]: unknown parameter 'degres'; did you mean 'degrees'? "
+        "(valid: degrees, translate, scale, shear)"
+    )
 
 
 def test_parameter_of_wrong_type_names_the_field():
@@ -452,19 +493,22 @@ def test_parameter_of_wrong_type_names_the_field():
     assert str(info.value) == "augmentations[gaussian_blur].sigma: Input should be a valid tuple (got 'abc')"
 
 
-@pytest.mark.parametrize("name, params, field", [
-    ("gaussian_blur", {"sigma": (2.0, 1.0)}, "sigma"),
-    ("gaussian_blur", {"sigma": (0.0, 1.0)}, "sigma[0]"),
-    ("gaussian_blur", {"kernel_size": 4}, "kernel_size"),
-    ("affine", {"scale": (1.2, 0.8)}, "scale"),
-    ("affine", {"translate": 1.5}, "translate"),
-    ("affine", {"degrees": float("nan")}, "degrees"),
-    ("random_crop", {"size_fraction": 0.0}, "size_fraction"),
-    ("color_jitter", {"hue": 0.7}, "hue"),
-    ("color_jitter", {"brightness": -0.1}, "brightness"),
-    ("elastic", {"sigma": 0}, "sigma"),
-    ("cutmix", {"alpha": -1}, "alpha"),
-])
+@pytest.mark.parametrize(
+    "name, params, field",
+    [
+        ("gaussian_blur", {"sigma": (2.0, 1.0)}, "sigma"),
+        ("gaussian_blur", {"sigma": (0.0, 1.0)}, "sigma[0]"),
+        ("gaussian_blur", {"kernel_size": 4}, "kernel_size"),
+        ("affine", {"scale": (1.2, 0.8)}, "scale"),
+        ("affine", {"translate": 1.5}, "translate"),
+        ("affine", {"degrees": float("nan")}, "degrees"),
+        ("random_crop", {"size_fraction": 0.0}, "size_fraction"),
+        ("color_jitter", {"hue": 0.7}, "hue"),
+        ("color_jitter", {"brightness": -0.1}, "brightness"),
+        ("elastic", {"sigma": 0}, "sigma"),
+        ("cutmix", {"alpha": -1}, "alpha"),
+    ],
+)
 def test_bad_parameter_is_one_config_error_naming_the_field(name, params, field):
     with pytest.raises(ConfigError) as info:
         build_augmentation(name, params, where=f"augmentations[{name}]")
@@ -507,6 +551,7 @@ def test_user_defined_augmentation_works_through_build(restore_registry):
     @register_augmentation
     class Invert(Augmentation):
         """Invert a random fraction of the images' intensity."""
+
         name: ClassVar[str] = "test_invert"
         strength: float = Field(1.0, ge=0.0, le=1.0)
 

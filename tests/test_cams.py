@@ -19,8 +19,15 @@ from augcam.models import MODELS, LinearHead, build_model, get_layer
 
 # (architecture, input channels, input side): every architecture at a size where its target layer
 # is larger than 1×1; efficientnet_b0 also at the reference study's 224×224.
-CASES = [("small_cnn", 1, 28), ("small_cnn", 3, 32), ("resnet18", 3, 64), ("resnet18", 1, 64),
-         ("efficientnet_b0", 3, 64), ("efficientnet_b0", 3, 224), ("cifar_resnet", 3, 32)]
+CASES = [
+    ("small_cnn", 1, 28),
+    ("small_cnn", 3, 32),
+    ("resnet18", 3, 64),
+    ("resnet18", 1, 64),
+    ("efficientnet_b0", 3, 64),
+    ("efficientnet_b0", 3, 224),
+    ("cifar_resnet", 3, 32),
+]
 
 
 def calibrated_model(name, channels, side, num_classes=10):
@@ -115,10 +122,12 @@ def test_batching_changes_maps_only_by_rounding_and_reruns_are_identical():
     images = torch.randn(7, 1, 28, 28)
     # CPU kernels pick algorithms by batch size, so batching moves values by float rounding only;
     # the study fixes the batch size, and then reruns are bit-identical.
-    assert torch.allclose(gradcam(model, "features", images, batch_size=2), gradcam(model, "features", images),
-                          atol=1e-5, rtol=0)
-    assert torch.equal(gradcam(model, "features", images, batch_size=2),
-                       gradcam(model, "features", images, batch_size=2))
+    assert torch.allclose(
+        gradcam(model, "features", images, batch_size=2), gradcam(model, "features", images), atol=1e-5, rtol=0
+    )
+    assert torch.equal(
+        gradcam(model, "features", images, batch_size=2), gradcam(model, "features", images, batch_size=2)
+    )
 
 
 def test_raw_maps_are_layer_resolution_and_upsample_reproduces_gradcam():
@@ -170,7 +179,7 @@ def _sign_fixed_svd(svd):
         left, values, right = svd(matrix, *args, **kwargs)
         flip = np.where(right.sum(axis=1) < 0, -1, 1).astype(right.dtype)
         left = left.copy()
-        left[:, :len(flip)] *= flip[:left.shape[1]]
+        left[:, : len(flip)] *= flip[: left.shape[1]]
         return left, values, right * flip[:, None]
 
     return fixed
@@ -338,8 +347,12 @@ def test_densenet_declares_no_head_and_a_wrong_declaration_is_caught():
     with pytest.raises(ValueError, match="declared LinearHead does not hold"):
         gradcam(model, "features", torch.randn(2, 1, 64, 64), head=wrong)
     with pytest.raises(ValueError, match="not a global average pooling"):
-        gradcam(model, "features", torch.randn(2, 1, 64, 64),
-                head=LinearHead(layer="features", pool="features.pool0", classifier="classifier"))
+        gradcam(
+            model,
+            "features",
+            torch.randn(2, 1, 64, 64),
+            head=LinearHead(layer="features", pool="features.pool0", classifier="classifier"),
+        )
 
 
 # --- the inference copy (optimize=True, the default) -------------------------------------------
@@ -350,8 +363,14 @@ def test_densenet_declares_no_head_and_a_wrong_declaration_is_caught():
 # equals the oracles above in float32) must be within 1e-5 or at most 3× pytorch-grad-cam's.
 
 # Every registered architecture, at a size where its target layer is larger than 1×1.
-ALL_MODEL_CASES = {"small_cnn": (1, 28), "tang_cnn": (1, 28), "resnet18": (3, 64), "efficientnet_b0": (3, 64),
-                   "densenet121": (1, 64), "cifar_resnet": (3, 32)}
+ALL_MODEL_CASES = {
+    "small_cnn": (1, 28),
+    "tang_cnn": (1, 28),
+    "resnet18": (3, 64),
+    "efficientnet_b0": (3, 64),
+    "densenet121": (1, 64),
+    "cifar_resnet": (3, 32),
+}
 
 
 def test_every_registered_model_has_an_inference_copy_case():
@@ -431,8 +450,9 @@ def test_inference_copy_keeps_the_target_convolution_and_its_batch_norm():
     assert isinstance(layer, torch.nn.Conv2d) and isinstance(copy.features[5], torch.nn.BatchNorm2d)
     assert isinstance(copy.features[1], torch.nn.Identity) and isinstance(copy.features[9], torch.nn.Identity)
     images = torch.randn(3, 1, 28, 28)
-    torch.testing.assert_close(gradcam(model, "features.4", images),
-                               gradcam(model, "features.4", images, optimize=False), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        gradcam(model, "features.4", images), gradcam(model, "features.4", images, optimize=False), rtol=0, atol=1e-5
+    )
 
 
 def test_inference_copy_keeps_a_pair_that_straddles_the_target_layer():
@@ -441,8 +461,12 @@ def test_inference_copy_keeps_a_pair_that_straddles_the_target_layer():
     class Straddling(torch.nn.Module):  # the target block ends in a convolution; its BatchNorm follows
         def __init__(self):
             super().__init__()
-            self.block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
-                                             torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3, padding=1))
+            self.block = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 4, 3, padding=1),
+                torch.nn.BatchNorm2d(4),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(4, 6, 3, padding=1),
+            )
             self.norm = torch.nn.BatchNorm2d(6)
             self.classifier = torch.nn.Linear(6, 3)
 
@@ -457,20 +481,28 @@ def test_inference_copy_keeps_a_pair_that_straddles_the_target_layer():
     assert isinstance(copy.norm, torch.nn.BatchNorm2d)  # block.3 → norm straddles: kept
     assert isinstance(copy.block[1], torch.nn.Identity)  # block.0 → block.1 inside: folded
     images = torch.randn(3, 1, 8, 8)
-    torch.testing.assert_close(gradcam(model, "block", images), gradcam(model, "block", images, optimize=False),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        gradcam(model, "block", images), gradcam(model, "block", images, optimize=False), rtol=0, atol=1e-5
+    )
 
 
 def test_inference_copy_keeps_batch_norm_without_running_statistics():
     from augcam.cams import inference_copy
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4, track_running_stats=False),
-                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4, track_running_stats=False),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    )
     copy, _ = inference_copy(model, "2")
     assert isinstance(copy[1], torch.nn.BatchNorm2d)  # batch statistics: not an affine map to fold
     images = torch.randn(3, 1, 8, 8)
-    torch.testing.assert_close(gradcam(model, "2", images), gradcam(model, "2", images, optimize=False),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        gradcam(model, "2", images), gradcam(model, "2", images, optimize=False), rtol=0, atol=1e-5
+    )
 
 
 def test_inference_copy_of_a_model_fx_cannot_trace_keeps_batch_norm(caplog):
@@ -494,8 +526,9 @@ def test_inference_copy_of_a_model_fx_cannot_trace_keeps_batch_norm(caplog):
     assert isinstance(copy.features[1], torch.nn.BatchNorm2d)
     assert "torch.fx cannot trace DataDependent" in caplog.text
     images = torch.randn(2, 1, 8, 8)
-    torch.testing.assert_close(gradcam(model, "features", images), gradcam(model, "features", images, optimize=False),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        gradcam(model, "features", images), gradcam(model, "features", images, optimize=False), rtol=0, atol=1e-6
+    )
 
 
 def test_capture_output_keeps_gradients_flowing_past_the_layer_unless_asked():

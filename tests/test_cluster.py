@@ -1,4 +1,4 @@
-"""Issue 8: a study on a Ray cluster gives the local executor's tables, and survives lost workers.
+"""A study on a Ray cluster gives the local executor's tables, and survives lost workers.
 
 The cluster is a real one of two Ray nodes of one CPU each on this machine
 (`ray.cluster_utils.Cluster`), so tasks run in separate worker processes that are scheduled,
@@ -22,16 +22,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import sigkill_once_a_checkpoint_appears
 from rich.console import Console
 from typer.testing import CliRunner
 
 from augcam.cli import app
 from augcam.config import load_config
 from augcam.errors import AugcamError
+from augcam.pipeline import run_study
 from augcam.pipeline.kill_points import KILL_AT_ENV
 from augcam.pipeline.plan import plan
-from augcam.pipeline import run_study
-from conftest import sigkill_once_a_checkpoint_appears
 
 AUGCAM = [sys.executable, "-m", "augcam"]
 STUDY = {
@@ -53,8 +53,9 @@ def assert_same_tables(out: Path, reference: Path) -> None:
     the Parquet tables with bit-identical floats, and every CSV the report writes, byte for byte."""
     for name in PARQUET:
         got = pd.read_parquet(out / "tables" / f"{name}.parquet").drop(columns=["train_seconds"], errors="ignore")
-        expected = pd.read_parquet(reference / "tables" / f"{name}.parquet").drop(columns=["train_seconds"],
-                                                                                    errors="ignore")
+        expected = pd.read_parquet(reference / "tables" / f"{name}.parquet").drop(
+            columns=["train_seconds"], errors="ignore"
+        )
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
         for column in expected.columns:
             if expected[column].dtype.kind == "f":
@@ -76,18 +77,24 @@ def quiet() -> Console:
 
 # --- config and command line (no cluster needed) -----------------------------------------------------
 
+
 def test_resources_are_validated_and_stay_out_of_model_ids():
     config = load_config(STUDY)
-    assert (config.resources.cpus_per_model, config.resources.gpus_per_model, config.resources.max_retries) == \
-        (1.0, None, 3)
+    assert (config.resources.cpus_per_model, config.resources.gpus_per_model, config.resources.max_retries) == (
+        1.0,
+        None,
+        3,
+    )
     ids = [run.model_id for run in plan(config, "fingerprint")]
     other = load_config({**STUDY, "resources": {"cpus_per_model": 2, "gpus_per_model": 0.25, "max_retries": 0}})
     assert [run.model_id for run in plan(other, "fingerprint")] == ids, "resources do not change the weights"
-    for resources, message in [({"cpus_per_model": 0}, r"resources\.cpus_per_model: Input should be greater than 0"),
-                               ({"gpus_per_model": -0.5}, r"resources\.gpus_per_model: .*greater than or equal to 0"),
-                               ({"gpus_per_model": 2}, r"resources\.gpus_per_model: .*less than or equal to 1"),
-                               ({"max_retries": -1}, r"resources\.max_retries: .*greater than or equal to 0"),
-                               ({"cpu_per_model": 1}, r"unknown key; did you mean 'cpus_per_model'")]:
+    for resources, message in [
+        ({"cpus_per_model": 0}, r"resources\.cpus_per_model: Input should be greater than 0"),
+        ({"gpus_per_model": -0.5}, r"resources\.gpus_per_model: .*greater than or equal to 0"),
+        ({"gpus_per_model": 2}, r"resources\.gpus_per_model: .*less than or equal to 1"),
+        ({"max_retries": -1}, r"resources\.max_retries: .*greater than or equal to 0"),
+        ({"cpu_per_model": 1}, r"unknown key; did you mean 'cpus_per_model'"),
+    ]:
         with pytest.raises(AugcamError, match=message):
             load_config({**STUDY, "resources": resources})
     with pytest.raises(AugcamError, match=r"gpus_per_model: 0\.5 asks for GPUs, but device is 'cpu'"):
@@ -102,8 +109,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", ["address-without-ray", "unknown-executor", "ray-not-installed", "unreachable-address",
-                                  "ray-client-address"])
+@pytest.mark.parametrize(
+    "case",
+    ["address-without-ray", "unknown-executor", "ray-not-installed", "unreachable-address", "ray-client-address"],
+)
 def test_cli_executor_errors_are_one_line_and_exit_2(case, tmp_path, monkeypatch, fashion_mnist_available):
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))
@@ -111,12 +120,19 @@ def test_cli_executor_errors_are_one_line_and_exit_2(case, tmp_path, monkeypatch
     args, expected = {
         "address-without-ray": (["--address", "auto"], r"--address names a Ray cluster: use it with --executor ray"),
         "unknown-executor": (["--executor", "dask"], r"--executor: expected local or ray, got 'dask'"),
-        "ray-not-installed": (["--executor", "ray"], r"--executor ray needs Ray, which is not installed: "
-                                                     r"pip install 'augcam\[ray\]'"),
-        "unreachable-address": (["--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"],
-                                r"--address 127\.0\.0\.1:\d+: cannot reach a Ray cluster there \(.*refused"),
-        "ray-client-address": (["--executor", "ray", "--address", "ray://head:10001"],
-                               r"Ray Client addresses \(ray://\) are not supported"),
+        "ray-not-installed": (
+            ["--executor", "ray"],
+            r"--executor ray needs Ray, which is not installed: "
+            r"pip install 'augcam\[ray\]'",
+        ),
+        "unreachable-address": (
+            ["--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"],
+            r"--address 127\.0\.0\.1:\d+: cannot reach a Ray cluster there \(.*refused",
+        ),
+        "ray-client-address": (
+            ["--executor", "ray", "--address", "ray://head:10001"],
+            r"Ray Client addresses \(ray://\) are not supported",
+        ),
     }[case]
     if case == "ray-not-installed":
         monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` then raises ImportError
@@ -131,6 +147,7 @@ def test_cli_executor_errors_are_one_line_and_exit_2(case, tmp_path, monkeypatch
 
 
 # --- on a two-node Ray cluster ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -172,8 +189,10 @@ def test_ray_executor_gives_the_local_executors_tables(cluster, reference, tmp_p
     assert {model["attempts"] for model in models} == {1}
     assert len({model["node_id"] for model in models}) == 2, "the models ran on both nodes"
     assert result.manifest["stages"]["train"]["trained"] == 4 and result.manifest["stages"]["explain"]["computed"] == 4
-    assert "train on ray (cpu, 2 node(s)): 4 (baseline, affine seed 0, affine seed 1, baseline replica ordering+1)" \
+    assert (
+        "train on ray (cpu, 2 node(s)): 4 (baseline, affine seed 0, affine seed 1, baseline replica ordering+1)"
         in log.getvalue()
+    )
     assert not list(out.rglob("checkpoint.safetensors")) and not list(out.rglob("*.tmp"))
     # Rerun: everything is reused, nothing is sent to the cluster.
     again = run_study(STUDY, out, device="cpu", executor="ray", console=quiet())
@@ -181,8 +200,9 @@ def test_ray_executor_gives_the_local_executors_tables(cluster, reference, tmp_p
     assert_same_tables(out, reference)
 
 
-def test_worker_killed_mid_training_is_retried_and_resumes_from_its_checkpoint(cluster, reference, tmp_path,
-                                                                                monkeypatch):
+def test_worker_killed_mid_training_is_retried_and_resumes_from_its_checkpoint(
+    cluster, reference, tmp_path, monkeypatch
+):
     """The test-only hook kills the worker process (SIGKILL) right after affine seed 0's epoch-1
     checkpoint reached the run directory; the retried task does not reach that point again."""
     monkeypatch.setenv(KILL_AT_ENV, "train:1:1")
@@ -217,8 +237,11 @@ def test_worker_killed_from_outside_is_retried_and_the_tables_are_the_same(clust
                 time.sleep(0.01)
                 continue
             for model_id, model in status.items():
-                if model_id.startswith("affine") and model.get("state") == "train" and \
-                        model.get("checkpoint_epoch") == 1:
+                if (
+                    model_id.startswith("affine")
+                    and model.get("state") == "train"
+                    and model.get("checkpoint_epoch") == 1
+                ):
                     os.kill(model["pid"], signal.SIGKILL)
                     killed.update(model_id=model_id, pid=model["pid"])
                     return
@@ -239,15 +262,27 @@ def test_worker_killed_from_outside_is_retried_and_the_tables_are_the_same(clust
     assert_same_tables(out, reference)
 
 
-def test_killed_driver_then_rerun_resumes_from_the_checkpoints_in_the_run_directory(cluster, reference, tmp_path,
-                                                                                   fashion_mnist_available):
+def test_killed_driver_then_rerun_resumes_from_the_checkpoints_in_the_run_directory(
+    cluster, reference, tmp_path, fashion_mnist_available
+):
     """The driver (`augcam run --executor ray --address …`) is killed with SIGKILL once an augmented
     model has a checkpoint; its tasks die with it, and the rerun resumes as the local executor does."""
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))
     out = tmp_path / "out"
-    command = [*AUGCAM, "run", str(study), "--out", str(out), "--device", "cpu", "--executor", "ray",
-               "--address", cluster.address]
+    command = [
+        *AUGCAM,
+        "run",
+        str(study),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--executor",
+        "ray",
+        "--address",
+        cluster.address,
+    ]
     env = {key: value for key, value in os.environ.items() if key != KILL_AT_ENV}
     left_checkpoint = sigkill_once_a_checkpoint_appears(command, out, env)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

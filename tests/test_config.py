@@ -26,75 +26,122 @@ def test_thesis_preset_is_the_published_setup():
     assert c.model.name == "efficientnet_b0"
     t = c.training
     assert (t.lr, t.weight_decay, t.batch_size, t.epochs, t.copies) == (1e-3, 1e-5, 32, 30, 1)
-    assert [a.name for a in c.augmentations] == ["affine", "cutmix", "color_jitter", "elastic", "equalization",
-                                                 "gaussian_blur", "random_crop"]
+    assert [a.name for a in c.augmentations] == [
+        "affine",
+        "cutmix",
+        "color_jitter",
+        "elastic",
+        "equalization",
+        "gaussian_blur",
+        "random_crop",
+    ]
     assert len(c.seeds) == 3 and c.cam.target == "predicted"
 
 
 def test_short_and_long_augmentation_forms():
-    c = load_config({"name": "t", "augmentations": ["affine", {"name": "gaussian_blur", "kernel_size": 3},
-                                                    {"name": "gaussian_blur", "label": "blur7",
-                                                     "params": {"kernel_size": 7}}]})
+    c = load_config(
+        {
+            "name": "t",
+            "augmentations": [
+                "affine",
+                {"name": "gaussian_blur", "kernel_size": 3},
+                {"name": "gaussian_blur", "label": "blur7", "params": {"kernel_size": 7}},
+            ],
+        }
+    )
     assert [a.display for a in c.augmentations] == ["affine", "gaussian_blur", "blur7"]
     assert c.augmentations[1].build().kernel_size == 3
     assert c.augmentations[2].build().kernel_size == 7
 
 
-@pytest.mark.parametrize("data,pattern", [
-    ({**MINIMAL, "training": {"epocs": 3}}, r"training\.epocs: unknown key; did you mean 'epochs'\?"),
-    ({**MINIMAL, "modle": {}}, r"modle: unknown key; did you mean 'model'\?"),
-    ({**MINIMAL, "data": {"datset": "mnist"}}, r"data\.datset: unknown key; did you mean 'dataset'\?"),
-    ({**MINIMAL, "training": {"epochs": -1}}, r"training\.epochs: Input should be greater than 0"),
-    ({**MINIMAL, "training": {"epochs": "many"}}, r"training\.epochs: .*valid integer"),
-    ({**MINIMAL, "metrics": {"overlap_percentages": [20, 0]}}, r"metrics\.overlap_percentages: .*\(0, 100\]"),
-    ({**MINIMAL, "metrics": {"overlap_percentages": [120]}}, r"\(0, 100\], got 120"),
-    ({"name": "t", "augmentations": []}, r"augmentations: List should have at least 1 item"),
-    ({"name": "t", "augmentations": ["affine", "affine"]}, r"'affine' is listed more than once"),
-    ({"name": "t", "augmentations": ["afine"]}, r"unknown augmentation 'afine'; did you mean 'affine'\?.*valid:"),
-    ({"name": "t", "augmentations": [{"name": "affine", "degres": 3}]}, r"augmentations\[affine\].*'degres'"),
-    ({**MINIMAL, "model": {"name": "resnet81"}}, r"model\.name: unknown model 'resnet81'; did you mean 'resnet18'"),
-    ({**MINIMAL, "cam": {"method": "gradcan"}}, r"cam\.method: unknown CAM method 'gradcan'"),
-    ({**MINIMAL, "cam": {"target": "truth"}}, r"cam\.target: Input should be 'predicted' or 'label'"),
-    ({**MINIMAL, "seeds": [1, 1]}, r"seeds: .*distinct"),
-    ({**MINIMAL, "device": "gpu"}, r"device: expected auto, cpu, cuda"),
-    ({"augmentations": ["affine"]}, r"name: required key is missing"),
-    # Issue #5's catalogue: values pydantic alone would let through, and ranges.
-    ({**MINIMAL, "training": {"lr": float("inf")}}, r"training\.lr: Input should be a finite number"),
-    ({**MINIMAL, "metrics": {"kld_eps": float("nan")}}, r"metrics\.kld_eps: Input should be a finite number"),
-    ({**MINIMAL, "training": {"epochs": True}}, r"training\.epochs: expected a value of type int, got the boolean"),
-    ({**MINIMAL, "training": {"copies": 0}}, r"training\.copies: Input should be greater than 0"),
-    ({**MINIMAL, "training": {"weight_decay": -1e-5}}, r"training\.weight_decay: .*greater than or equal to 0"),
-    ({**MINIMAL, "data": {"val_fraction": 1.5}}, r"data\.val_fraction: Input should be less than 1"),
-    ({**MINIMAL, "data": {"train_size": 0}}, r"data\.train_size: Input should be greater than 0"),
-    ({**MINIMAL, "metrics": {"overlap_percentages": []}}, r"metrics\.overlap_percentages: .*at least 1 item"),
-    ({**MINIMAL, "metrics": {"overlap_percentages": [10, 10]}}, r"percentages must be distinct"),
-    ({**MINIMAL, "seeds": []}, r"seeds: List should have at least 1 item"),
-    ({**MINIMAL, "seeds": ["a"]}, r"seeds\[0\]: .*valid integer"),
-    ({"name": "t", "augmentations": [{"name": "affine", "label": "x"}, {"name": "cutmix", "label": "x"}]},
-     r"'x' is listed more than once"),
-    ({"name": "t", "augmentations": [{"name": "affine", "label": "baseline"}]}, r"'baseline' is reserved"),
-    ({"name": "t", "augmentations": [{"name": "affine", "label": "a"}, {"name": "affine", "label": "b"}]},
-     r"'a' and 'b' are the same augmentation \(affine\) with the same parameters"),
-    ({"name": "t", "augmentations": [{"name": "gaussian_blur", "sigma": "abc"}]},
-     r"augmentations\[gaussian_blur\]\.sigma: .*'abc'"),
-    ({**MINIMAL, "device": "cuda:x"}, r"device: expected auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
-    ({**MINIMAL, "cam": {"extra_methods": ["scorcam"]}}, r"cam\.extra_methods: unknown CAM method 'scorcam'; did you mean"),
-    ({**MINIMAL, "cam": {"extra_methods": ["gradcam"]}}, r"cam: extra_methods repeats cam\.method 'gradcam'"),
-    # Controls.
-    ({"name": "t", "augmentations": ["affine", "identity"]}, r"'identity' is the control that controls\.identity adds"),
-    ({**MINIMAL, "controls": {"baseline_replicas": -1}}, r"controls\.baseline_replicas: .*greater than or equal to 0"),
-    ({**MINIMAL, "controls": {"sanity_imgs": 5}}, r"controls\.sanity_imgs: unknown key; did you mean 'sanity_images'"),
-    ({**MINIMAL, "controls": {"identity": "often"}}, r"controls\.identity: Input should be a valid boolean"),
-    # Base augmentations (every model, the baseline included).
-    ({**MINIMAL, "training": {"base_augmentations": ["cutmix"]}},
-     r"training\.base_augmentations\[cutmix\]: cutmix mixes the images of a batch"),
-    ({**MINIMAL, "training": {"base_augmentations": ["flip"]}},
-     r"training\.base_augmentations\[flip\]: unknown augmentation 'flip'"),
-    ({**MINIMAL, "training": {"base_augmentations": [{"name": "translate", "pixel": 2}]}},
-     r"training\.base_augmentations\[translate\]: unknown parameter 'pixel'; did you mean 'pixels'"),
-    ({**MINIMAL, "training": {"base_augmentations": ["horizontal_flip"]},
-      "guided": [{"loss": "rrr", "weight": 1.0}]}, r"training\.base_augmentations: not with `guided` entries"),
-])
+@pytest.mark.parametrize(
+    "data,pattern",
+    [
+        ({**MINIMAL, "training": {"epocs": 3}}, r"training\.epocs: unknown key; did you mean 'epochs'\?"),
+        ({**MINIMAL, "modle": {}}, r"modle: unknown key; did you mean 'model'\?"),
+        ({**MINIMAL, "data": {"datset": "mnist"}}, r"data\.datset: unknown key; did you mean 'dataset'\?"),
+        ({**MINIMAL, "training": {"epochs": -1}}, r"training\.epochs: Input should be greater than 0"),
+        ({**MINIMAL, "training": {"epochs": "many"}}, r"training\.epochs: .*valid integer"),
+        ({**MINIMAL, "metrics": {"overlap_percentages": [20, 0]}}, r"metrics\.overlap_percentages: .*\(0, 100\]"),
+        ({**MINIMAL, "metrics": {"overlap_percentages": [120]}}, r"\(0, 100\], got 120"),
+        ({"name": "t", "augmentations": []}, r"augmentations: List should have at least 1 item"),
+        ({"name": "t", "augmentations": ["affine", "affine"]}, r"'affine' is listed more than once"),
+        ({"name": "t", "augmentations": ["afine"]}, r"unknown augmentation 'afine'; did you mean 'affine'\?.*valid:"),
+        ({"name": "t", "augmentations": [{"name": "affine", "degres": 3}]}, r"augmentations\[affine\].*'degres'"),
+        ({**MINIMAL, "model": {"name": "resnet81"}}, r"model\.name: unknown model 'resnet81'; did you mean 'resnet18'"),
+        ({**MINIMAL, "cam": {"method": "gradcan"}}, r"cam\.method: unknown CAM method 'gradcan'"),
+        ({**MINIMAL, "cam": {"target": "truth"}}, r"cam\.target: Input should be 'predicted' or 'label'"),
+        ({**MINIMAL, "seeds": [1, 1]}, r"seeds: .*distinct"),
+        ({**MINIMAL, "device": "gpu"}, r"device: expected auto, cpu, cuda"),
+        ({"augmentations": ["affine"]}, r"name: required key is missing"),
+        # Issue #5's catalogue: values pydantic alone would let through, and ranges.
+        ({**MINIMAL, "training": {"lr": float("inf")}}, r"training\.lr: Input should be a finite number"),
+        ({**MINIMAL, "metrics": {"kld_eps": float("nan")}}, r"metrics\.kld_eps: Input should be a finite number"),
+        ({**MINIMAL, "training": {"epochs": True}}, r"training\.epochs: expected a value of type int, got the boolean"),
+        ({**MINIMAL, "training": {"copies": 0}}, r"training\.copies: Input should be greater than 0"),
+        ({**MINIMAL, "training": {"weight_decay": -1e-5}}, r"training\.weight_decay: .*greater than or equal to 0"),
+        ({**MINIMAL, "data": {"val_fraction": 1.5}}, r"data\.val_fraction: Input should be less than 1"),
+        ({**MINIMAL, "data": {"train_size": 0}}, r"data\.train_size: Input should be greater than 0"),
+        ({**MINIMAL, "metrics": {"overlap_percentages": []}}, r"metrics\.overlap_percentages: .*at least 1 item"),
+        ({**MINIMAL, "metrics": {"overlap_percentages": [10, 10]}}, r"percentages must be distinct"),
+        ({**MINIMAL, "seeds": []}, r"seeds: List should have at least 1 item"),
+        ({**MINIMAL, "seeds": ["a"]}, r"seeds\[0\]: .*valid integer"),
+        (
+            {"name": "t", "augmentations": [{"name": "affine", "label": "x"}, {"name": "cutmix", "label": "x"}]},
+            r"'x' is listed more than once",
+        ),
+        ({"name": "t", "augmentations": [{"name": "affine", "label": "baseline"}]}, r"'baseline' is reserved"),
+        (
+            {"name": "t", "augmentations": [{"name": "affine", "label": "a"}, {"name": "affine", "label": "b"}]},
+            r"'a' and 'b' are the same augmentation \(affine\) with the same parameters",
+        ),
+        (
+            {"name": "t", "augmentations": [{"name": "gaussian_blur", "sigma": "abc"}]},
+            r"augmentations\[gaussian_blur\]\.sigma: .*'abc'",
+        ),
+        ({**MINIMAL, "device": "cuda:x"}, r"device: expected auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
+        (
+            {**MINIMAL, "cam": {"extra_methods": ["scorcam"]}},
+            r"cam\.extra_methods: unknown CAM method 'scorcam'; did you mean",
+        ),
+        ({**MINIMAL, "cam": {"extra_methods": ["gradcam"]}}, r"cam: extra_methods repeats cam\.method 'gradcam'"),
+        # Controls.
+        (
+            {"name": "t", "augmentations": ["affine", "identity"]},
+            r"'identity' is the control that controls\.identity adds",
+        ),
+        (
+            {**MINIMAL, "controls": {"baseline_replicas": -1}},
+            r"controls\.baseline_replicas: .*greater than or equal to 0",
+        ),
+        (
+            {**MINIMAL, "controls": {"sanity_imgs": 5}},
+            r"controls\.sanity_imgs: unknown key; did you mean 'sanity_images'",
+        ),
+        ({**MINIMAL, "controls": {"identity": "often"}}, r"controls\.identity: Input should be a valid boolean"),
+        # Base augmentations (every model, the baseline included).
+        (
+            {**MINIMAL, "training": {"base_augmentations": ["cutmix"]}},
+            r"training\.base_augmentations\[cutmix\]: cutmix mixes the images of a batch",
+        ),
+        (
+            {**MINIMAL, "training": {"base_augmentations": ["flip"]}},
+            r"training\.base_augmentations\[flip\]: unknown augmentation 'flip'",
+        ),
+        (
+            {**MINIMAL, "training": {"base_augmentations": [{"name": "translate", "pixel": 2}]}},
+            r"training\.base_augmentations\[translate\]: unknown parameter 'pixel'; did you mean 'pixels'",
+        ),
+        (
+            {
+                **MINIMAL,
+                "training": {"base_augmentations": ["horizontal_flip"]},
+                "guided": [{"loss": "rrr", "weight": 1.0}],
+            },
+            r"training\.base_augmentations: not with `guided` entries",
+        ),
+    ],
+)
 def test_bad_config_gives_one_clear_message(data, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(data)
@@ -136,13 +183,18 @@ def test_base_augmentations_are_resolved_when_set_and_absent_otherwise():
     based = load_config("quick", overrides={"training.base_augmentations": ["horizontal_flip", "translate"]})
     assert based.resolved()["training"]["base_augmentations"] == [
         {"name": "horizontal_flip", "label": "horizontal_flip", "params": {}},
-        {"name": "translate", "label": "translate", "params": {"pixels": 2}}]
+        {"name": "translate", "label": "translate", "params": {"pixels": 2}},
+    ]
     assert based.config_hash() != plain.config_hash()
 
 
 def test_same_augmentation_with_other_parameters_under_two_labels_is_fine():
-    c = load_config({"name": "t", "augmentations": [{"name": "affine", "label": "a"},
-                                                    {"name": "affine", "label": "b", "degrees": 5}]})
+    c = load_config(
+        {
+            "name": "t",
+            "augmentations": [{"name": "affine", "label": "a"}, {"name": "affine", "label": "b", "degrees": 5}],
+        }
+    )
     assert [a.display for a in c.augmentations] == ["a", "b"]
 
 
@@ -160,8 +212,11 @@ def test_device_override_is_validated_with_the_rest_of_the_config():
     from augcam.config import with_device
 
     config = load_config({**MINIMAL, "device": "cuda", "resources": {"gpus_per_model": 0.5}})
-    with pytest.raises(ConfigError, match=r"^--device: resources\.gpus_per_model: 0\.5 asks for GPUs, "
-                                          r"but device is 'cpu'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--device: resources\.gpus_per_model: 0\.5 asks for GPUs, "
+        r"but device is 'cpu'",
+    ):
         with_device(config, "cpu")
     with pytest.raises(ConfigError, match=r"^--device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'$"):
         with_device(config, "gpu")

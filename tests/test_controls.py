@@ -13,8 +13,8 @@ from typing import ClassVar
 import pandas as pd
 import pytest
 
-from augcam.augment import AUGMENTATIONS, Augmentation, register_augmentation
 from augcam.analysis.statistics import noise_floor, significance_table
+from augcam.augment import AUGMENTATIONS, Augmentation, register_augmentation
 from augcam.pipeline import run_study
 
 MAP_METRICS = ["mad", "msd", "pearson", "spearman", "overlap_20", "overlap_10", "overlap_5"]
@@ -23,6 +23,7 @@ MAP_METRICS = ["mad", "msd", "pearson", "spearman", "overlap_20", "overlap_10", 
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory, fashion_mnist_available):
     if "invert" not in AUGMENTATIONS:
+
         @register_augmentation
         class Invert(Augmentation):
             """Negative images: a transformation the baseline never sees, made to move the maps."""
@@ -32,9 +33,14 @@ def planted_run(tmp_path_factory, fashion_mnist_available):
             def apply(self, images, params):
                 return 1 - images
 
-    config = {"name": "planted", "seeds": [0, 1], "augmentations": ["invert"],
-              "data": {"dataset": "fashion-mnist", "train_size": 600, "val_size": 100, "test_size": 200},
-              "training": {"epochs": 2, "batch_size": 32}, "controls": {"sanity_images": 0}}
+    config = {
+        "name": "planted",
+        "seeds": [0, 1],
+        "augmentations": ["invert"],
+        "data": {"dataset": "fashion-mnist", "train_size": 600, "val_size": 100, "test_size": 200},
+        "training": {"epochs": 2, "batch_size": 32},
+        "controls": {"sanity_images": 0},
+    }
     return run_study(config, tmp_path_factory.mktemp("runs") / "planted", device="cpu")
 
 

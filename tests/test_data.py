@@ -25,6 +25,7 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 # ---------------------------------------------------------------- writers for the exact formats
 
+
 def idx_bytes(array: np.ndarray, type_byte: int = 0x08) -> bytes:
     dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_byte]
     header = bytes([0, 0, type_byte, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -62,6 +63,7 @@ def no_standard_places(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- IDX
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_round_trip(tmp_path, gz):
@@ -166,6 +168,7 @@ def test_images_file_with_wrong_rank(tmp_path):
 
 # ---------------------------------------------------------------- MNIST / Fashion-MNIST lookup
 
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_load_mnist_from_root(tmp_path, no_standard_places, gz):
     arrays = write_mnist_dir(tmp_path / "data", gz=gz)
@@ -231,8 +234,13 @@ def test_missing_files_lists_every_place_searched(tmp_path, no_standard_places, 
     with pytest.raises(DataError) as err:
         load_dataset("fashion-mnist")
     message = str(err.value)
-    for place in (tmp_path / "env", tmp_path / "env" / "fashion-mnist", tmp_path / "env" / "FashionMNIST" / "raw",
-                  tmp_path / "no-debian", tmp_path / "cache" / "augcam"):
+    for place in (
+        tmp_path / "env",
+        tmp_path / "env" / "fashion-mnist",
+        tmp_path / "env" / "FashionMNIST" / "raw",
+        tmp_path / "no-debian",
+        tmp_path / "cache" / "augcam",
+    ):
         assert f"{place} (" in message
     assert "train-images-idx3-ubyte" in message and "does not exist" in message
     assert "dataset-fashion-mnist" in message and "data.root" in message and "$AUGCAM_DATA" in message
@@ -262,8 +270,10 @@ def test_malformed_file_in_dataset_names_it(tmp_path, no_standard_places):
     assert str(bad) in str(err.value)
 
 
-@pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").exists(),
-                    reason="Debian's dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)")
+@pytest.mark.skipif(
+    not (DEBIAN / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)",
+)
 def test_real_fashion_mnist(monkeypatch):
     monkeypatch.delenv("AUGCAM_DATA", raising=False)
     train, test = load_dataset("fashion-mnist")
@@ -288,6 +298,7 @@ def test_imageset_checks_layout():
 
 
 # ---------------------------------------------------------------- CIFAR-10
+
 
 class Py2Pickler(pickle._Pickler):
     """Writes str and bytes the way Python 2 wrote its str (BINSTRING opcodes), as in the official files."""
@@ -331,10 +342,19 @@ def write_cifar(directory: Path, n: int = 4, style: str = "py3", str_keys: bool 
     for i, name in enumerate([f"data_batch_{j}" for j in range(1, 6)] + ["test_batch"]):
         data, labels = cifar_data(n, i)
         written[name] = (data, labels)
-        dump(directory / name, {key("batch_label"): b"batch", key("labels"): labels, key("data"): data,
-                                key("filenames"): [b"f%d.png" % j for j in range(n)]}, style)
-    dump(directory / "batches.meta", {key("label_names"): [s.encode() for s in CIFAR_NAMES],
-                                      key("num_vis"): 3072}, style)
+        dump(
+            directory / name,
+            {
+                key("batch_label"): b"batch",
+                key("labels"): labels,
+                key("data"): data,
+                key("filenames"): [b"f%d.png" % j for j in range(n)],
+            },
+            style,
+        )
+    dump(
+        directory / "batches.meta", {key("label_names"): [s.encode() for s in CIFAR_NAMES], key("num_vis"): 3072}, style
+    )
     return written
 
 
@@ -429,6 +449,7 @@ def test_cifar_missing_files(tmp_path, no_standard_places):
 
 
 # ---------------------------------------------------------------- image folder
+
 
 def png(path: Path, image: torch.Tensor) -> torch.Tensor:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def data(seed: int = 0):
     labels = torch.tensor([0, 1, 2, 1, 0])
     attributions = torch.rand(N, H, W, generator=g, dtype=torch.float64)
     attributions[1] = (attributions[1] * 3).floor()  # ties
-    attributions[2] = 0.0                              # all tied: order = flat index order
+    attributions[2] = 0.0  # all tied: order = flat index order
     return images, labels, attributions
 
 
@@ -55,8 +55,12 @@ def fill_of(image: torch.Tensor, fill: str, mean) -> torch.Tensor:
     # blur: SciPy Gaussian per channel, reflect-101 ('mirror'), kernel radius 3 sigma capped to the image
     sigma = 5.0
     radius = min(math.ceil(3 * sigma), min(H, W) - 1)
-    return torch.stack([torch.from_numpy(scipy.ndimage.gaussian_filter(ch.numpy(), sigma, mode="mirror",
-                                                                         radius=radius)) for ch in image])
+    return torch.stack(
+        [
+            torch.from_numpy(scipy.ndimage.gaussian_filter(ch.numpy(), sigma, mode="mirror", radius=radius))
+            for ch in image
+        ]
+    )
 
 
 def without(image: torch.Tensor, filler: torch.Tensor, pixels) -> torch.Tensor:
@@ -78,8 +82,17 @@ def test_faithfulness_matches_slow_loop(fill):
     images, labels, attributions = data()
     mean = (0.3, 0.6)
     draws = 3
-    got = faithfulness(model, images, labels, attributions, generator=torch.Generator().manual_seed(11),
-                       fill=fill, mean=mean, draws=draws, batch_size=2)
+    got = faithfulness(
+        model,
+        images,
+        labels,
+        attributions,
+        generator=torch.Generator().manual_seed(11),
+        fill=fill,
+        mean=mean,
+        draws=draws,
+        batch_size=2,
+    )
     keys = torch.rand((N, draws, P), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     for q in (5, 10, 20, 50):
         k = math.ceil(q * P / 100)
@@ -110,8 +123,9 @@ def test_deletion_insertion_match_slow_loop():
     model = tiny_model()
     images, labels, attributions = data(2)
     steps = 4
-    got = deletion_insertion(model, images, labels, attributions, steps=steps, fill="mean", mean=(0.5, 0.1),
-                             batch_size=3)
+    got = deletion_insertion(
+        model, images, labels, attributions, steps=steps, fill="mean", mean=(0.5, 0.1), batch_size=3
+    )
     for n in range(N):
         image, label = images[n], int(labels[n])
         filler = fill_of(image, "mean", (0.5, 0.1))
@@ -133,8 +147,9 @@ def test_deletion_insertion_match_slow_loop():
 def test_accuracy_under_random_occlusion_matches_slow_loop():
     model = tiny_model()
     images, labels, _ = data(3)
-    got = accuracy_under_random_occlusion(model, images, labels, 20, generator=torch.Generator().manual_seed(4),
-                                          draws=3, batch_size=2)
+    got = accuracy_under_random_occlusion(
+        model, images, labels, 20, generator=torch.Generator().manual_seed(4), draws=3, batch_size=2
+    )
     keys = torch.rand((N, 3, P), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     k = math.ceil(0.2 * P)
     for n in range(N):
@@ -142,8 +157,9 @@ def test_accuracy_under_random_occlusion_matches_slow_loop():
         for d in range(3):
             smallest = sorted(range(P), key=lambda i: keys[n, d, i].item())[:k]
             with torch.no_grad():
-                hits += int(model(without(images[n], torch.zeros_like(images[n]), smallest).unsqueeze(0)).argmax()
-                            == labels[n])
+                hits += int(
+                    model(without(images[n], torch.zeros_like(images[n]), smallest).unsqueeze(0)).argmax() == labels[n]
+                )
         assert got[n].item() == pytest.approx(hits / 3)
     assert 0.0 <= float(got.mean()) <= 1.0
 

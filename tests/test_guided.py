@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from augcam.errors import ConfigError
-from augcam.training.guided import GUIDED_LOSSES, guided_loss, penultimate_features, shuffle_outside
 from augcam.models import build_model
+from augcam.training.guided import GUIDED_LOSSES, guided_loss, penultimate_features, shuffle_outside
 
 B, H, W = 4, 12, 12
 
@@ -55,7 +55,7 @@ def test_gradmask_matches_slow_loop(num_classes):
             if num_classes == 2:
                 return (z[0] - z[1]).abs()  # the paper's two-class form
             best_other = max(float(z[j].detach()) for j in range(num_classes) if j != y)
-            other = [j for j in range(num_classes) if j != y and float(z[j].detach()) == best_other][0]
+            other = next(j for j in range(num_classes) if j != y and float(z[j].detach()) == best_other)
             return (z[y] - z[other]).abs()
 
         grad = slow_gradient(model, images[i], contrast)
@@ -67,8 +67,10 @@ def test_classify_masked_matches_slow_loop():
     model, images, labels, masks = model_and_batch()
     got = guided_loss("classify_masked", model, images, labels, masks)
     with torch.no_grad():
-        expected = sum(float(F.cross_entropy(model((images[i] * masks[i]).unsqueeze(0)), labels[i:i + 1]))
-                       for i in range(B)) / B
+        expected = (
+            sum(float(F.cross_entropy(model((images[i] * masks[i]).unsqueeze(0)), labels[i : i + 1])) for i in range(B))
+            / B
+        )
     assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
@@ -96,8 +98,9 @@ def test_actdiff_matches_slow_loop():
     with torch.no_grad():
         expected = sum(float((features(images[i]) - features(shuffled[i])).norm()) for i in range(B)) / B
     assert got.item() == pytest.approx(expected, rel=1e-9)
-    explicit = guided_loss("actdiff", model, images, labels, masks, generator=torch.Generator().manual_seed(3),
-                           feature_layer="classifier")
+    explicit = guided_loss(
+        "actdiff", model, images, labels, masks, generator=torch.Generator().manual_seed(3), feature_layer="classifier"
+    )
     assert explicit.item() == pytest.approx(got.item(), rel=1e-12)
     assert penultimate_features(model, images).shape == (B, 64)
 

@@ -10,13 +10,19 @@ def _aggregated(n=200, seed=0):
     rng = np.random.default_rng(seed)
     group_a, group_b = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
     rows = []
-    profiles = {"affine": group_a, "random_crop": group_a, "elastic": group_a,
-                "color_jitter": group_b, "equalization": group_b}
+    profiles = {
+        "affine": group_a,
+        "random_crop": group_a,
+        "elastic": group_a,
+        "color_jitter": group_b,
+        "equalization": group_b,
+    }
     for aug, base in profiles.items():
         values = base + rng.normal(0, 0.05, n)
         msd = (base + rng.normal(0, 0.05, n)) / 50  # another scale: standardisation must even it out
-        rows += [{"augmentation": aug, "image_index": i, "pearson": v, "msd": m}
-                 for i, (v, m) in enumerate(zip(values, msd))]
+        rows += [
+            {"augmentation": aug, "image_index": i, "pearson": v, "msd": m} for i, (v, m) in enumerate(zip(values, msd))
+        ]
     return pd.DataFrame(rows)
 
 

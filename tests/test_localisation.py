@@ -19,12 +19,12 @@ def maps_and_masks(seed: int, ties: bool):
     maps = torch.rand(N, H, W, generator=g, dtype=torch.float64)
     if ties:
         maps = (maps * 4).floor() / 4
-        maps[3] = 0.7          # constant map: every pixel is a maximum
+        maps[3] = 0.7  # constant map: every pixel is a maximum
     masks = torch.zeros(N, H, W, dtype=torch.bool)
     for i in range(N):
         top, left = int(torch.randint(0, H - 2, (1,), generator=g)), int(torch.randint(0, W - 3, (1,), generator=g))
-        masks[i, top:top + 2 + i % 2, left:left + 3] = True
-    masks[5, 0, 0] = True       # a second, detached part
+        masks[i, top : top + 2 + i % 2, left : left + 3] = True
+    masks[5, 0, 0] = True  # a second, detached part
     return maps, masks
 
 
@@ -75,8 +75,9 @@ def test_matches_quantus_on_tie_free_maps():
 
     def run(metric_class):
         metric = metric_class(abs=False, normalise=False, disable_warnings=True)
-        return np.asarray(metric(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True),
-                          dtype=float)
+        return np.asarray(
+            metric(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True), dtype=float
+        )
 
     got = localisation(maps, masks)
     rank_accuracy = run(quantus.RelevanceRankAccuracy)  # |top-k ∩ M| / k, k = |M|

@@ -16,20 +16,32 @@ from augcam.config import load_config
 from augcam.data import DATASETS, ImageSet
 from augcam.data.synthetic import crosses_splits
 from augcam.errors import ConfigError
-from augcam.training.guided import GUIDED_LOSSES
 from augcam.metrics.localisation import localisation
 from augcam.metrics.performance import roc_auc
 from augcam.models import build_model
-from augcam.training import (GuidedTraining, TrainingData, TrainSettings, guided_generator, load_train_state,
-                             save_train_state, train_model)
+from augcam.training import (
+    GuidedTraining,
+    TrainingData,
+    TrainSettings,
+    guided_generator,
+    load_train_state,
+    save_train_state,
+    train_model,
+)
+from augcam.training.guided import GUIDED_LOSSES
 
 NO_CONTROLS = {"identity": False, "baseline_replicas": 0, "sanity_images": 0}
 
 
 def guided_study(**extra) -> dict:
-    study = {"name": "mg", "data": {"dataset": "crosses", "train_size": 40, "val_size": 20, "test_size": 30},
-             "guided": ["actdiff", {"loss": "classify_masked", "ce_weight": 0}], "seeds": [0],
-             "training": {"epochs": 1}, "controls": dict(NO_CONTROLS)}
+    study = {
+        "name": "mg",
+        "data": {"dataset": "crosses", "train_size": 40, "val_size": 20, "test_size": 30},
+        "guided": ["actdiff", {"loss": "classify_masked", "ce_weight": 0}],
+        "seeds": [0],
+        "training": {"epochs": 1},
+        "controls": dict(NO_CONTROLS),
+    }
     study.update(extra)
     return study
 
@@ -38,20 +50,29 @@ def guided_study(**extra) -> dict:
 
 
 def test_unknown_guided_loss_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"guided\.loss: unknown guided loss 'actdif'; did you mean 'actdiff'\?"
-                                          r".*valid: actdiff, classify_masked, gradmask, rrr"):
+    with pytest.raises(
+        ConfigError,
+        match=r"guided\.loss: unknown guided loss 'actdif'; did you mean 'actdiff'\?"
+        r".*valid: actdiff, classify_masked, gradmask, rrr",
+    ):
         load_config(guided_study(guided=["actdif"]))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"guided": []}, r"augmentations: List should have at least 1 item"),
-    ({"guided": ["rrr", "rrr"]}, r"label 'rrr' is already used"),
-    ({"guided": [{"loss": "rrr", "label": "baseline"}]}, r"label 'baseline' is already used"),
-    ({"guided": ["rrr"], "augmentations": [{"name": "affine", "label": "rrr"}]}, r"label 'rrr' is already used"),
-    ({"guided": [{"loss": "rrr", "weight": 0}]}, r"guided\[0\]\.weight: Input should be greater than 0"),
-    ({"guided": [{"loss": "rrr", "ce_weight": -1}]}, r"guided\[0\]\.ce_weight: Input should be greater than or equal"),
-    ({"guided": [{"loss": "rrr", "wieght": 2}]}, r"guided\[0\]\.wieght: unknown key; did you mean 'weight'\?"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"guided": []}, r"augmentations: List should have at least 1 item"),
+        ({"guided": ["rrr", "rrr"]}, r"label 'rrr' is already used"),
+        ({"guided": [{"loss": "rrr", "label": "baseline"}]}, r"label 'baseline' is already used"),
+        ({"guided": ["rrr"], "augmentations": [{"name": "affine", "label": "rrr"}]}, r"label 'rrr' is already used"),
+        ({"guided": [{"loss": "rrr", "weight": 0}]}, r"guided\[0\]\.weight: Input should be greater than 0"),
+        (
+            {"guided": [{"loss": "rrr", "ce_weight": -1}]},
+            r"guided\[0\]\.ce_weight: Input should be greater than or equal",
+        ),
+        ({"guided": [{"loss": "rrr", "wieght": 2}]}, r"guided\[0\]\.wieght: unknown key; did you mean 'weight'\?"),
+    ],
+)
 def test_bad_guided_entries_are_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
         load_config(guided_study(**change))
@@ -67,8 +88,10 @@ def test_guided_needs_masks_native_size_and_a_real_feature_layer():
         return strip(parts.train), strip(parts.test)
 
     try:
-        with pytest.raises(ConfigError, match="guided: mask-guided losses need ROI masks, but data.dataset "
-                                              "'no-masks-for-test' has none"):
+        with pytest.raises(
+            ConfigError,
+            match="guided: mask-guided losses need ROI masks, but data.dataset 'no-masks-for-test' has none",
+        ):
             prepare(guided_study(data={"dataset": "no-masks-for-test", "val_fraction": 0.25}))
     finally:
         del DATASETS["no-masks-for-test"]
@@ -102,16 +125,26 @@ def test_model_ids_baseline_unchanged_and_guided_settings_hashed():
 def crosses_data(n=32):
     parts = crosses_splits(n, 16, 8)
     images = parts.train.images.float() / 255
-    return TrainingData(images, parts.train.labels, parts.val.images.float() / 255, parts.val.labels,
-                        (0.2,), (0.3,), train_masks=parts.train.masks)
+    return TrainingData(
+        images,
+        parts.train.labels,
+        parts.val.images.float() / 255,
+        parts.val.labels,
+        (0.2,),
+        (0.3,),
+        train_masks=parts.train.masks,
+    )
 
 
-ONE_BATCH = TrainSettings(epochs=1, batch_size=64, lr=1e-2, weight_decay=0.0, ordering_seed=0, copies=0,
-                          eval_batch_size=64)
+ONE_BATCH = TrainSettings(
+    epochs=1, batch_size=64, lr=1e-2, weight_decay=0.0, ordering_seed=0, copies=0, eval_batch_size=64
+)
 
 
-@pytest.mark.parametrize("loss, weight, ce_weight", [("actdiff", 0.5, 1.0), ("rrr", 10.0, 1.0),
-                                                     ("gradmask", 2.0, 1.0), ("classify_masked", 1.0, 0.0)])
+@pytest.mark.parametrize(
+    "loss, weight, ce_weight",
+    [("actdiff", 0.5, 1.0), ("rrr", 10.0, 1.0), ("gradmask", 2.0, 1.0), ("classify_masked", 1.0, 0.0)],
+)
 def test_one_guided_step_is_the_weighted_sum_of_the_losses(loss, weight, ce_weight):
     """One epoch of one batch = one Adam step on ce_weight·CE + weight·guided loss, computed here
     from the registry entry directly (the batch's order and generator rebuilt by hand)."""
@@ -120,8 +153,9 @@ def test_one_guided_step_is_the_weighted_sum_of_the_losses(loss, weight, ce_weig
     data = crosses_data()
     trained = build_model("small_cnn", 1, 2, init_seed=0)
     reference = copy.deepcopy(trained)
-    result = train_model(trained, data, ONE_BATCH, None, seed=5,
-                         guided=GuidedTraining(loss, weight, ce_weight, "classifier"))
+    result = train_model(
+        trained, data, ONE_BATCH, None, seed=5, guided=GuidedTraining(loss, weight, ce_weight, "classifier")
+    )
     torch.manual_seed(0)  # the reference's model uses no global randomness; set it anyway
     order = epoch_order(len(data.train_images), 0, 0, 0)
     x = (data.train_images[order] - 0.2) / 0.3
@@ -131,8 +165,9 @@ def test_one_guided_step_is_the_weighted_sum_of_the_losses(loss, weight, ce_weig
     # the plain forward pass first (BatchNorm's running statistics see the passes in order); with
     # ce_weight 0 the model never sees the plain inputs in training mode
     plain = reference(x) if ce_weight else None
-    total = weight * GUIDED_LOSSES[loss](reference, x, y, masks, generator=guided_generator(5, 0, 0),
-                                         feature_layer="classifier")
+    total = weight * GUIDED_LOSSES[loss](
+        reference, x, y, masks, generator=guided_generator(5, 0, 0), feature_layer="classifier"
+    )
     if ce_weight:
         total = ce_weight * F.cross_entropy(plain, y) + total
     optimizer.zero_grad()
@@ -145,27 +180,38 @@ def test_one_guided_step_is_the_weighted_sum_of_the_losses(loss, weight, ce_weig
 def test_guided_loss_changes_training_and_needs_masks():
     data = crosses_data()
     plain = train_model(build_model("small_cnn", 1, 2, 0), data, ONE_BATCH, None, seed=0)
-    guided = train_model(build_model("small_cnn", 1, 2, 0), data, ONE_BATCH, None, seed=0,
-                         guided=GuidedTraining("rrr", 10.0))
+    guided = train_model(
+        build_model("small_cnn", 1, 2, 0), data, ONE_BATCH, None, seed=0, guided=GuidedTraining("rrr", 10.0)
+    )
     assert not torch.equal(plain.best_state["classifier.weight"], guided.best_state["classifier.weight"])
     without_masks = TrainingData(data.train_images, data.train_labels, data.val_images, data.val_labels, (0.2,), (0.3,))
     with pytest.raises(ValueError, match="guided loss 'rrr' needs the training masks"):
-        train_model(build_model("small_cnn", 1, 2, 0), without_masks, ONE_BATCH, None, seed=0,
-                    guided=GuidedTraining("rrr", 1.0))
+        train_model(
+            build_model("small_cnn", 1, 2, 0), without_masks, ONE_BATCH, None, seed=0, guided=GuidedTraining("rrr", 1.0)
+        )
 
 
 def test_guided_training_resumes_bit_identically(tmp_path):
     data = crosses_data()
-    settings = TrainSettings(epochs=2, batch_size=8, lr=1e-3, weight_decay=0.0, ordering_seed=1, copies=0,
-                             eval_batch_size=64)
+    settings = TrainSettings(
+        epochs=2, batch_size=8, lr=1e-3, weight_decay=0.0, ordering_seed=1, copies=0, eval_batch_size=64
+    )
     guided = GuidedTraining("actdiff", 1.0)
     full = train_model(build_model("small_cnn", 1, 2, 0), data, settings, None, seed=3, guided=guided)
     states = []
-    train_model(build_model("small_cnn", 1, 2, 0), data, settings, None, seed=3, guided=guided,
-                on_checkpoint=states.append)
+    train_model(
+        build_model("small_cnn", 1, 2, 0), data, settings, None, seed=3, guided=guided, on_checkpoint=states.append
+    )
     save_train_state(tmp_path / "c.safetensors", states[0], {"m": 1})
-    resumed = train_model(build_model("small_cnn", 1, 2, 0), data, settings, None, seed=3, guided=guided,
-                          resume=load_train_state(tmp_path / "c.safetensors", {"m": 1}))
+    resumed = train_model(
+        build_model("small_cnn", 1, 2, 0),
+        data,
+        settings,
+        None,
+        seed=3,
+        guided=guided,
+        resume=load_train_state(tmp_path / "c.safetensors", {"m": 1}),
+    )
     for name, value in full.best_state.items():
         assert torch.equal(value, resumed.best_state[name]), name
 
@@ -194,8 +240,8 @@ def test_roc_auc_matches_scikit_learn():
 
 
 def test_tiny_mask_guided_study_end_to_end(tmp_path):
-    from augcam.pipeline import run_study
     from augcam.atomic import read_tensors
+    from augcam.pipeline import run_study
     from augcam.rundir import RunDir
 
     study = guided_study(training={"epochs": 2, "batch_size": 16}, controls={**NO_CONTROLS, "baseline_replicas": 1})
@@ -251,16 +297,35 @@ def test_generalisation_vs_localisation_table_by_hand():
 
     from augcam.analysis.generalisation import auc_localisation_correlation, generalisation_vs_localisation
 
-    performance = pd.DataFrame({
-        "model_id": ["b", "a0", "a1", "m0", "m1", "x"], "augmentation": ["baseline", "act", "act", "mask", "mask", "act"],
-        "seed": [None, 0, 1, 0, 1, 2], "status": ["complete"] * 5 + ["diverged"],
-        "test_accuracy": [0.1, 0.9, 0.8, 1.0, 0.95, np.nan], "roc_auc": [0.05, 0.97, 0.9, 1.0, 0.99, np.nan]})
+    performance = pd.DataFrame(
+        {
+            "model_id": ["b", "a0", "a1", "m0", "m1", "x"],
+            "augmentation": ["baseline", "act", "act", "mask", "mask", "act"],
+            "seed": [None, 0, 1, 0, 1, 2],
+            "status": ["complete"] * 5 + ["diverged"],
+            "test_accuracy": [0.1, 0.9, 0.8, 1.0, 0.95, np.nan],
+            "roc_auc": [0.05, 0.97, 0.9, 1.0, 0.99, np.nan],
+        }
+    )
     rng = np.random.default_rng(0)
-    localisation = pd.DataFrame({"model_id": np.repeat(["b", "a0", "a1", "m0", "m1"], 4),
-                                 "image_index": np.tile(np.arange(4), 5), "iou": rng.random(20)})
+    localisation = pd.DataFrame(
+        {
+            "model_id": np.repeat(["b", "a0", "a1", "m0", "m1"], 4),
+            "image_index": np.tile(np.arange(4), 5),
+            "iou": rng.random(20),
+        }
+    )
     localisation.loc[3, "iou"] = np.nan  # undefined for one image: left out of the model's mean
-    aggregated = pd.DataFrame({"augmentation": ["act"] * 3 + ["mask"] * 3, "image_index": [0, 1, 2] * 2,
-                               "label": 0, "baseline_pred": 0, "n_models": 2, "pearson": [0.1, 0.5, 0.2, 0.9, 0.7, 0.8]})
+    aggregated = pd.DataFrame(
+        {
+            "augmentation": ["act"] * 3 + ["mask"] * 3,
+            "image_index": [0, 1, 2] * 2,
+            "label": 0,
+            "baseline_pred": 0,
+            "n_models": 2,
+            "pearson": [0.1, 0.5, 0.2, 0.9, 0.7, 0.8],
+        }
+    )
     table = generalisation_vs_localisation(performance, localisation, aggregated)
     assert list(table["augmentation"]) == ["baseline", "act", "mask"] and list(table["models"]) == [1, 2, 2]
     per_model = localisation.groupby("model_id")["iou"].mean()

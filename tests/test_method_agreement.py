@@ -17,12 +17,25 @@ def _metrics(values_by_aug: dict[str, np.ndarray], method: str | None = None) ->
     frames = []
     for aug, values in values_by_aug.items():
         for seed, seed_values in enumerate(values):
-            frames.append(pd.DataFrame({"model_id": f"{aug}-{seed}", "augmentation": aug, "seed": seed,
-                                        "image_index": np.arange(len(seed_values)), "label": 0, "baseline_pred": 0,
-                                        "model_pred": 0, "pearson": seed_values, "mad": 1 - seed_values}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model_id": f"{aug}-{seed}",
+                        "augmentation": aug,
+                        "seed": seed,
+                        "image_index": np.arange(len(seed_values)),
+                        "label": 0,
+                        "baseline_pred": 0,
+                        "model_pred": 0,
+                        "pearson": seed_values,
+                        "mad": 1 - seed_values,
+                    }
+                )
+            )
     table = pd.concat(frames, ignore_index=True)
-    return table if method is None else table.drop(columns=["label", "baseline_pred", "model_pred"]).assign(
-        method=method)
+    return (
+        table if method is None else table.drop(columns=["label", "baseline_pred", "model_pred"]).assign(method=method)
+    )
 
 
 def test_medians_are_of_seed_means_and_agreement_is_scipy_spearman():
@@ -32,8 +45,10 @@ def test_medians_are_of_seed_means_and_agreement_is_scipy_spearman():
     same_order = {aug: values * 0.5 for aug, values in main.items()}  # a monotone change keeps the ranking
     reversed_order = {aug: 1.5 - values for aug, values in main.items()}
     shuffled = {aug: main[other] for aug, other in zip(AUGMENTATIONS, ["c", "a", "e", "b", "d"])}
-    extra = pd.concat([_metrics(same_order, "same"), _metrics(reversed_order, "reversed"),
-                       _metrics(shuffled, "shuffled")], ignore_index=True)
+    extra = pd.concat(
+        [_metrics(same_order, "same"), _metrics(reversed_order, "reversed"), _metrics(shuffled, "shuffled")],
+        ignore_index=True,
+    )
     medians = method_medians(_metrics(main), extra, "gradcam")
     assert list(dict.fromkeys(medians.method)) == ["gradcam", "same", "reversed", "shuffled"]
     # The median over images of the mean over seeds, computed by hand for one cell.
@@ -56,11 +71,15 @@ def test_agreement_is_nan_when_a_ranking_is_undefined():
 
 
 def test_study_computes_every_metric_with_each_extra_method(tmp_path, fashion_mnist_available):
-    config = {"name": "methods", "seeds": [0], "augmentations": ["affine", "cutmix"],
-              "data": {"dataset": "fashion-mnist", "train_size": 300, "val_size": 100, "test_size": 60},
-              "training": {"epochs": 1, "batch_size": 32},
-              "controls": {"baseline_replicas": 0, "sanity_images": 0},
-              "cam": {"extra_methods": ["xgradcam", "gradcampp"]}}
+    config = {
+        "name": "methods",
+        "seeds": [0],
+        "augmentations": ["affine", "cutmix"],
+        "data": {"dataset": "fashion-mnist", "train_size": 300, "val_size": 100, "test_size": 60},
+        "training": {"epochs": 1, "batch_size": 32},
+        "controls": {"baseline_replicas": 0, "sanity_images": 0},
+        "cam": {"extra_methods": ["xgradcam", "gradcampp"]},
+    }
     result = run_study(config, tmp_path / "out", device="cpu")
     extra = pd.read_parquet(tmp_path / "out" / "tables" / "method_metrics.parquet")
     assert extra.groupby("method").size().to_dict() == {"gradcampp": 3 * 60, "xgradcam": 3 * 60}

@@ -18,8 +18,9 @@ from augcam.metrics.registry import KINDS, column_display_name, metrics_of_kind,
 def _inputs(kind: str, n: int = 5) -> tuple:
     generator = torch.Generator().manual_seed(0)
     if kind == "map_pair":
-        return torch.rand(n, 49, generator=generator, dtype=torch.float64), \
-            torch.rand(n, 49, generator=generator, dtype=torch.float64)
+        return torch.rand(n, 49, generator=generator, dtype=torch.float64), torch.rand(
+            n, 49, generator=generator, dtype=torch.float64
+        )
     if kind == "single_map":
         return (torch.rand(n, 49, generator=generator, dtype=torch.float64),)
     if kind == "masks":
@@ -47,12 +48,35 @@ def test_every_registered_metric_is_complete_and_gives_one_value_per_image(name)
 
 
 def test_display_names_and_directions_come_from_the_registry():
-    assert [display_name(c) for c in ("mad", "overlap_20", "overlap_7.5", "class_kld", "entropy", "entropy_base",
-                                      "iou", "test_accuracy", "not_a_metric")] == \
-        ["MAD", "Overlap Rate@20%", "Overlap Rate@7.5%", "Class-KLD", "entropy (model)", "entropy (baseline)",
-         "IoU", "test accuracy", "not_a_metric"]
-    assert [c for c in ("mad", "msd", "pearson", "spearman", "overlap_5", "class_kld", "cc", "kl")
-            if not higher_is_better(c)] == ["mad", "msd", "class_kld", "kl"]
+    assert [
+        display_name(c)
+        for c in (
+            "mad",
+            "overlap_20",
+            "overlap_7.5",
+            "class_kld",
+            "entropy",
+            "entropy_base",
+            "iou",
+            "test_accuracy",
+            "not_a_metric",
+        )
+    ] == [
+        "MAD",
+        "Overlap Rate@20%",
+        "Overlap Rate@7.5%",
+        "Class-KLD",
+        "entropy (model)",
+        "entropy (baseline)",
+        "IoU",
+        "test accuracy",
+        "not_a_metric",
+    ]
+    assert [
+        c
+        for c in ("mad", "msd", "pearson", "spearman", "overlap_5", "class_kld", "cc", "kl")
+        if not higher_is_better(c)
+    ] == ["mad", "msd", "class_kld", "kl"]
     assert column_display_name("overlap_x") is None
     assert [spec.name for spec in metrics_of_kind("class_probabilities")] == ["class_kld"]
 

@@ -63,15 +63,23 @@ def oracle_overlap(percentage: float):
     return overlap
 
 
-ORACLES = {"mad": oracle_mad, "msd": oracle_msd, "pearson": oracle_pearson, "spearman": oracle_spearman,
-           "overlap_20": oracle_overlap(20), "overlap_10": oracle_overlap(10), "overlap_5": oracle_overlap(5)}
+ORACLES = {
+    "mad": oracle_mad,
+    "msd": oracle_msd,
+    "pearson": oracle_pearson,
+    "spearman": oracle_spearman,
+    "overlap_20": oracle_overlap(20),
+    "overlap_10": oracle_overlap(10),
+    "overlap_5": oracle_overlap(5),
+}
 
 
 # --- the shared tester ---------------------------------------------------------------------------
 
 
-def check_batched(metric, oracle, base: torch.Tensor, other: torch.Tensor, *, atol: float = 1e-12,
-                  **kwargs) -> torch.Tensor:
+def check_batched(
+    metric, oracle, base: torch.Tensor, other: torch.Tensor, *, atol: float = 1e-12, **kwargs
+) -> torch.Tensor:
     """Run `metric` over the whole batch and compare it, image by image, with `oracle`.
 
     The oracle sees each map flattened and converted to float64 NumPy (exactly the same values),
@@ -91,6 +99,7 @@ def check_batched(metric, oracle, base: torch.Tensor, other: torch.Tensor, *, at
 
 def compare_metric(name: str):
     """One key of compare_maps, as a metric function for check_batched."""
+
     def metric(base, other, **kwargs):
         return compare_maps(base, other, metrics=[name], **kwargs)[name]
 
@@ -285,8 +294,10 @@ def test_overlap_zero_flat_area_joins_region():
     assert overlap_rate(base, other, 50).item() == 0.5
 
 
-@pytest.mark.parametrize("percentage,pixels,k", [(20, 50, 10), (10, 784, 79), (7, 100, 7), (2.2, 1500, 33),
-                                                 (5, 1, 1), (100, 37, 37), (0.01, 784, 1)])
+@pytest.mark.parametrize(
+    "percentage,pixels,k",
+    [(20, 50, 10), (10, 784, 79), (7, 100, 7), (2.2, 1500, 33), (5, 1, 1), (100, 37, 37), (0.01, 784, 1)],
+)
 def test_overlap_region_size_is_exact_ceiling(percentage, pixels, k):
     # Base ranks pixels 0 < 1 < ... < P−1; other swaps the values at the k-th and (k+1)-th largest.
     # With exactly k pixels per region the IoU is (k−1)/(k+1); one pixel too many or too few
@@ -456,7 +467,7 @@ def test_user_registered_metric_shows_up(clean_registry):
 
     base, other = make_maps("random", torch.float32, n=6)
     result = compare_maps(base, other)
-    assert list(result) == DEFAULT_KEYS[:4] + ["max_abs_diff"] + DEFAULT_KEYS[4:]
+    assert list(result) == [*DEFAULT_KEYS[:4], "max_abs_diff", *DEFAULT_KEYS[4:]]
     check_batched(compare_metric("max_abs_diff"), lambda p, q: float(np.max(np.abs(p - q))), base, other)
 
 
@@ -473,13 +484,13 @@ def test_duplicate_registration_warns(clean_registry):
         return base.mean(1)
 
     with pytest.warns(UserWarning, match="twice"):
+
         @register_map_metric("twice")
         def second(base, other):
             return other.mean(1)
 
     base, other = make_maps("random", torch.float32, n=3)
-    torch.testing.assert_close(compare_maps(base, other, metrics=["twice"])["twice"],
-                               other.flatten(1).double().mean(1))
+    torch.testing.assert_close(compare_maps(base, other, metrics=["twice"])["twice"], other.flatten(1).double().mean(1))
 
 
 # --- class KLD -------------------------------------------------------------------------------------
@@ -510,8 +521,9 @@ def test_class_kld_matches_numpy(eps):
 
 def test_class_kld_float32_inputs():
     p, q = probabilities(8, 5, 2, torch.float32), probabilities(8, 5, 3, torch.float32)
-    np.testing.assert_allclose(class_kld(p, q).numpy(),
-                               oracle_kld(p.double().numpy(), q.double().numpy(), 1e-10), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        class_kld(p, q).numpy(), oracle_kld(p.double().numpy(), q.double().numpy(), 1e-10), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_class_kld_zero_entries_in_q():

@@ -121,8 +121,9 @@ def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
             x0 = min(math.floor(x), in_w - 1)
             x1 = min(x0 + 1, in_w - 1)
             fx = x - x0
-            out[r, c] = ((1 - fy) * ((1 - fx) * image[y0, x0] + fx * image[y0, x1])
-                         + fy * ((1 - fx) * image[y1, x0] + fx * image[y1, x1]))
+            out[r, c] = (1 - fy) * ((1 - fx) * image[y0, x0] + fx * image[y0, x1]) + fy * (
+                (1 - fx) * image[y1, x0] + fx * image[y1, x1]
+            )
     return out
 
 
@@ -134,11 +135,11 @@ def oracle_spectral_residual(image: np.ndarray) -> np.ndarray:
     log_amp = np.log(np.abs(spectrum))
     residual = log_amp - scipy.ndimage.uniform_filter(log_amp, size=3, mode="mirror")
     back = np.abs(np.fft.ifft2(np.exp(residual) * np.exp(1j * np.angle(spectrum))))
-    taps = np.exp(-((np.arange(5) - 2.0) ** 2) / (2 * 8.0 ** 2))
+    taps = np.exp(-((np.arange(5) - 2.0) ** 2) / (2 * 8.0**2))
     taps /= taps.sum()
     back = scipy.ndimage.correlate1d(back, taps, axis=0, mode="mirror")
     back = scipy.ndimage.correlate1d(back, taps, axis=1, mode="mirror")
-    saliency = back ** 2
+    saliency = back**2
     saliency /= saliency.max()
     return bilinear_resize(saliency, *image.shape[1:])
 
@@ -154,8 +155,8 @@ def test_spectral_residual_matches_slow_numpy(channels):
 
 def test_spectral_residual_finds_the_odd_blob_and_saliencymix_centres_on_it():
     images = torch.full((2, 1, 28, 28), 0.2)
-    images[0, 0, 4:7, 18:21] = 1.0   # blob top-right
-    images[1, 0, 20:23, 5:8] = 1.0   # blob bottom-left
+    images[0, 0, 4:7, 18:21] = 1.0  # blob top-right
+    images[1, 0, 20:23, 5:8] = 1.0  # blob bottom-left
     saliency = spectral_residual_saliency(images)
     for i, (r, c) in enumerate([(5, 19), (21, 6)]):
         peak = int(saliency[i].argmax())

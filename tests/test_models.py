@@ -42,8 +42,13 @@ def test_unknown_model_and_layer_messages():
 def test_user_model_registration_and_duplicate_warning():
     @register_model("tiny_test_net", target_layer="0")
     def tiny(in_channels, num_classes):
-        return torch.nn.Sequential(torch.nn.Conv2d(in_channels, 4, 3), torch.nn.ReLU(),
-                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, 4, 3),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, num_classes),
+        )
 
     try:
         assert build_model("tiny_test_net", 1, 3, 0)(torch.randn(1, 1, 8, 8)).shape == (1, 3)
@@ -72,8 +77,9 @@ def test_declared_linear_heads_hold(name):
     model = build_model(name, 1, 10, init_seed=0)
     classifier = linear_head_classifier(model, get_layer(model, spec.head.layer), spec.head)
     assert isinstance(classifier, torch.nn.Linear)
-    logits, head_logits = _logits_and_linear_head_logits(model, spec.head.layer, classifier,
-                                                         28 if name == "small_cnn" else 64)
+    logits, head_logits = _logits_and_linear_head_logits(
+        model, spec.head.layer, classifier, 28 if name == "small_cnn" else 64
+    )
     assert torch.allclose(head_logits, logits, rtol=1e-4, atol=1e-5 * float(logits.abs().max()))
 
 

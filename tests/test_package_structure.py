@@ -53,7 +53,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -85,14 +85,24 @@ def test_module_reads_in_one_sitting(name):
 def test_the_command_line_uses_only_the_public_api():
     tree = ast.parse(MODULES["augcam.cli"].read_text())
     imported = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
-    internal = [ast.unparse(node) for node in imported
-                if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("augcam."))
-                or (isinstance(node, ast.Import) and any(a.name.startswith("augcam.") for a in node.names))]
+    internal = [
+        ast.unparse(node)
+        for node in imported
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("augcam."))
+        or (isinstance(node, ast.Import) and any(a.name.startswith("augcam.") for a in node.names))
+    ]
     assert not internal
-    from_root = {alias.name for node in imported if isinstance(node, ast.ImportFrom) and node.module == "augcam"
-                 for alias in node.names}
-    used = {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "augcam"}
+    from_root = {
+        alias.name
+        for node in imported
+        if isinstance(node, ast.ImportFrom) and node.module == "augcam"
+        for alias in node.names
+    }
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "augcam"
+    }
     assert (from_root | used) <= set(augcam.__all__), sorted((from_root | used) - set(augcam.__all__))
 
 

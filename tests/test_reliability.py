@@ -24,22 +24,23 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from safetensors.torch import load as safetensors_load, save
+from conftest import sigkill_once_a_checkpoint_appears, sigkill_when
 from rich.console import Console
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save
 from typer.testing import CliRunner
 
+from augcam.atomic import read_tensor_metadata, tensor_file_bytes
 from augcam.augment import Augmentation, register_augmentation
 from augcam.cli import app
 from augcam.config import load_config
 from augcam.errors import AugcamError
-from augcam.atomic import read_tensor_metadata, tensor_file_bytes
-from augcam.rundir import RunDir, RunLock
 from augcam.metrics.cam_sets import compare_cam_sets
-from augcam.pipeline.kill_points import KILL_AT_ENV
-from augcam.pipeline.stages.aggregate import aggregate_over_seeds
-from augcam.pipeline.plan import model_key, plan
 from augcam.pipeline import run_study
-from conftest import sigkill_once_a_checkpoint_appears, sigkill_when
+from augcam.pipeline.kill_points import KILL_AT_ENV
+from augcam.pipeline.plan import model_key, plan
+from augcam.pipeline.stages.aggregate import aggregate_over_seeds
+from augcam.rundir import RunDir, RunLock
 
 AUGCAM = [sys.executable, "-m", "augcam"]
 STUDY = {
@@ -62,13 +63,20 @@ def run_cli(study_file: Path, out: Path, kill_at: str | None = None, *extra: str
     env = {key: value for key, value in os.environ.items() if key != KILL_AT_ENV}
     if kill_at:
         env[KILL_AT_ENV] = kill_at
-    return subprocess.run([*AUGCAM, "run", str(study_file), "--out", str(out), "--device", "cpu", *extra],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*AUGCAM, "run", str(study_file), "--out", str(out), "--device", "cpu", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def read_tables(out: Path) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(out / "tables" / f"{name}.parquet").drop(columns=TIMING_COLUMNS, errors="ignore")
-            for name in TABLES}
+    return {
+        name: pd.read_parquet(out / "tables" / f"{name}.parquet").drop(columns=TIMING_COLUMNS, errors="ignore")
+        for name in TABLES
+    }
 
 
 def assert_identical_tables(out: Path, reference: Path) -> None:
@@ -108,8 +116,10 @@ def reference(study_file, tmp_path_factory) -> Path:
 
 
 def model_dirs(out: Path) -> dict[str, Path]:
-    return {path.name.split("-")[0] + ("" if path.name.startswith("baseline") else path.name.split("-")[1]): path
-            for path in (out / "models").iterdir()}
+    return {
+        path.name.split("-")[0] + ("" if path.name.startswith("baseline") else path.name.split("-")[1]): path
+        for path in (out / "models").iterdir()
+    }
 
 
 # --- 1. resume after SIGKILL -------------------------------------------------------------------
@@ -120,8 +130,11 @@ KILL_CHAIN = [
     ("train:0:2", "baseline checkpointed after its last epoch, weights not yet written", None),
     ("train:1:1", "mid-training: affine seed 0 checkpointed after epoch 1 of 2", "resume: baseline after epoch 2/2"),
     ("explain:2:2", "mid-CAM: batch 2 of 4 of affine seed 1's CAMs computed", "resume: affine seed 0 after epoch 1/2"),
-    ("compare:2", "mid-metrics: every metric computed, metrics.parquet not yet written",
-     "2 CAM sets reused, 2 to compute"),
+    (
+        "compare:2",
+        "mid-metrics: every metric computed, metrics.parquet not yet written",
+        "2 CAM sets reused, 2 to compute",
+    ),
     ("stage:performance", "performance.parquet written, aggregated.parquet not", "4 CAM sets reused, 0 to compute"),
     ("stage:sanity", "every table written, the report not", "4 CAM sets reused, 0 to compute"),
 ]
@@ -144,8 +157,9 @@ def test_sigkill_at_each_stage_then_rerun_gives_bit_identical_tables(study_file,
         if kill_at == "train:0:2":
             assert sorted(p.name for p in models["baseline"].iterdir()) == ["checkpoint.safetensors"], state
         elif kill_at == "train:1:1":
-            assert (models["baseline"] / "weights.safetensors").exists() and \
-                not (models["baseline"] / "checkpoint.safetensors").exists(), state
+            assert (models["baseline"] / "weights.safetensors").exists() and not (
+                models["baseline"] / "checkpoint.safetensors"
+            ).exists(), state
             assert sorted(p.name for p in models["affines0"].iterdir()) == ["checkpoint.safetensors"], state
         elif kill_at == "explain:2:2":
             assert len(list((out / "cams").iterdir())) == 2 and not (out / "tables").exists(), state
@@ -155,7 +169,8 @@ def test_sigkill_at_each_stage_then_rerun_gives_bit_identical_tables(study_file,
             assert sorted(p.name for p in (out / "tables").iterdir()) == ["metrics.parquet", "performance.parquet"]
         elif kill_at == "stage:sanity":
             assert {"aggregated.parquet", "noise_floor.parquet", "sanity.csv"} <= {
-                p.name for p in (out / "tables").iterdir()} and not (out / "report.html").exists(), state
+                p.name for p in (out / "tables").iterdir()
+            } and not (out / "report.html").exists(), state
     done = run_cli(study_file, out)
     assert done.returncode == 0, done.stderr
     assert "4 reused" in done.stderr and "4 CAM sets reused, 0 to compute" in done.stderr
@@ -175,7 +190,8 @@ def test_sigkill_from_outside_mid_training_then_rerun_gives_bit_identical_tables
     env = {key: value for key, value in os.environ.items() if key != KILL_AT_ENV}
     # Usually the kill lands within the model's last epochs; rarely just after it was finished.
     left_checkpoint = sigkill_once_a_checkpoint_appears(
-        [*AUGCAM, "run", str(study_file), "--out", str(out), "--device", "cpu"], out, env)
+        [*AUGCAM, "run", str(study_file), "--out", str(out), "--device", "cpu"], out, env
+    )
     assert (out / ".augcam.lock").exists(), "the killed run left its lock"
     done = run_cli(study_file, out)
     assert done.returncode == 0, done.stderr
@@ -202,18 +218,31 @@ def test_sigkill_mid_report_then_rerun_gives_the_same_csv_tables(reference, tmp_
 
 # --- 2. caching by content ------------------------------------------------------------------------
 
+
 def _ids(config: dict) -> list[str]:
     return [run.model_id for run in plan(load_config(config), "fingerprint")]
 
 
 WEIGHT_SETTINGS = [
-    ("training.epochs", 3), ("training.batch_size", 32), ("training.lr", 2e-3), ("training.weight_decay", 0.0),
-    ("training.init_seed", 1), ("training.ordering_seed", 1), ("training.eval_batch_size", 100),
-    ("model.name", "resnet18"), ("data.image_size", 32), ("training.base_augmentations", ["horizontal_flip"]),
+    ("training.epochs", 3),
+    ("training.batch_size", 32),
+    ("training.lr", 2e-3),
+    ("training.weight_decay", 0.0),
+    ("training.init_seed", 1),
+    ("training.ordering_seed", 1),
+    ("training.eval_batch_size", 100),
+    ("model.name", "resnet18"),
+    ("data.image_size", 32),
+    ("training.base_augmentations", ["horizontal_flip"]),
 ]
 ANALYSIS_SETTINGS = [
-    ("metrics.overlap_percentages", [50]), ("metrics.kld_eps", 1e-6), ("cam.target", "label"),
-    ("cam.batch_size", 16), ("model.target_layer", "features.0"), ("name", "renamed"), ("description", "x"),
+    ("metrics.overlap_percentages", [50]),
+    ("metrics.kld_eps", 1e-6),
+    ("cam.target", "label"),
+    ("cam.batch_size", 16),
+    ("model.target_layer", "features.0"),
+    ("name", "renamed"),
+    ("description", "x"),
     ("device", "cpu"),
 ]
 
@@ -263,14 +292,17 @@ def _run_in_process(config: dict, out: Path) -> tuple[object, str]:
 def test_adding_an_augmentation_and_a_seed_trains_only_the_new_models(reference, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    stamps = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in (out / "models").rglob("*")
-              if path.is_file()}
+    stamps = {
+        path: (path.stat().st_mtime_ns, path.read_bytes()) for path in (out / "models").rglob("*") if path.is_file()
+    }
     bigger = {**STUDY, "augmentations": ["affine", "gaussian_blur"], "seeds": [0, 1, 2]}
     result, log = _run_in_process(bigger, out)
     train = result.manifest["stages"]["train"]
     assert (train["reused"], train["trained"], train["resumed"]) == (4, 4, 0)
-    assert "4 reused" in log and "train on cpu: 4 (affine seed 2, gaussian_blur seed 0, gaussian_blur seed 1, " \
-        "gaussian_blur seed 2)" in log
+    assert (
+        "4 reused" in log
+        and "train on cpu: 4 (affine seed 2, gaussian_blur seed 0, gaussian_blur seed 1, gaussian_blur seed 2)" in log
+    )
     assert "4 CAM sets reused, 4 to compute" in log
     for path, stamp in stamps.items():
         assert (path.stat().st_mtime_ns, path.read_bytes()) == stamp, f"{path} was rewritten"
@@ -296,15 +328,22 @@ def test_changing_only_analysis_settings_retrains_nothing(reference, tmp_path):
 
 # Files that record wall-clock times or the process id; everything else in a run directory must be
 # the same bytes in a rerun.
-TIMED_FILES = ("manifest.json", "report.html", "tables/performance.parquet", "models/*/meta.json",
-               "models/*/history.parquet")
+TIMED_FILES = (
+    "manifest.json",
+    "report.html",
+    "tables/performance.parquet",
+    "models/*/meta.json",
+    "models/*/history.parquet",
+)
 
 
 def test_tensor_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):
     tensors = {"raw": torch.arange(6.0).reshape(2, 3), "labels": torch.tensor([1, 2])}
     metadata = {f"key{index}": str(index) for index in range(8)}
-    files = {tensor_file_bytes(tensors, dict(reversed(list(metadata.items())) if turn % 2 else metadata.items()))
-             for turn in range(20)}
+    files = {
+        tensor_file_bytes(tensors, dict(reversed(list(metadata.items())) if turn % 2 else metadata.items()))
+        for turn in range(20)
+    }
     # safetensors' own writer orders the metadata differently from call to call.
     assert len({save(tensors, metadata=metadata) for _ in range(20)}) > 1
     assert len(files) == 1
@@ -333,8 +372,16 @@ def test_two_fresh_runs_give_bit_identical_files_and_a_complete_manifest(referen
     assert manifest["deterministic"]["use_deterministic_algorithms"] is True
     assert manifest["deterministic"]["cudnn_benchmark"] is False
     assert manifest["seeds"] == {"split": 0, "init": 0, "ordering": 0, "augmentation": [0, 1]}
-    assert set(manifest["stages"]) == {"train", "explain", "compare", "performance", "aggregate", "controls", "sanity",
-                                       "report"}
+    assert set(manifest["stages"]) == {
+        "train",
+        "explain",
+        "compare",
+        "performance",
+        "aggregate",
+        "controls",
+        "sanity",
+        "report",
+    }
     for stage in manifest["stages"].values():
         assert stage["status"] == "complete" and stage["seconds"] >= 0
     assert {model["status"] for model in manifest["models"].values()} == {"complete"}
@@ -343,13 +390,19 @@ def test_two_fresh_runs_give_bit_identical_files_and_a_complete_manifest(referen
 
 # --- 4. storage: locks, temporary files, formats ---------------------------------------------------
 
+
 def test_a_directory_in_use_is_refused_and_a_stale_lock_is_taken_over(reference, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    with RunLock(out / ".augcam.lock"):
-        with pytest.raises(AugcamError, match=rf"{re.escape(str(out))}: in use by another augcam run "
-                                              rf"\(pid {os.getpid()} on host "):
-            _run_in_process(STUDY, out)
+    with (
+        RunLock(out / ".augcam.lock"),
+        pytest.raises(
+            AugcamError,
+            match=rf"{re.escape(str(out))}: in use by another augcam run "
+            rf"\(pid {os.getpid()} on host ",
+        ),
+    ):
+        _run_in_process(STUDY, out)
     assert not (out / ".augcam.lock").exists()
     # A lock file whose holder died (no flock on it) is taken over.
     (out / ".augcam.lock").write_text(json.dumps({"pid": 999999999, "host": "elsewhere", "started": "then"}))
@@ -401,7 +454,9 @@ def test_damaged_stored_files_are_recomputed_not_trusted(reference, tmp_path):
     meta.write_text("{not json")
     result, log = _run_in_process(STUDY, out)
     log = " ".join(log.split())  # undo the console's line wrapping
-    assert "unreadable" in log and "training affine seed 0 again" in log and "recomputing the CAMs of affine seed 1" in log
+    assert (
+        "unreadable" in log and "training affine seed 0 again" in log and "recomputing the CAMs of affine seed 1" in log
+    )
     assert result.manifest["stages"]["train"]["trained"] == 1
     # Only the damaged CAM set: the retrained model has the same id (same key), so its stored CAMs still apply.
     assert result.manifest["stages"]["explain"]["computed"] == 1
@@ -414,13 +469,17 @@ def test_stored_files_are_safetensors_parquet_and_json_and_nothing_is_pickled(re
     # Stored data: tensors, tables, metadata; the rest is the report (HTML, CSV, figures).
     assert suffixes == {".safetensors", ".parquet", ".json", ".yaml", ".csv", ".png", ".svg", ".html"}, suffixes
     source = Path(__file__).parents[1] / "src" / "augcam"
-    loads = [f"{path}:{number}" for path in source.rglob("*.py")
-             for number, line in enumerate(path.read_text().splitlines(), 1)
-             if "torch.load(" in line and "weights_only=True" not in line]
+    loads = [
+        f"{path}:{number}"
+        for path in source.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "torch.load(" in line and "weights_only=True" not in line
+    ]
     assert not loads, f"torch.load without weights_only=True: {loads}"
 
 
 # --- 5. bad input at the command line: one message, exit 2, no traceback, nothing written ----------
+
 
 def _write_idx(path: Path, array: np.ndarray, magic: bytes | None = None) -> None:
     header = magic or struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
@@ -473,36 +532,86 @@ BAD_INPUT = {
     "wrong-type": ({"training": {"batch_size": "big"}}, [], None, r"training\.batch_size: .*valid integer.*'big'"),
     "boolean-for-number": ({"training": {"epochs": True}}, [], None, r"training\.epochs: expected .*int.*boolean"),
     "negative-epochs": ({}, ["--set", "training.epochs=-1"], None, r"training\.epochs: Input should be greater than 0"),
-    "overlap-outside-0-100": ({"metrics": {"overlap_percentages": [20, 0]}}, [], None,
-                              r"metrics\.overlap_percentages: each percentage must be in \(0, 100\], got 0"),
+    "overlap-outside-0-100": (
+        {"metrics": {"overlap_percentages": [20, 0]}},
+        [],
+        None,
+        r"metrics\.overlap_percentages: each percentage must be in \(0, 100\], got 0",
+    ),
     "empty-augmentations": ({"augmentations": []}, [], None, r"augmentations: List should have at least 1 item"),
     "duplicate-augmentation": ({"augmentations": ["affine", "affine"]}, [], None, r"'affine' is listed more than once"),
-    "duplicate-label": ({"augmentations": [{"name": "affine", "label": "x"}, {"name": "cutmix", "label": "x"}]}, [],
-                        None, r"'x' is listed more than once"),
-    "same-augmentation-twice": ({"augmentations": [{"name": "affine", "label": "a"}, {"name": "affine", "label": "b"}]},
-                                [], None, r"'a' and 'b' are the same augmentation"),
-    "unknown-augmentation": ({"augmentations": ["affine", "rotate"]}, [], None,
-                             r"unknown augmentation 'rotate' \(valid: affine, .*\)"),
-    "unknown-model": ({"model": {"name": "resnet81"}}, [], None,
-                      r"model\.name: unknown model 'resnet81'; did you mean 'resnet18'\? \(valid: .*small_cnn"),
-    "unknown-layer": ({"model": {"name": "small_cnn", "target_layer": "conv9"}}, [], None,
-                      r"model\.target_layer: .* no layer 'conv9'.*\(its last convolutional layers and blocks: .*features"),
+    "duplicate-label": (
+        {"augmentations": [{"name": "affine", "label": "x"}, {"name": "cutmix", "label": "x"}]},
+        [],
+        None,
+        r"'x' is listed more than once",
+    ),
+    "same-augmentation-twice": (
+        {"augmentations": [{"name": "affine", "label": "a"}, {"name": "affine", "label": "b"}]},
+        [],
+        None,
+        r"'a' and 'b' are the same augmentation",
+    ),
+    "unknown-augmentation": (
+        {"augmentations": ["affine", "rotate"]},
+        [],
+        None,
+        r"unknown augmentation 'rotate' \(valid: affine, .*\)",
+    ),
+    "unknown-model": (
+        {"model": {"name": "resnet81"}},
+        [],
+        None,
+        r"model\.name: unknown model 'resnet81'; did you mean 'resnet18'\? \(valid: .*small_cnn",
+    ),
+    "unknown-layer": (
+        {"model": {"name": "small_cnn", "target_layer": "conv9"}},
+        [],
+        None,
+        r"model\.target_layer: .* no layer 'conv9'.*\(its last convolutional layers and blocks: .*features",
+    ),
     "bad-set-syntax": ({}, ["--set", "training.epochs"], None, r"--set 'training\.epochs': expected KEY=VALUE"),
-    "unknown-preset": ({"__source__": "quik"}, [], None, r"'quik' is neither a study file nor a preset; did you mean 'quick'"),
+    "unknown-preset": (
+        {"__source__": "quik"},
+        [],
+        None,
+        r"'quik' is neither a study file nor a preset; did you mean 'quick'",
+    ),
     "missing-study-file": ({"__source__": "missing.yaml"}, [], None, r"missing\.yaml: no such study file"),
-    "missing-data": ({"data": {"root": "__nowhere__"}}, [], None,
-                     r"Fashion-MNIST not found: looked for train-images-idx3-ubyte.*does not exist"),
-    "truncated-idx": ({"data": {"root": "__truncated__"}}, [], None,
-                      r"t10k-images-idx3-ubyte: truncated: header says 50×28×28 = 39200 bytes of data, file has"),
-    "idx-wrong-magic": ({"data": {"root": "__wrong-magic__"}}, [], None,
-                        r"train-labels-idx1-ubyte: not an IDX file \(magic bytes 0x08000001, expected 0x0000TTNN"),
-    "cifar-wrong-shape": ({"data": {"dataset": "cifar10", "root": "__cifar__"}}, [], None,
-                          r"data_batch_3: 'data' should be a uint8 array of shape \(n, 3072\), found uint8 array "
-                          r"of shape \(20, 3000\)"),
+    "missing-data": (
+        {"data": {"root": "__nowhere__"}},
+        [],
+        None,
+        r"Fashion-MNIST not found: looked for train-images-idx3-ubyte.*does not exist",
+    ),
+    "truncated-idx": (
+        {"data": {"root": "__truncated__"}},
+        [],
+        None,
+        r"t10k-images-idx3-ubyte: truncated: header says 50×28×28 = 39200 bytes of data, file has",
+    ),
+    "idx-wrong-magic": (
+        {"data": {"root": "__wrong-magic__"}},
+        [],
+        None,
+        r"train-labels-idx1-ubyte: not an IDX file \(magic bytes 0x08000001, expected 0x0000TTNN",
+    ),
+    "cifar-wrong-shape": (
+        {"data": {"dataset": "cifar10", "root": "__cifar__"}},
+        [],
+        None,
+        r"data_batch_3: 'data' should be a uint8 array of shape \(n, 3072\), found uint8 array "
+        r"of shape \(20, 3000\)",
+    ),
     "other-study-dir": ({}, [], "other-study", r"holds the run of study 'someone-else', not 'tiny'.*--force"),
     "out-is-a-file": ({}, [], "file", r"out: is a file, not a directory"),
-    "unwritable-out": ({}, [], "unwritable", r"cannot (create|write) the run directory \((Permission denied|"
-                                             r"Operation not permitted)\)"),
+    "unwritable-out": (
+        {},
+        [],
+        "unwritable",
+        r"cannot (create|write) the run directory \((Permission denied|"
+        r"Operation not permitted)\)",
+    ),
     "dir-in-use": ({}, [], "locked", r"in use by another augcam run \(pid \d+ on host .*wait for it to finish"),
     "cuda-without-gpu": ({}, ["--device", "cuda"], None, r"device 'cuda' was requested but no CUDA GPU is available"),
     "bad-device-name": ({}, ["--device", "gpu"], None, r"device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
@@ -520,13 +629,26 @@ def test_cli_bad_input(tmp_path, case):
     changes, extra, out_setup, expected = BAD_INPUT[case]
     if case == "cuda-without-gpu" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    roots = {"__nowhere__": tmp_path / "nowhere", "__truncated__": _fake_fashion_root(tmp_path / "t", "truncated"),
-             "__wrong-magic__": _fake_fashion_root(tmp_path / "m", "wrong-magic"),
-             "__cifar__": _fake_cifar_root(tmp_path / "cifar")}
-    config = {"name": "tiny", "data": {"dataset": "fashion-mnist", "root": str(_fake_fashion_root(tmp_path / "ok")),
-                                       "train_size": 100, "val_size": 20, "test_size": 20},
-              "model": {"name": "small_cnn"}, "training": {"epochs": 1, "batch_size": 32},
-              "augmentations": ["affine"], "seeds": [0]}
+    roots = {
+        "__nowhere__": tmp_path / "nowhere",
+        "__truncated__": _fake_fashion_root(tmp_path / "t", "truncated"),
+        "__wrong-magic__": _fake_fashion_root(tmp_path / "m", "wrong-magic"),
+        "__cifar__": _fake_cifar_root(tmp_path / "cifar"),
+    }
+    config = {
+        "name": "tiny",
+        "data": {
+            "dataset": "fashion-mnist",
+            "root": str(_fake_fashion_root(tmp_path / "ok")),
+            "train_size": 100,
+            "val_size": 20,
+            "test_size": 20,
+        },
+        "model": {"name": "small_cnn"},
+        "training": {"epochs": 1, "batch_size": 32},
+        "augmentations": ["affine"],
+        "seeds": [0],
+    }
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
@@ -536,8 +658,11 @@ def test_cli_bad_input(tmp_path, case):
         config["data"]["root"] = str(roots[config["data"]["root"]])
     study = tmp_path / "study.yaml"
     study.write_text(changes.get("__text__") or yaml.safe_dump(config))
-    source = str(tmp_path / changes["__source__"]) if changes.get("__source__", "").endswith(".yaml") \
+    source = (
+        str(tmp_path / changes["__source__"])
+        if changes.get("__source__", "").endswith(".yaml")
         else changes.get("__source__", str(study))
+    )
     out = tmp_path / "out"
     lock = None
     if out_setup == "other-study":
@@ -569,12 +694,17 @@ def test_cli_bad_input(tmp_path, case):
 def test_real_command_exits_2_without_traceback_and_debug_shows_it(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({"name": "t", "augmentations": ["afine"]}))
-    plain = subprocess.run([*AUGCAM, "run", str(study), "--out", str(tmp_path / "out")], capture_output=True,
-                           text=True, timeout=120)
+    plain = subprocess.run(
+        [*AUGCAM, "run", str(study), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+    )
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert "unknown augmentation 'afine'; did you mean 'affine'?" in plain.stderr
-    debug = subprocess.run([*AUGCAM, "run", str(study), "--out", str(tmp_path / "out"), "--debug"],
-                           capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(
+        [*AUGCAM, "run", str(study), "--out", str(tmp_path / "out"), "--debug"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
     assert not (tmp_path / "out").exists()
 
@@ -592,6 +722,7 @@ def test_force_reuses_a_directory_that_holds_another_study(reference, tmp_path):
 
 # --- 6. numerical edge cases ----------------------------------------------------------------------
 
+
 @register_augmentation
 class NanPixels(Augmentation):
     """Test-only: poisons its copies with NaN, so the model that trains on them diverges."""
@@ -603,8 +734,12 @@ class NanPixels(Augmentation):
 
 
 def test_a_diverging_model_is_reported_and_the_study_goes_on(tmp_path, fashion_mnist_available):
-    study = {**STUDY, "data": {**STUDY["data"], "train_size": 200, "test_size": 100}, "seeds": [0],
-             "augmentations": ["affine", "test_nan_pixels"]}
+    study = {
+        **STUDY,
+        "data": {**STUDY["data"], "train_size": 200, "test_size": 100},
+        "seeds": [0],
+        "augmentations": ["affine", "test_nan_pixels"],
+    }
     result, log = _run_in_process(study, tmp_path / "out")
     assert "model test_nan_pixels seed 0" in log and "diverged" in log and "the study goes on without it" in log
     statuses = {m["augmentation"]: m for m in result.manifest["models"].values()}
@@ -625,8 +760,12 @@ def test_a_diverging_model_is_reported_and_the_study_goes_on(tmp_path, fashion_m
 
 
 def test_a_diverging_baseline_stops_the_study_with_a_clear_message(tmp_path, fashion_mnist_available):
-    study = {**STUDY, "data": {**STUDY["data"], "train_size": 100, "test_size": 20}, "seeds": [0],
-             "training": {"epochs": 1, "batch_size": 64, "lr": 1e30}}
+    study = {
+        **STUDY,
+        "data": {**STUDY["data"], "train_size": 100, "test_size": 20},
+        "seeds": [0],
+        "training": {"epochs": 1, "batch_size": 64, "lr": 1e30},
+    }
     with pytest.raises(AugcamError, match=r"the baseline model failed \(diverged: training loss became nan"):
         _run_in_process(study, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -646,8 +785,9 @@ def test_constant_and_all_zero_cams_give_nan_correlations_not_errors():
     other_maps = varied.clone()
     other_maps[0] = 0.0  # all zero
     other_maps[1] = 0.5  # constant
-    values = compare_cam_sets(base, _cam_set(other_maps, torch.zeros(4, 3)), (28, 28), [20, 10], 1e-10,
-                              torch.device("cpu"))
+    values = compare_cam_sets(
+        base, _cam_set(other_maps, torch.zeros(4, 3)), (28, 28), [20, 10], 1e-10, torch.device("cpu")
+    )
     for metric in ("pearson", "spearman"):
         assert np.isnan(values[metric][:2]).all() and np.isfinite(values[metric][2:]).all()
     for metric in ("mad", "msd", "overlap_20", "overlap_10", "class_kld"):
@@ -659,8 +799,9 @@ def test_nan_and_inf_logits_and_zero_probabilities_in_class_kld():
     maps = torch.rand(4, 7, 7, generator=torch.Generator().manual_seed(1))
     base_logits = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -800.0, 0.0], [0.0, 0.0, 0.0]]
     other_logits = [[float("nan"), 0.0, 0.0], [float("inf"), 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -800.0, 0.0]]
-    values = compare_cam_sets(_cam_set(maps, base_logits), _cam_set(maps, other_logits), (28, 28), [20], 1e-10,
-                              torch.device("cpu"))
+    values = compare_cam_sets(
+        _cam_set(maps, base_logits), _cam_set(maps, other_logits), (28, 28), [20], 1e-10, torch.device("cpu")
+    )
     kld = values["class_kld"]
     assert np.isnan(kld[0]) and np.isnan(kld[1]), "non-finite logits make the divergence undefined"
     assert kld[2] == np.inf, "the baseline gives a class probability 0 (exp(-800) underflows), the model does not"
@@ -669,10 +810,19 @@ def test_nan_and_inf_logits_and_zero_probabilities_in_class_kld():
 
 
 def test_aggregate_skips_undefined_values_of_single_seeds():
-    metrics = pd.DataFrame({"model_id": ["a0", "a1", "a0", "a1"], "augmentation": "a", "seed": [0, 1, 0, 1],
-                            "image_index": [5, 5, 6, 6], "label": [1, 1, 2, 2], "baseline_pred": [1, 1, 2, 2],
-                            "model_pred": [1, 1, 2, 2], "pearson": [np.nan, 0.5, np.nan, np.nan],
-                            "class_kld": [0.1, np.inf, 0.2, 0.4]})
+    metrics = pd.DataFrame(
+        {
+            "model_id": ["a0", "a1", "a0", "a1"],
+            "augmentation": "a",
+            "seed": [0, 1, 0, 1],
+            "image_index": [5, 5, 6, 6],
+            "label": [1, 1, 2, 2],
+            "baseline_pred": [1, 1, 2, 2],
+            "model_pred": [1, 1, 2, 2],
+            "pearson": [np.nan, 0.5, np.nan, np.nan],
+            "class_kld": [0.1, np.inf, 0.2, 0.4],
+        }
+    )
     aggregated = aggregate_over_seeds(metrics).set_index("image_index")
     assert aggregated.loc[5, "pearson"] == 0.5, "the mean over the seeds where it is defined"
     assert np.isnan(aggregated.loc[6, "pearson"]), "NaN only where no seed defines it"

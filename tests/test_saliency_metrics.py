@@ -54,8 +54,8 @@ def random_maps(n: int, p: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     # ties: quantise some rows to a few levels, with exact zeros
     base[::3] = (base[::3] * 4).floor() / 4
     other[1::3] = (other[1::3] * 3).floor() / 3
-    base[2] = 0.5          # constant map
-    other[4] = 0.0         # all-zero map
+    base[2] = 0.5  # constant map
+    other[4] = 0.0  # all-zero map
     base[5] = 0.0
     other[5] = 0.0
     return base, other
@@ -68,18 +68,19 @@ def test_metrics_match_scipy_and_loops():
     for i in range(len(base)):
         p, q = base[i].double().numpy(), other[i].double().numpy()
         np.testing.assert_allclose(got_cc[i].item(), oracle_cc(p, q), rtol=1e-12, atol=1e-12, equal_nan=True)
-        np.testing.assert_allclose(got_kl[i].item(), oracle_kl(p, q, DEFAULT_KL_EPS), rtol=1e-10, atol=1e-12,
-                                   equal_nan=True)
+        np.testing.assert_allclose(
+            got_kl[i].item(), oracle_kl(p, q, DEFAULT_KL_EPS), rtol=1e-10, atol=1e-12, equal_nan=True
+        )
         np.testing.assert_allclose(got_h[i].item(), oracle_entropy(q), rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
 def test_undefined_values_are_nan_never_zero():
     base, other = random_maps(12, 49, seed=1)
-    assert math.isnan(cc(base, other)[2])            # constant base
-    assert math.isnan(cc(base, other)[4])            # all-zero other is constant too
+    assert math.isnan(cc(base, other)[2])  # constant base
+    assert math.isnan(cc(base, other)[4])  # all-zero other is constant too
     assert math.isnan(kl(base, other)[4]) and math.isnan(kl(base, other)[5])
     assert math.isnan(entropy(other)[4])
-    assert not math.isnan(kl(base, other)[2])        # a constant non-zero map normalises fine
+    assert not math.isnan(kl(base, other)[2])  # a constant non-zero map normalises fine
     assert entropy(base)[2].item() == pytest.approx(math.log(49), abs=1e-12)  # uniform: log P
 
 
@@ -116,6 +117,7 @@ def test_compare_saliency_chunks_and_names():
     eps = compare_saliency(base, other, metrics=["kl"], kl_eps=1e-4)
     torch.testing.assert_close(eps["kl"], kl(base, other, eps=1e-4), equal_nan=True)
     from augcam.errors import ConfigError
+
     with pytest.raises(ConfigError, match="unknown saliency metric 'cx'"):
         compare_saliency(base, other, metrics=["cx"])
 

@@ -3,8 +3,8 @@ a 'CAM' that ignores the model (an edge detector)."""
 
 import torch
 
-from augcam.models import build_model
 from augcam.cams.sanity import cascading_randomization, layers_in_forward_order, sanity_verdict
+from augcam.models import build_model
 
 
 def _trained_small_cnn():
@@ -17,13 +17,13 @@ def _trained_small_cnn():
     for i, label in enumerate(labels.tolist()):
         col = 4 if label == 0 else 18
         row = int(torch.randint(4, 18, (1,), generator=generator))
-        images[i, 0, row:row + 6, col:col + 6] = 1.0
+        images[i, 0, row : row + 6, col : col + 6] = 1.0
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(3):
         for start in range(0, 256, 32):
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(images[start:start + 32]), labels[start:start + 32])
+            loss = torch.nn.functional.cross_entropy(model(images[start : start + 32]), labels[start : start + 32])
             loss.backward()
             optimizer.step()
     model.eval()

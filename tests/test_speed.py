@@ -1,29 +1,51 @@
-"""Issue 6 (speed): the refusal of 1×1 CAM layers, the `cifar10-fast` preset and its model, the
+"""Speed: the refusal of 1×1 CAM layers, the `cifar10-fast` preset and its model, the
 GPU training recipe options (precision, channels_last, compile) and the training benchmark."""
+
+import itertools
 
 import numpy as np
 import pytest
 import torch
+from test_study import _write_cifar
 
 from augcam.config import load_config
 from augcam.errors import ConfigError
+from augcam.models import build_model
 from augcam.pipeline import prepare
-
-from test_study import _write_cifar
+from augcam.training import TrainingData, TrainSettings, scheduled_lr, train_model
 
 
 def test_a_1x1_target_layer_is_refused_with_the_field_the_size_and_the_reason(tmp_path):
     # EfficientNet-B0 downsamples 32×: its last stage is 1×1 on CIFAR's own 32×32 images.
     _write_cifar(tmp_path)
-    config = load_config("thesis-cifar10", overrides={"data.root": str(tmp_path), "data.image_size": 32,
-                                                      "data.train_size": 2, "data.val_size": 2, "data.test_size": 2})
-    with pytest.raises(ConfigError, match=r"model\.target_layer: 'features\.8' of efficientnet_b0 is 1×1 at "
-                                          r"32×32 input, so every CAM would be constant") as caught:
+    config = load_config(
+        "thesis-cifar10",
+        overrides={
+            "data.root": str(tmp_path),
+            "data.image_size": 32,
+            "data.train_size": 2,
+            "data.val_size": 2,
+            "data.test_size": 2,
+        },
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.target_layer: 'features\.8' of efficientnet_b0 is 1×1 at "
+        r"32×32 input, so every CAM would be constant",
+    ) as caught:
         prepare(config)
     assert "data.image_size" in str(caught.value)
     # At 64×64 the same layer is 2×2 and accepted.
-    config = load_config("thesis-cifar10", overrides={"data.root": str(tmp_path), "data.image_size": 64,
-                                                      "data.train_size": 2, "data.val_size": 2, "data.test_size": 2})
+    config = load_config(
+        "thesis-cifar10",
+        overrides={
+            "data.root": str(tmp_path),
+            "data.image_size": 64,
+            "data.train_size": 2,
+            "data.val_size": 2,
+            "data.test_size": 2,
+        },
+    )
     assert prepare(config).layer_size == (2, 2)
 
 
@@ -31,8 +53,16 @@ def test_a_1x1_target_layer_is_refused_with_the_field_the_size_and_the_reason(tm
 
 
 def _fast_config(root, **overrides):
-    return load_config("cifar10-fast", overrides={"data.root": str(root), "data.train_size": 40, "data.val_size": 20,
-                                                  "data.test_size": 10, **overrides})
+    return load_config(
+        "cifar10-fast",
+        overrides={
+            "data.root": str(root),
+            "data.train_size": 40,
+            "data.val_size": 20,
+            "data.test_size": 10,
+            **overrides,
+        },
+    )
 
 
 def test_cifar10_fast_preset_loads_cifar_files_and_its_layer_is_4x4(tmp_path):
@@ -44,11 +74,23 @@ def test_cifar10_fast_preset_loads_cifar_files_and_its_layer_is_4x4(tmp_path):
     assert prepared.layer_size == (4, 4)
     # Baseline + 7 augmentations × 3 seeds + identity × 3, then the two baseline replicas.
     assert len(prepared.runs) == 1 + 8 * 3 and len(prepared.controls) == 2
-    assert [e.name for e in config.augmentations] == ["affine", "cutmix", "color_jitter", "elastic", "equalization",
-                                                      "gaussian_blur", "random_crop"]
+    assert [e.name for e in config.augmentations] == [
+        "affine",
+        "cutmix",
+        "color_jitter",
+        "elastic",
+        "equalization",
+        "gaussian_blur",
+        "random_crop",
+    ]
     t = config.training
-    assert (t.optimizer, t.schedule, t.precision, t.channels_last, t.compile) == \
-        ("sgd_nesterov", "onecycle", "bf16", True, False)
+    assert (t.optimizer, t.schedule, t.precision, t.channels_last, t.compile) == (
+        "sgd_nesterov",
+        "onecycle",
+        "bf16",
+        True,
+        False,
+    )
     assert [e.name for e in t.base_augmentations] == ["horizontal_flip", "translate"]
 
 
@@ -66,14 +108,16 @@ def test_cifar10_fast_trains_a_step_on_cpu_with_its_recipe(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in outcome.best_state.values())
     assert all(v.is_contiguous() for v in outcome.best_state.values())
     assert outcome.meta["key"]["training"]["recipe"]["precision"] == "bf16"
-    assert [b["name"] for b in outcome.meta["key"]["training"]["base_augmentations"]] == ["horizontal_flip",
-                                                                                         "translate"]
+    assert [b["name"] for b in outcome.meta["key"]["training"]["base_augmentations"]] == [
+        "horizontal_flip",
+        "translate",
+    ]
 
 
 def test_cifar_resnet_is_covered_by_the_model_and_cam_parametrisations():
-    from augcam.models import MODELS
-
     import test_cams
+
+    from augcam.models import MODELS
 
     assert MODELS["cifar_resnet"].head is not None
     assert ("cifar_resnet", 3, 64) in test_cams.FAST_CASES  # fast path = general path
@@ -81,10 +125,6 @@ def test_cifar_resnet_is_covered_by_the_model_and_cam_parametrisations():
 
 
 # --- the GPU recipe options -----------------------------------------------------------------------
-
-
-from augcam.training import TrainingData, TrainSettings, scheduled_lr, state_digest, train_model  # noqa: E402
-from augcam.models import build_model  # noqa: E402
 
 
 def _cifar_like(n=64):
@@ -99,8 +139,14 @@ def test_recipe_defaults_are_the_reference_loop_and_stay_out_of_model_ids():
     from augcam.pipeline.plan import model_key
 
     defaults = TrainSettings(1, 2, 1e-3, 0.0, 0, 1, 8)
-    assert (defaults.optimizer, defaults.schedule, defaults.label_smoothing, defaults.precision,
-            defaults.channels_last, defaults.compile) == ("adam", "constant", 0.0, "fp32", False, False)
+    assert (
+        defaults.optimizer,
+        defaults.schedule,
+        defaults.label_smoothing,
+        defaults.precision,
+        defaults.channels_last,
+        defaults.compile,
+    ) == ("adam", "constant", 0.0, "fp32", False, False)
     assert TrainingConfig().recipe() == {} and TrainingConfig().compile is False
     for field in RECIPE_FIELDS:  # the config's defaults are the loop's defaults
         assert TrainingConfig.model_fields[field].default == getattr(defaults, field)
@@ -119,8 +165,13 @@ def test_recipe_changes_the_model_id():
     from augcam.pipeline.plan import plan
 
     base = plan(load_config("quick"), "fingerprint")[0].model_id
-    for field, value in (("precision", "bf16"), ("channels_last", True), ("compile", True),
-                         ("optimizer", "sgd_nesterov"), ("label_smoothing", 0.1)):
+    for field, value in (
+        ("precision", "bf16"),
+        ("channels_last", True),
+        ("compile", True),
+        ("optimizer", "sgd_nesterov"),
+        ("label_smoothing", 0.1),
+    ):
         assert plan(load_config("quick", overrides={f"training.{field}": value}), "fingerprint")[0].model_id != base
 
 
@@ -128,7 +179,7 @@ def test_onecycle_schedule_warms_up_then_decays_to_zero():
     settings = TrainSettings(1, 2, 0.4, 0.0, 0, 1, 8, schedule="onecycle", warmup_fraction=0.25)
     lrs = [scheduled_lr(settings, step, 100) for step in range(100)]
     assert lrs[0] == pytest.approx(0.04) and lrs[25] == pytest.approx(0.4) and max(lrs) == pytest.approx(0.4)
-    assert all(a < b for a, b in zip(lrs[:25], lrs[1:26])) and all(a > b for a, b in zip(lrs[25:], lrs[26:]))
+    assert all(a < b for a, b in itertools.pairwise(lrs)) and all(a > b for a, b in itertools.pairwise(lrs))
     assert lrs[-1] == pytest.approx(0.4 / 75)
 
 
@@ -195,15 +246,29 @@ def test_bench_training_prints_its_tables_on_cpu():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(root / "benchmarks/bench_training.py"), "--scale", "0.01", "--repeats", "1",
-                           "--augmentations", "identity,cutmix", "--threads", "1"],
-                          capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(root / "src"),
-                                                                             "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks/bench_training.py"),
+            "--scale",
+            "0.01",
+            "--repeats",
+            "1",
+            "--augmentations",
+            "identity,cutmix",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| augmentation"))
-    rows = [line.split("|")[1].strip() for line in lines[header + 2:header + 5]]
+    rows = [line.split("|")[1].strip() for line in lines[header + 2 : header + 5]]
     assert rows == ["none (baseline)", "identity", "cutmix"]
     assert float(lines[header + 2].split("|")[3]) == 1.0
-    assert all(float(line.split("|")[3]) > 0 for line in lines[header + 3:header + 5])
+    assert all(float(line.split("|")[3]) > 0 for line in lines[header + 3 : header + 5])
     assert "| equalization" in done.stdout and "v2 gaussian_blur per image" in done.stdout

@@ -110,8 +110,7 @@ def test_make_split_full():
 def test_make_split_subsets_nest_in_the_full_split():
     train_labels, test_labels = big_labels()
     full = make_split(train_labels, test_labels, val_fraction=0.2, seed=4)
-    small = make_split(train_labels, test_labels, val_fraction=0.2, seed=4, train_size=500, val_size=60,
-                       test_size=100)
+    small = make_split(train_labels, test_labels, val_fraction=0.2, seed=4, train_size=500, val_size=60, test_size=100)
     assert (len(small.train), len(small.val), len(small.test)) == (500, 60, 100)
     for part in ("train", "val", "test"):
         assert set(getattr(small, part).tolist()) <= set(getattr(full, part).tolist())

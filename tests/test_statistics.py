@@ -7,8 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augcam.analysis.statistics import (SIGNIFICANCE_COLUMNS, bootstrap_ci, holm, noise_floor, paired_test,
-                                        significance_table)
+from augcam.analysis.statistics import (
+    SIGNIFICANCE_COLUMNS,
+    bootstrap_ci,
+    holm,
+    noise_floor,
+    paired_test,
+    significance_table,
+)
 
 
 def test_holm_textbook_example():
@@ -67,12 +73,15 @@ def _tables(n=300, seed=0):
     rng = np.random.default_rng(seed)
     noise = rng.uniform(0.5, 0.9, size=n)
     rows = []
-    for aug, values in (("moves_cams", noise - 0.2 + rng.normal(0, 0.02, n)),
-                        ("identity", noise + rng.normal(0, 0.02, n))):
+    for aug, values in (
+        ("moves_cams", noise - 0.2 + rng.normal(0, 0.02, n)),
+        ("identity", noise + rng.normal(0, 0.02, n)),
+    ):
         rows += [{"augmentation": aug, "image_index": i, "pearson": v} for i, v in enumerate(values)]
     aggregated = pd.DataFrame(rows)
-    replicas = pd.DataFrame({"image_index": np.r_[np.arange(n), np.arange(n)],
-                             "pearson": np.r_[noise + 0.01, noise - 0.01]})
+    replicas = pd.DataFrame(
+        {"image_index": np.r_[np.arange(n), np.arange(n)], "pearson": np.r_[noise + 0.01, noise - 0.01]}
+    )
     return aggregated, noise_floor(replicas, ["pearson"])
 
 

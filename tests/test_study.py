@@ -14,11 +14,11 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
+from augcam.atomic import read_tensors
 from augcam.cams import upsample
 from augcam.config import load_config
-from augcam.atomic import read_tensors
-from augcam.rundir import RunDir
 from augcam.pipeline import prepare, run_study
+from augcam.rundir import RunDir
 
 TINY = {
     "name": "tiny",
@@ -45,19 +45,48 @@ def test_tables_have_the_contracted_rows_and_columns(tiny_run):
     aggregated = pd.read_parquet(out / "tables/aggregated.parquet")
     # The identity control is trained like any augmentation, after the listed ones.
     assert len(performance) == 1 + 3 * 2
-    assert list(performance.augmentation) == ["baseline", "affine", "affine", "cutmix", "cutmix", "identity",
-                                              "identity"]
+    assert list(performance.augmentation) == [
+        "baseline",
+        "affine",
+        "affine",
+        "cutmix",
+        "cutmix",
+        "identity",
+        "identity",
+    ]
     assert performance.seed.isna().tolist() == [True] + [False] * 6
-    for column in ("model_id", "test_accuracy", "precision", "recall", "f1", "best_epoch", "best_val_accuracy",
-                   "train_seconds"):
+    for column in (
+        "model_id",
+        "test_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "best_epoch",
+        "best_val_accuracy",
+        "train_seconds",
+    ):
         assert column in performance.columns
-    assert list(metrics.columns) == ["model_id", "augmentation", "seed", "image_index", "label", "baseline_pred",
-                                     "model_pred", *METRIC_COLUMNS]
+    assert list(metrics.columns) == [
+        "model_id",
+        "augmentation",
+        "seed",
+        "image_index",
+        "label",
+        "baseline_pred",
+        "model_pred",
+        *METRIC_COLUMNS,
+    ]
     assert len(metrics) == 6 * 120
     assert metrics.groupby("model_id").image_index.apply(lambda s: s.is_unique and len(s) == 120).all()
     assert len(aggregated) == 3 * 120
-    assert set(aggregated.columns) >= {"augmentation", "image_index", "label", "baseline_pred", "n_models",
-                                       *METRIC_COLUMNS}
+    assert set(aggregated.columns) >= {
+        "augmentation",
+        "image_index",
+        "label",
+        "baseline_pred",
+        "n_models",
+        *METRIC_COLUMNS,
+    }
     assert (aggregated.n_models == 2).all()
     # The run directory holds what the contract says.
     for path in ("study.yaml", "manifest.json"):
@@ -69,8 +98,16 @@ def test_tables_have_the_contracted_rows_and_columns(tiny_run):
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert set(manifest["stages"]) == {"train", "explain", "compare", "performance", "aggregate", "controls",
-                                       "sanity", "report"}
+    assert set(manifest["stages"]) == {
+        "train",
+        "explain",
+        "compare",
+        "performance",
+        "aggregate",
+        "controls",
+        "sanity",
+        "report",
+    }
     assert (out / "report.html").is_file() and (out / "tables" / "sanity.csv").is_file()
 
 
@@ -100,7 +137,7 @@ def test_performance_equals_scikit_learn(tiny_run):
         assert torch.equal(stored["image_index"], torch.tensor(labels.index.values))
         y_pred = stored["predictions"].numpy()
         y_true = labels.values
-        kw = dict(average="macro", labels=list(range(10)), zero_division=0)
+        kw = {"average": "macro", "labels": list(range(10)), "zero_division": 0}
         assert row.test_accuracy == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
         assert row.precision == pytest.approx(precision_score(y_true, y_pred, **kw), abs=1e-12)
         assert row.recall == pytest.approx(recall_score(y_true, y_pred, **kw), abs=1e-12)
@@ -149,8 +186,15 @@ def _stored_maps(out: Path, model_id: str) -> dict[str, torch.Tensor]:
 def test_noise_floor_rows_are_each_replica_against_the_baseline(tiny_run):
     out = tiny_run.out
     noise = pd.read_parquet(out / "tables" / "noise_floor.parquet")
-    assert list(noise.columns) == ["model_id", "replica", "image_index", "label", "baseline_pred", "model_pred",
-                                   *METRIC_COLUMNS]
+    assert list(noise.columns) == [
+        "model_id",
+        "replica",
+        "image_index",
+        "label",
+        "baseline_pred",
+        "model_pred",
+        *METRIC_COLUMNS,
+    ]
     assert noise.groupby("replica").size().to_dict() == {"init+1": 120, "ordering+1": 120}
     base = _stored_maps(out, tiny_run.performance.model_id[0])
     rows = noise[noise.replica == "init+1"].reset_index(drop=True)
@@ -170,13 +214,17 @@ def test_between_augmentations_compares_models_of_two_augmentations_with_the_sam
     out = tiny_run.out
     between = pd.read_parquet(out / "tables" / "between_augmentations.parquet")
     pairs = between.groupby(["augmentation_a", "augmentation_b", "seed"]).size()
-    assert pairs.to_dict() == {(a, b, s): 120 for a, b in [("affine", "cutmix"), ("affine", "identity"),
-                                                           ("cutmix", "identity")] for s in (0, 1)}
+    assert pairs.to_dict() == {
+        (a, b, s): 120
+        for a, b in [("affine", "cutmix"), ("affine", "identity"), ("cutmix", "identity")]
+        for s in (0, 1)
+    }
     performance = tiny_run.performance.set_index(["augmentation", "seed"])
     a = _stored_maps(out, performance.loc[("affine", 1), "model_id"])
     b = _stored_maps(out, performance.loc[("cutmix", 1), "model_id"])
-    rows = between[(between.augmentation_a == "affine") & (between.augmentation_b == "cutmix")
-                   & (between.seed == 1)].reset_index(drop=True)
+    rows = between[
+        (between.augmentation_a == "affine") & (between.augmentation_b == "cutmix") & (between.seed == 1)
+    ].reset_index(drop=True)
     x = upsample(a["raw"], (28, 28)).flatten(1).double().numpy()
     y = upsample(b["raw"], (28, 28)).flatten(1).double().numpy()
     for i in range(0, 120, 11):
@@ -199,10 +247,17 @@ def test_cli_run_prints_summary(tmp_path, fashion_mnist_available):
     import yaml
 
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({**TINY, "augmentations": ["gaussian_blur"], "seeds": [0],
-                                     "training": {"epochs": 1, "batch_size": 64}}))
-    done = subprocess.run([*AUGCAM, "run", str(study), "--out", str(tmp_path / "out"), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300)
+    study.write_text(
+        yaml.safe_dump(
+            {**TINY, "augmentations": ["gaussian_blur"], "seeds": [0], "training": {"epochs": 1, "batch_size": 64}}
+        )
+    )
+    done = subprocess.run(
+        [*AUGCAM, "run", str(study), "--out", str(tmp_path / "out"), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "gaussian_blur" in done.stdout and "Median" in done.stdout and "report.html" in done.stdout
     # The noise floor is a row of the median table, under the augmentations it is compared with.
@@ -226,13 +281,17 @@ def test_cli_presets_and_validate(fashion_mnist_available):
 
 # --- the reference study's preset on generated CIFAR-10 files ---------------------------------
 
+
 def _write_cifar(root: Path, per_batch: int = 20):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": [int(i % 10) for i in range(per_batch)], b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(i % 10) for i in range(per_batch)],
+            b"batch_label": name.encode(),
+        }
         with open(folder / name, "wb") as handle:
             pickle.dump(batch, handle, protocol=2)
     with open(folder / "batches.meta", "wb") as handle:
@@ -244,9 +303,17 @@ def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
     from augcam.training import TrainingData, TrainSettings, train_model
 
     _write_cifar(tmp_path)
-    config = load_config("thesis-cifar10", overrides={"data.root": str(tmp_path), "data.train_size": 2,
-                                                      "data.val_size": 2, "data.test_size": 2,
-                                                      "training.batch_size": 4, "training.epochs": 1})
+    config = load_config(
+        "thesis-cifar10",
+        overrides={
+            "data.root": str(tmp_path),
+            "data.train_size": 2,
+            "data.val_size": 2,
+            "data.test_size": 2,
+            "training.batch_size": 4,
+            "training.epochs": 1,
+        },
+    )
     prepared = prepare(config)
     assert prepared.train_set.images.shape == (100, 3, 32, 32)
     assert prepared.test_set.images.shape == (20, 3, 32, 32)
@@ -258,13 +325,24 @@ def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
     assert len(prepared.controls) == 2
     t = config.training
     images = prepared.train_set.images.float() / 255
-    data = TrainingData(images[prepared.split.train], prepared.train_set.labels[prepared.split.train],
-                        images[prepared.split.val], prepared.train_set.labels[prepared.split.val],
-                        prepared.mean, prepared.std, image_size=224)
+    data = TrainingData(
+        images[prepared.split.train],
+        prepared.train_set.labels[prepared.split.train],
+        images[prepared.split.val],
+        prepared.train_set.labels[prepared.split.val],
+        prepared.mean,
+        prepared.std,
+        image_size=224,
+    )
     model = build_model("efficientnet_b0", 3, 10, t.init_seed)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train_model(model, data, TrainSettings(1, 4, t.lr, t.weight_decay, t.ordering_seed, 1, 4),
-                         config.augmentations[1].build(), seed=0)
+    result = train_model(
+        model,
+        data,
+        TrainSettings(1, 4, t.lr, t.weight_decay, t.ordering_seed, 1, 4),
+        config.augmentations[1].build(),
+        seed=0,
+    )
     assert result.history[0]["images"] == 4  # 2 originals + 2 cutmix copies: one batch of 4
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -274,9 +352,9 @@ def test_stored_cams_are_the_public_api_on_the_stored_weights(tiny_run, monkeypa
     CAM set (not per batch): the notebook API on the stored weights gives the stored maps bit for
     bit, and the model as given (optimize=False) the same maps up to float rounding."""
     import augcam.pipeline.chain as chain
-    from augcam.pipeline.plan import plan
     from augcam.cams import inference_copy, raw_cams
     from augcam.models import MODELS
+    from augcam.pipeline.plan import plan
     from augcam.training import prepare_inputs
 
     prepared = prepare(TINY)
@@ -285,8 +363,9 @@ def test_stored_cams_are_the_public_api_on_the_stored_weights(tiny_run, monkeypa
     model = chain.load_model(prepared, read_tensors(RunDir(tiny_run.out).weights_file(model_id)), torch.device("cpu"))
     mean = torch.tensor(prepared.mean).view(1, -1, 1, 1)
     std = torch.tensor(prepared.std).view(1, -1, 1, 1)
-    images = prepare_inputs(chain.images_on(prepared.test_set.images[prepared.split.test], torch.device("cpu")),
-                            mean, std, None)
+    images = prepare_inputs(
+        chain.images_on(prepared.test_set.images[prepared.split.test], torch.device("cpu")), mean, std, None
+    )
     batch = prepared.config.cam.batch_size
     head = MODELS["small_cnn"].head
     raw, logits = raw_cams("gradcam", model, prepared.target_layer, images, batch_size=batch, head=head)
@@ -304,8 +383,8 @@ def test_stored_cams_are_the_public_api_on_the_stored_weights(tiny_run, monkeypa
     run = next(r for r in plan(prepared.config, prepared.data_fingerprint) if r.model_id == model_id)
     in_batches = dataclasses.replace(prepared, config=load_config({**TINY, "cam": {"batch_size": 32}}))
     batches = []
-    tensors, _ = chain.compute_cam_set(in_batches, run, model, torch.device("cpu"),
-                                       after_batch=lambda number, size: batches.append(size))
+    tensors, _ = chain.compute_cam_set(
+        in_batches, run, model, torch.device("cpu"), after_batch=lambda number, size: batches.append(size)
+    )
     assert batches == [32, 32, 32, 24] and copies == [1]  # one copy for the four batches
-    torch.testing.assert_close(upsample(tensors["raw"], (28, 28)), upsample(stored["raw"], (28, 28)),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(upsample(tensors["raw"], (28, 28)), upsample(stored["raw"], (28, 28)), rtol=0, atol=1e-5)

@@ -13,8 +13,12 @@ def count_crosses(image: torch.Tensor, mask: torch.Tensor) -> int:
     """Connected 5×5 boxes of the mask, counted the obvious way: a box's top-left corner is a mask
     pixel with no mask pixel above or to the left."""
     m = mask.tolist()
-    return sum(1 for r in range(28) for c in range(28)
-               if m[r][c] and (r == 0 or not m[r - 1][c]) and (c == 0 or not m[r][c - 1]))
+    return sum(
+        1
+        for r in range(28)
+        for c in range(28)
+        if m[r][c] and (r == 0 or not m[r - 1][c]) and (c == 0 or not m[r][c - 1])
+    )
 
 
 def distractor_side(image: torch.Tensor) -> str:
@@ -80,8 +84,9 @@ def test_crosses_provide_their_flipped_validation_set():
     # the distractor is on the class's training side in train and on the other side at val/test
     for part, side_of_0 in ((parts.train, "left"), (parts.val, "right"), (parts.test, "right")):
         sides = [distractor_side(image) for image in part.images]
-        expected = [side_of_0 if label == 0 else ("right" if side_of_0 == "left" else "left")
-                    for label in part.labels.tolist()]
+        expected = [
+            side_of_0 if label == 0 else ("right" if side_of_0 == "left" else "left") for label in part.labels.tolist()
+        ]
         assert sides == expected
     for part in (parts.train, parts.val, parts.test):
         for image, mask, label in zip(part.images[:50], part.masks[:50], part.labels[:50].tolist()):
@@ -92,27 +97,39 @@ def test_split_with_the_datasets_own_validation_set():
     from augcam.data.splits import make_split
 
     parts = crosses_splits(train_size=40, val_size=20, test_size=30)
-    split = make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0,
-                       val_labels=parts.val.labels)
+    split = make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0, val_labels=parts.val.labels)
     assert split.train.tolist() == list(range(40)) and split.val.tolist() == list(range(20))
     assert split.test.tolist() == list(range(30))
-    small = make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0, train_size=10,
-                       val_size=8, test_size=6, val_labels=parts.val.labels)
+    small = make_split(
+        parts.train.labels,
+        parts.test.labels,
+        val_fraction=0.1,
+        seed=0,
+        train_size=10,
+        val_size=8,
+        test_size=6,
+        val_labels=parts.val.labels,
+    )
     assert (len(small.train), len(small.val), len(small.test)) == (10, 8, 6)
     assert int(parts.val.labels[small.val].sum()) == 4  # stratified
     with pytest.raises(ValueError, match="val_size is 21 but the dataset's own validation set has only 20"):
-        make_split(parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0, val_size=21,
-                   val_labels=parts.val.labels)
+        make_split(
+            parts.train.labels, parts.test.labels, val_fraction=0.1, seed=0, val_size=21, val_labels=parts.val.labels
+        )
 
 
 def test_study_validates_on_the_flipped_set_and_carries_the_masks():
     from augcam.pipeline import prepare
     from augcam.pipeline.chain import training_data
 
-    prepared = prepare({"name": "t", "data": {"dataset": "crosses", "train_size": 40, "val_size": 20,
-                                              "test_size": 30},
-                        "augmentations": ["affine"], "controls": {"identity": False, "sanity_images": 0,
-                                                                  "baseline_replicas": 0}})
+    prepared = prepare(
+        {
+            "name": "t",
+            "data": {"dataset": "crosses", "train_size": 40, "val_size": 20, "test_size": 30},
+            "augmentations": ["affine"],
+            "controls": {"identity": False, "sanity_images": 0, "baseline_replicas": 0},
+        }
+    )
     reference = crosses_splits()
     data = training_data(prepared, torch.device("cpu"))
     assert torch.equal(data.val_images, reference.val.images[prepared.split.val].float() / 255)

@@ -7,8 +7,17 @@ import torch
 
 from augcam.augment import build_augmentation
 from augcam.models import build_model
-from augcam.training import (TrainingData, TrainingDiverged, TrainSettings, augmentation_generator, epoch_order,
-                             load_train_state, save_train_state, state_digest, train_model)
+from augcam.training import (
+    TrainingData,
+    TrainingDiverged,
+    TrainSettings,
+    augmentation_generator,
+    epoch_order,
+    load_train_state,
+    save_train_state,
+    state_digest,
+    train_model,
+)
 
 
 class Recorder:
@@ -31,8 +40,9 @@ def tiny_data(n=40, seed=0):
     return TrainingData(images, labels, images[:8], labels[:8], (0.5,), (0.25,))
 
 
-SETTINGS = TrainSettings(epochs=2, batch_size=16, lr=1e-3, weight_decay=1e-5, ordering_seed=3, copies=1,
-                         eval_batch_size=64)
+SETTINGS = TrainSettings(
+    epochs=2, batch_size=16, lr=1e-3, weight_decay=1e-5, ordering_seed=3, copies=1, eval_batch_size=64
+)
 
 
 def small_model():
@@ -97,22 +107,25 @@ def test_baseline_sees_each_image_once_per_epoch():
 
 # --- resuming from a per-epoch checkpoint --------------------------------------------------------
 
+
 class DropoutCNN(torch.nn.Module):
     """A model that draws from the global RNG while training (dropout), unlike the built-in ones."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 32), torch.nn.ReLU(),
-                                        torch.nn.Dropout(0.5), torch.nn.Linear(32, 4))
+        self.body = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(144, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(32, 4)
+        )
 
     def forward(self, x):
         return self.body(x)
 
 
 def _same_result(a, b):
-    assert [{k: v for k, v in row.items() if k != "seconds"} for row in a.history] == \
-        [{k: v for k, v in row.items() if k != "seconds"} for row in b.history]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in a.history] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in b.history
+    ]
     assert (a.best_epoch, a.best_val_accuracy) == (b.best_epoch, b.best_val_accuracy)
     assert a.best_state.keys() == b.best_state.keys()
     assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
@@ -122,8 +135,9 @@ def _same_result(a, b):
 @pytest.mark.parametrize("stop_after", [1, 2, 3])
 def test_resuming_from_a_saved_checkpoint_gives_the_uninterrupted_result(tmp_path, make_model, stop_after):
     data = tiny_data()
-    settings = TrainSettings(epochs=3, batch_size=16, lr=1e-2, weight_decay=1e-5, ordering_seed=3, copies=1,
-                             eval_batch_size=64)
+    settings = TrainSettings(
+        epochs=3, batch_size=16, lr=1e-2, weight_decay=1e-5, ordering_seed=3, copies=1, eval_batch_size=64
+    )
     states = []
     full = train_model(make_model(), data, settings, build_augmentation("affine"), seed=4, on_checkpoint=states.append)
     assert [state.epochs_done for state in states] == [1, 2, 3]
@@ -132,8 +146,15 @@ def test_resuming_from_a_saved_checkpoint_gives_the_uninterrupted_result(tmp_pat
     save_train_state(path, states[stop_after - 1], {"model_id": "m"})
     states.clear()
     torch.manual_seed(12345)  # whatever the process did before must not matter
-    resumed = train_model(make_model(), data, settings, build_augmentation("affine"), seed=4,
-                          resume=load_train_state(path, {"model_id": "m"}), on_checkpoint=states.append)
+    resumed = train_model(
+        make_model(),
+        data,
+        settings,
+        build_augmentation("affine"),
+        seed=4,
+        resume=load_train_state(path, {"model_id": "m"}),
+        on_checkpoint=states.append,
+    )
     assert [state.epochs_done for state in states] == list(range(stop_after + 1, 4))
     _same_result(full, resumed)
 
@@ -169,8 +190,9 @@ def test_training_does_not_depend_on_or_change_the_callers_random_stream():
 
 def test_nan_loss_raises_training_diverged():
     data = tiny_data()
-    nan_data = TrainingData(data.train_images * float("nan"), data.train_labels, data.val_images, data.val_labels,
-                            data.mean, data.std)
+    nan_data = TrainingData(
+        data.train_images * float("nan"), data.train_labels, data.val_images, data.val_labels, data.mean, data.std
+    )
     with pytest.raises(TrainingDiverged, match="training loss became nan in epoch 1"):
         train_model(small_model(), nan_data, SETTINGS, None, seed=0)
 
@@ -233,8 +255,9 @@ def test_mixing_augmentation_trains_on_its_targets(monkeypatch, label_mixing):
 
     monkeypatch.setattr("augcam.training.loop.F.cross_entropy", recording_cross_entropy)
     model = SpyModel()
-    settings = TrainSettings(epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, ordering_seed=3, copies=1,
-                             eval_batch_size=64)
+    settings = TrainSettings(
+        epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, ordering_seed=3, copies=1, eval_batch_size=64
+    )
     train_model(model, data, settings, aug, seed=7)
     monkeypatch.setattr("augcam.training.loop.F.cross_entropy", original)
     order = epoch_positions(40, 1, 3, 0, None, 16)
@@ -242,13 +265,14 @@ def test_mixing_augmentation_trains_on_its_targets(monkeypatch, label_mixing):
     training_targets = [t for t in seen if t.dim() == 2]  # evaluation calls use integer labels
     assert len(training_targets) == 5
     for batch, start in enumerate(range(0, 80, 16)):
-        positions = order[start:start + 16]
+        positions = order[start : start + 16]
         is_copy = positions >= 40
         images = data.train_images[positions % 40].clone()
         labels = data.train_labels[positions % 40]
         expected = F.one_hot(labels, 4).float()
-        images[is_copy], expected[is_copy] = augment_batch(aug, images[is_copy], labels[is_copy], 4,
-                                                           augmentation_generator(7, 0, batch))
+        images[is_copy], expected[is_copy] = augment_batch(
+            aug, images[is_copy], labels[is_copy], 4, augmentation_generator(7, 0, batch)
+        )
         torch.testing.assert_close(training_targets[batch], expected, rtol=0, atol=0)
         torch.testing.assert_close(model.inputs[batch], prepare_inputs(images, mean, std, None), rtol=0, atol=0)
         rows = training_targets[batch]
@@ -264,13 +288,16 @@ def test_non_mixing_augmentations_keep_integer_labels(monkeypatch):
 
     seen = []
     original = F.cross_entropy
-    monkeypatch.setattr("augcam.training.loop.F.cross_entropy",
-                        lambda logits, target, *a, **k: seen.append(target.dtype) or original(logits, target, *a, **k))
+    monkeypatch.setattr(
+        "augcam.training.loop.F.cross_entropy",
+        lambda logits, target, *a, **k: seen.append(target.dtype) or original(logits, target, *a, **k),
+    )
     train_model(small_model(), tiny_data(), SETTINGS, build_augmentation("cutmix"), seed=0)
     assert seen and set(seen) == {torch.int64}
 
 
 # --- base augmentations (training.base_augmentations) ---------------------------------------------
+
 
 def _mirrored(images, raw):
     """Which rows of `images` differ from `raw` (the flipped ones, for a flip)."""
@@ -302,9 +329,12 @@ def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_ow
     def model_inputs(settings):
         seen, original = [], loop.prepare_inputs
         with monkeypatch.context() as patch:
-            patch.setattr(loop, "prepare_inputs", lambda images, *a: seen.append(images.clone()) or original(images, *a))
+            patch.setattr(
+                loop, "prepare_inputs", lambda images, *a: seen.append(images.clone()) or original(images, *a)
+            )
             train_model(small_model(), data, settings, None, seed=0)
         return seen  # per epoch: 3 training batches (16, 16, 8 images), then the validation batch
+
     with_base, without = model_inputs(settings), model_inputs(SETTINGS)
     assert len(with_base) == len(without) == 8
     for index, (base, raw) in enumerate(zip(with_base, without)):
@@ -312,17 +342,24 @@ def test_base_augmentation_applies_to_every_model_alike_and_before_the_models_ow
         assert torch.equal(base[mirrored], raw[mirrored].flip(-1))
         if index % 4 == 3:
             assert not mirrored.any(), "validation images are not augmented"
-    flipped = torch.cat([_mirrored(base, raw) for index, (base, raw) in enumerate(zip(with_base, without))
-                         if index % 4 != 3])
+    flipped = torch.cat(
+        [_mirrored(base, raw) for index, (base, raw) in enumerate(zip(with_base, without)) if index % 4 != 3]
+    )
     assert len(flipped) == 80 and 0.3 < flipped.float().mean() < 0.7
 
 
 def test_an_empty_base_list_is_the_default_loop_and_a_base_augmentation_changes_the_weights():
     data = tiny_data()
     result = train_model(small_model(), data, SETTINGS, build_augmentation("affine"), seed=0)
-    empty = train_model(small_model(), data, dataclasses.replace(SETTINGS, base_augmentations=()),
-                        build_augmentation("affine"), seed=0)
-    flipped = train_model(small_model(), data, dataclasses.replace(
-        SETTINGS, base_augmentations=(build_augmentation("horizontal_flip"),)), build_augmentation("affine"), seed=0)
+    empty = train_model(
+        small_model(), data, dataclasses.replace(SETTINGS, base_augmentations=()), build_augmentation("affine"), seed=0
+    )
+    flipped = train_model(
+        small_model(),
+        data,
+        dataclasses.replace(SETTINGS, base_augmentations=(build_augmentation("horizontal_flip"),)),
+        build_augmentation("affine"),
+        seed=0,
+    )
     assert all(torch.equal(result.best_state[k], empty.best_state[k]) for k in result.best_state)
     assert not all(torch.equal(result.best_state[k], flipped.best_state[k]) for k in result.best_state)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save
-
 
 TEMP_SUFFIX = ".tmp"
 
@@ -68,11 +68,11 @@ def tensor_file_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     sorted keys (same content, so readers see no difference) and padded as safetensors pads it."""
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
     size = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     header_bytes = header.encode()
     header_bytes += b" " * (-len(header_bytes) % 8)  # the tensor data stays 8-byte aligned
     # join with a view of the tensor bytes: one copy of a large file, not two.
-    return b"".join((len(header_bytes).to_bytes(8, "little"), header_bytes, memoryview(data)[8 + size:]))
+    return b"".join((len(header_bytes).to_bytes(8, "little"), header_bytes, memoryview(data)[8 + size :]))
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,8 +16,12 @@ from rich.markup import escape
 import augcam
 from augcam import AugcamError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="How does a data augmentation change where an image classifier looks?")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="How does a data augmentation change where an image classifier looks?",
+)
 err_console = Console(stderr=True)
 # Piped or logged output gets a width that fits the summary tables instead of rich's 80 columns.
 out_console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -45,31 +48,42 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 @app.command()
-def run(config: str = typer.Argument(..., help="A preset name (see `augcam presets`) or a study YAML file."),
-        out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the config)."),
-        set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.epochs=2"),
-        force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
-        executor: str = typer.Option("local", help="local: the models one after the other in this process; "
-                                     "ray: one task per model on a Ray cluster (docs/cluster.md)."),
-        address: Optional[str] = typer.Option(None, help="With --executor ray: the cluster to use (auto: the one "
-                                              "this machine belongs to, or HOST:PORT of its head); default: start "
-                                              "a local Ray cluster on this machine."),
-        debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
+def run(
+    config: str = typer.Argument(..., help="A preset name (see `augcam presets`) or a study YAML file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the config)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.epochs=2"),
+    force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
+    executor: str = typer.Option(
+        "local",
+        help="local: the models one after the other in this process; "
+        "ray: one task per model on a Ray cluster (docs/cluster.md).",
+    ),
+    address: str | None = typer.Option(
+        None,
+        help="With --executor ray: the cluster to use (auto: the one "
+        "this machine belongs to, or HOST:PORT of its head); default: start "
+        "a local Ray cluster on this machine.",
+    ),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
     """Run a whole study: train, explain, compare, aggregate, report."""
     try:
         # Checked before the study file, so that a wrong option costs no data loading.
         augcam.executor_class(executor, address)
         study = augcam.load_config(config, overrides=_parse_sets(set_))
-        result = augcam.run_study(study, out, device=device, force=force, console=err_console, executor=executor,
-                                  address=address)
+        result = augcam.run_study(
+            study, out, device=device, force=force, console=err_console, executor=executor, address=address
+        )
     except AugcamError as err:
         _fail(err, debug)
         return
     for table in augcam.summary_tables(result):
         out_console.print(table)
-    out_console.print(f"Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
-                      f"  report.html  tables/  figures/  models/  cams/  manifest.json  study.yaml")
+    out_console.print(
+        f"Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
+        f"  report.html  tables/  figures/  models/  cams/  manifest.json  study.yaml"
+    )
 
 
 @app.command()
@@ -80,10 +94,12 @@ def presets() -> None:
 
 
 @app.command()
-def validate(config: str = typer.Argument(..., help="A preset name or a study YAML file."),
-             data: bool = typer.Option(True, help="Also load the data and check the model's target layer."),
-             set_: list[str] = typer.Option([], "--set", help="Override a config value."),
-             debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
+def validate(
+    config: str = typer.Argument(..., help="A preset name or a study YAML file."),
+    data: bool = typer.Option(True, help="Also load the data and check the model's target layer."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
     """Check a study config (and its data and model) without running it."""
     try:
         study = augcam.load_config(config, overrides=_parse_sets(set_))
@@ -92,7 +108,8 @@ def validate(config: str = typer.Argument(..., help="A preset name or a study YA
             out_console.print(
                 f"{config}: valid — {len(prepared.all_runs)} models, {len(prepared.split.train)} train / "
                 f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
-                f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})")
+                f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})"
+            )
         else:
             out_console.print(f"{config}: valid")
     except AugcamError as err:
@@ -100,9 +117,11 @@ def validate(config: str = typer.Argument(..., help="A preset name or a study YA
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A finished run directory (the --out of `augcam run`)."),
-           pairs: int = typer.Option(4, min=1, help="Most / least correlated pairs taken from each correlation map."),
-           debug: bool = typer.Option(False, help="Show tracebacks.")) -> None:
+def report(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (the --out of `augcam run`)."),
+    pairs: int = typer.Option(4, min=1, help="Most / least correlated pairs taken from each correlation map."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
     """Re-create the analyses (tables/*.csv, figures/) and report.html of a finished run."""
     try:
         path = augcam.write_report(run_dir, console=err_console, pairs=pairs)  # holds the run directory's lock

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from augcam.errors import ConfigError
 
@@ -24,8 +25,7 @@ class Registry(dict, Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(entry: T) -> T:
             if name in self:
-                warnings.warn(f"{self.kind} {name!r} is registered twice; the newest definition wins",
-                              stacklevel=2)
+                warnings.warn(f"{self.kind} {name!r} is registered twice; the newest definition wins", stacklevel=2)
             self[name] = entry
             return entry
 

@@ -82,8 +82,9 @@ class RunDir:
 
     def cams_file(self, model_id: str, method: str | None = None) -> Path:
         """The model's CAM set by the study's main CAM method, or by `method`, one of cam.extra_methods."""
-        return self.root / "cams" / (f"{model_id}.safetensors" if method is None else
-                                     f"{model_id}.{method}.safetensors")
+        return (
+            self.root / "cams" / (f"{model_id}.safetensors" if method is None else f"{model_id}.{method}.safetensors")
+        )
 
     def faithfulness_file(self, model_id: str) -> Path:
         """The model's faithfulness-stage results (one tensor per fill and column), keyed like a CAM set."""
@@ -98,8 +99,10 @@ class RunDir:
         try:
             study = yaml.safe_load(self.study_file.read_text())
         except (OSError, yaml.YAMLError) as err:
-            raise AugcamError(f"{self.study_file}: cannot read the study file of the existing run ({err}); "
-                              "choose another --out directory, or pass --force to reuse it") from None
+            raise AugcamError(
+                f"{self.study_file}: cannot read the study file of the existing run ({err}); "
+                "choose another --out directory, or pass --force to reuse it"
+            ) from None
         return study if isinstance(study, dict) else {}
 
     def check_study(self, study_name: str, force: bool) -> None:
@@ -108,7 +111,8 @@ class RunDir:
         if existing is not None and existing.get("name") != study_name and not force:
             raise AugcamError(
                 f"{self.root}: holds the run of study {existing.get('name')!r}, not {study_name!r}; "
-                "choose another --out directory, or pass --force to reuse it")
+                "choose another --out directory, or pass --force to reuse it"
+            )
 
     def create(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -144,7 +148,7 @@ class RunLock:
         self.fd: int | None = None
         self.previous_holder: dict | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -164,9 +168,11 @@ class RunLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise AugcamError(f"{directory}: in use by another augcam run ({describe_holder(holder)}, "
-                                      f"lock file {self.path.name}); wait for it to finish, or choose another "
-                                      "--out directory") from None
+                    raise AugcamError(
+                        f"{directory}: in use by another augcam run ({describe_holder(holder)}, "
+                        f"lock file {self.path.name}); wait for it to finish, or choose another "
+                        "--out directory"
+                    ) from None
                 raise AugcamError(f"{self.path}: cannot lock the run directory ({err.strerror})") from None
             # The run we raced with may have released and removed the file between our open and our
             # flock: we would then hold a lock on a deleted file. Only a lock on the file the path
@@ -181,8 +187,7 @@ class RunLock:
             break
         previous = _read_holder(fd)
         self.previous_holder = previous or None
-        holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         self.fd = fd

@@ -13,11 +13,24 @@ import pandas as pd
 
 from augcam.analysis.impact_profiles import impact_clusters_table
 from augcam.analysis.run_tables import RunTables, augmentation_order
-from augcam.analysis.statistics import (noise_floor_summary, noise_verdicts, significance_vs_identity,
-                                        significance_vs_noise)
-from augcam.analysis.tables import (between_augmentation_medians, correlation_maps, extreme_images,
-                                    pair_frequencies, performance_summary, sanity_verdicts, segment_counts,
-                                    segment_medians, summary_table, training_histories)
+from augcam.analysis.statistics import (
+    noise_floor_summary,
+    noise_verdicts,
+    significance_vs_identity,
+    significance_vs_noise,
+)
+from augcam.analysis.tables import (
+    between_augmentation_medians,
+    correlation_maps,
+    extreme_images,
+    pair_frequencies,
+    performance_summary,
+    sanity_verdicts,
+    segment_counts,
+    segment_medians,
+    summary_table,
+    training_histories,
+)
 
 __all__ = ["Analyses", "analyse", "DEFAULT_PAIRS", "DEFAULT_RESAMPLES"]
 
@@ -55,16 +68,24 @@ class Analyses:
         files = {"performance_summary.csv": self.performance.to_csv(index=False)}
         for metric, corr in self.correlations.items():
             files[f"correlation_{metric}.csv"] = corr.to_csv()
-        files.update({"pairs_strongest.csv": self.strongest.to_csv(index=False),
-                      "pairs_weakest.csv": self.weakest.to_csv(index=False),
-                      "segment_counts.csv": self.segment_counts.to_csv(index=False),
-                      "segment_medians.csv": self.segment_medians.to_csv(index=False),
-                      "extreme_images.csv": self.extremes.to_csv(index=False),
-                      "summary.csv": self.summary.to_csv(index=False),
-                      "clusters.csv": self.clusters.to_csv(index=False)})
-        optional = {"noise_floor_summary.csv": self.noise_summary, "significance.csv": self.significance,
-                    "significance_vs_identity.csv": self.significance_identity,
-                    "between_augmentations_median.csv": self.between, "sanity_verdict.csv": self.sanity_verdicts}
+        files.update(
+            {
+                "pairs_strongest.csv": self.strongest.to_csv(index=False),
+                "pairs_weakest.csv": self.weakest.to_csv(index=False),
+                "segment_counts.csv": self.segment_counts.to_csv(index=False),
+                "segment_medians.csv": self.segment_medians.to_csv(index=False),
+                "extreme_images.csv": self.extremes.to_csv(index=False),
+                "summary.csv": self.summary.to_csv(index=False),
+                "clusters.csv": self.clusters.to_csv(index=False),
+            }
+        )
+        optional = {
+            "noise_floor_summary.csv": self.noise_summary,
+            "significance.csv": self.significance,
+            "significance_vs_identity.csv": self.significance_identity,
+            "between_augmentations_median.csv": self.between,
+            "sanity_verdict.csv": self.sanity_verdicts,
+        }
         files.update({name: table.to_csv(index=False) for name, table in optional.items() if table is not None})
         return files
 
@@ -79,20 +100,30 @@ def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS, n_resamples: int = DE
     controls: dict[str, Any] = {}
     if tables.noise is not None:
         significance = significance_vs_noise(tables.aggregated, tables.noise, metrics, order, n_resamples=n_resamples)
-        controls.update(noise_summary=noise_floor_summary(tables.noise, metrics), significance=significance,
-                        noise_verdicts=noise_verdicts(significance))
-    controls["significance_identity"] = significance_vs_identity(tables.aggregated, metrics, order,
-                                                                 n_resamples=n_resamples)
+        controls.update(
+            noise_summary=noise_floor_summary(tables.noise, metrics),
+            significance=significance,
+            noise_verdicts=noise_verdicts(significance),
+        )
+    controls["significance_identity"] = significance_vs_identity(
+        tables.aggregated, metrics, order, n_resamples=n_resamples
+    )
     if tables.between is not None:
         controls["between"] = between_augmentation_medians(tables.between, metrics, order)
     if tables.sanity is not None:
         controls.update(sanity=tables.sanity, sanity_verdicts=sanity_verdicts(tables.sanity))
-    return Analyses(order=order, metrics=metrics,
-                    performance=performance_summary(tables.performance),
-                    histories=training_histories(tables),
-                    correlations=correlations, strongest=strongest, weakest=weakest,
-                    segment_counts=segment_counts(tables.metrics, order),
-                    segment_medians=segment_medians(tables.metrics, order),
-                    extremes=extreme_images(tables.aggregated),
-                    summary=summary_table(tables.performance, tables.aggregated, tables.metrics),
-                    clusters=impact_clusters_table(tables.aggregated, metrics, order), **controls)
+    return Analyses(
+        order=order,
+        metrics=metrics,
+        performance=performance_summary(tables.performance),
+        histories=training_histories(tables),
+        correlations=correlations,
+        strongest=strongest,
+        weakest=weakest,
+        segment_counts=segment_counts(tables.metrics, order),
+        segment_medians=segment_medians(tables.metrics, order),
+        extremes=extreme_images(tables.aggregated),
+        summary=summary_table(tables.performance, tables.aggregated, tables.metrics),
+        clusters=impact_clusters_table(tables.aggregated, metrics, order),
+        **controls,
+    )

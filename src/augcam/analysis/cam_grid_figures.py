@@ -8,8 +8,9 @@ and the test images (`augcam.analysis.cam_grids`); `extreme_image_grid` lays out
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,14 @@ def _overlay(image: np.ndarray | None, cam: np.ndarray, alpha: float = 0.5) -> n
     return (1 - alpha) * image + alpha * heat
 
 
-def extreme_image_grid(image: np.ndarray | None, image_title: str, baseline: CamPanel,
-                       seed_panels: Sequence[CamPanel], mean_panels: Sequence[CamPanel], title: str) -> Figure:
+def extreme_image_grid(
+    image: np.ndarray | None,
+    image_title: str,
+    baseline: CamPanel,
+    seed_panels: Sequence[CamPanel],
+    mean_panels: Sequence[CamPanel],
+    title: str,
+) -> Figure:
     """The image, the baseline CAM and every augmented model's CAM overlaid on the image: the top
     row one seed per augmentation, the bottom row the mean over seeds of the (input-sized) maps.
 
@@ -67,8 +74,7 @@ def extreme_image_grid(image: np.ndarray | None, image_title: str, baseline: Cam
         left = gap + col * (panel + gap)
         upper = top + row * (caption + panel) + caption
         if rgb is not None:
-            ax.imshow(rgb, extent=(left, left + panel, upper + panel, upper), interpolation="nearest",
-                      aspect="auto")
+            ax.imshow(rgb, extent=(left, left + panel, upper + panel, upper), interpolation="nearest", aspect="auto")
         if text:
             ax.text(left + panel / 2, upper - 0.04, text, ha="center", va="bottom", fontsize=7)
         if centre_text:
@@ -82,10 +88,8 @@ def extreme_image_grid(image: np.ndarray | None, image_title: str, baseline: Cam
     place(1, 0, None, "", "top: one seed\nbottom: mean of\nthe seeds' maps")
     ax.set_xlim(0, width)  # imshow resets the limits to the images' extent
     ax.set_ylim(height, 0)
-    bar_axes = fig.add_axes(((width - bar + 0.1) / width, 0.15 / height, 0.12 / width,
-                             (2 * panel + caption) / height))
-    fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CAM_COLORMAP]), cax=bar_axes,
-                 label="CAM (0 low – 1 high)")
+    bar_axes = fig.add_axes(((width - bar + 0.1) / width, 0.15 / height, 0.12 / width, (2 * panel + caption) / height))
+    fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CAM_COLORMAP]), cax=bar_axes, label="CAM (0 low – 1 high)")
     ax.text(width / 2, 0.1, title, ha="center", va="top", fontsize=9)
     return fig
 
@@ -94,8 +98,9 @@ def _class_name(classes: tuple[str, ...] | None, index: int) -> str:
     return classes[index] if classes and 0 <= index < len(classes) else str(index)
 
 
-def extreme_image_figures(tables: RunTables, extremes: pd.DataFrame, images: TestImages | None,
-                          cams: CamSets | None = None) -> dict[tuple[str, str], Any]:
+def extreme_image_figures(
+    tables: RunTables, extremes: pd.DataFrame, images: TestImages | None, cams: CamSets | None = None
+) -> dict[tuple[str, str], Any]:
     """One grid per row of `extremes` ((metric, criterion) → Figure): the test image, the baseline
     CAM and, per augmentation, one seed's CAM (the study's first seed) and the mean of its seeds'
     input-sized CAMs, all overlaid on the image. Without `images` (data not on this machine) the
@@ -110,8 +115,10 @@ def extreme_image_figures(tables: RunTables, extremes: pd.DataFrame, images: Tes
         image_size = (tables.study.get("data") or {}).get("image_size")
         h, w = cams.raw_size(base_id)
         size = (image_size, image_size) if image_size else (4 * h, 4 * w)
-    by_aug = {aug: rows.sort_values("seed", kind="stable")
-              for aug, rows in perf[perf["augmentation"] != BASELINE].groupby("augmentation", sort=False)}
+    by_aug = {
+        aug: rows.sort_values("seed", kind="stable")
+        for aug, rows in perf[perf["augmentation"] != BASELINE].groupby("augmentation", sort=False)
+    }
     augs = [a for a in augmentation_order(tables.performance) if a in by_aug]
     figures = {}
     for row in extremes.itertuples(index=False):
@@ -126,16 +133,26 @@ def extreme_image_figures(tables: RunTables, extremes: pd.DataFrame, images: Tes
             # Class names may hold "/" (Fashion-MNIST's "T-shirt/top"), so seeds' predictions are
             # counted rather than joined.
             votes = pd.Series(preds).value_counts(sort=True)
-            pred_text = votes.index[0] if len(votes) == 1 else textwrap.fill(
-                ", ".join(f"{c} ×{n}" for c, n in votes.items()), width=24)
-            mean_panels.append(CamPanel(f"{aug} mean of {len(maps)}\n→ {pred_text}",
-                                              np.mean(np.stack(maps), axis=0)))
-        baseline = CamPanel(f"baseline\n→ {_class_name(classes, cams.prediction(base_id, image_index))}",
-                                  cams.cam(base_id, image_index, size))
+            pred_text = (
+                votes.index[0]
+                if len(votes) == 1
+                else textwrap.fill(", ".join(f"{c} ×{n}" for c, n in votes.items()), width=24)
+            )
+            mean_panels.append(CamPanel(f"{aug} mean of {len(maps)}\n→ {pred_text}", np.mean(np.stack(maps), axis=0)))
+        baseline = CamPanel(
+            f"baseline\n→ {_class_name(classes, cams.prediction(base_id, image_index))}",
+            cams.cam(base_id, image_index, size),
+        )
         image = images.rgb(image_index) if images is not None else None
-        title = (f"{display_name(row.metric)}: test image with the {row.criterion} across augmentations "
-                 f"({row.value:.4g})")
+        title = (
+            f"{display_name(row.metric)}: test image with the {row.criterion} across augmentations ({row.value:.4g})"
+        )
         figures[(row.metric, row.criterion)] = extreme_image_grid(
-            image, f"test image {image_index}\nlabel: {_class_name(classes, int(row.label))}", baseline,
-            seed_panels, mean_panels, title)
+            image,
+            f"test image {image_index}\nlabel: {_class_name(classes, int(row.label))}",
+            baseline,
+            seed_panels,
+            mean_panels,
+            title,
+        )
     return figures

@@ -54,18 +54,21 @@ def load_test_images(study: dict, image_indices: np.ndarray, labels: np.ndarray)
     train_set, test_set = parts.train, parts.test
     where = f"data.dataset {d.dataset!r} (root {d.root or 'default search'})"
     try:
-        split = study_split(d, train_set.labels, test_set.labels,
-                            parts.val.labels if parts.val is not None else None)
+        split = study_split(d, train_set.labels, test_set.labels, parts.val.labels if parts.val is not None else None)
     except ValueError as err:
         raise ReportError(f"{where}: cannot make the study's split from the data on this machine ({err})") from None
     wanted = np.asarray(image_indices, dtype=np.int64)
     if not np.isin(wanted, split.test.numpy()).all():
-        raise ReportError(f"{where}: the study's test split on this machine does not hold the tables' "
-                          "image_index values; the data differs from the data the study ran on")
+        raise ReportError(
+            f"{where}: the study's test split on this machine does not hold the tables' "
+            "image_index values; the data differs from the data the study ran on"
+        )
     found = test_set.labels[torch.tensor(wanted)].numpy()
     if not np.array_equal(found, np.asarray(labels)):
-        raise ReportError(f"{where}: test labels on this machine differ from the labels in the tables; "
-                          "the data differs from the data the study ran on")
+        raise ReportError(
+            f"{where}: test labels on this machine differ from the labels in the tables; "
+            "the data differs from the data the study ran on"
+        )
     height, width = test_set.images.shape[-2:]
     size = (d.image_size, d.image_size) if d.image_size else (int(height), int(width))
     batch = test_set.images[torch.tensor(wanted)].float().div(255)
@@ -89,8 +92,9 @@ class CamSets:
         if model_id not in self._loaded:
             path = RunDir(self.root).cams_file(model_id)
             if not path.exists():
-                raise ReportError(f"{path}: missing; the CAM grids of extreme images need every finished "
-                                  "model's stored CAMs")
+                raise ReportError(
+                    f"{path}: missing; the CAM grids of extreme images need every finished model's stored CAMs"
+                )
             try:
                 tensors = read_tensors(path)
             except (OSError, SafetensorError) as err:
@@ -106,8 +110,7 @@ class CamSets:
         self._load(model_id)
         rows = self._rows[model_id]
         if image_index not in rows:
-            raise ReportError(f"{RunDir(self.root).cams_file(model_id)}: has no CAM for test image "
-                              f"{image_index}")
+            raise ReportError(f"{RunDir(self.root).cams_file(model_id)}: has no CAM for test image {image_index}")
         return rows[image_index]
 
     def load(self, model_ids: list[str]) -> None:
@@ -122,7 +125,7 @@ class CamSets:
     def cam(self, model_id: str, image_index: int, size: tuple[int, int]) -> np.ndarray:
         """The input-sized map (H, W) in [0, 1] of one model on one test image."""
         row = self._row(model_id, image_index)
-        raw = self._loaded[model_id]["raw"][row:row + 1]
+        raw = self._loaded[model_id]["raw"][row : row + 1]
         return upsample(raw, size)[0].numpy()
 
     def prediction(self, model_id: str, image_index: int) -> int:

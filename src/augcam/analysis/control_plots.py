@@ -5,7 +5,7 @@ augmentation-vs-augmentation heatmaps and the sanity check; each a function retu
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -56,35 +56,57 @@ def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], orde
             if np.isfinite(row["effect_ci_low"]) and np.isfinite(row["effect_ci_high"]):
                 ax.plot([row["effect_ci_low"], row["effect_ci_high"]], [yi, yi], color=color, linewidth=1.6)
             significant = bool(row["significant"])
-            ax.plot([row["effect"]], [yi], marker="o", markersize=6, linestyle="none", markeredgecolor=color,
-                    markerfacecolor=color if significant else "white", markeredgewidth=1.4)
+            ax.plot(
+                [row["effect"]],
+                [yi],
+                marker="o",
+                markersize=6,
+                linestyle="none",
+                markeredgecolor=color,
+                markerfacecolor=color if significant else "white",
+                markeredgewidth=1.4,
+            )
         ax.axvline(0, color="#666", linewidth=1, linestyle="--")
         noise = significance.loc[significance["metric"] == metric, "noise_floor_median"]
         floor = f"{noise.iloc[0]:.3g}" if len(noise) and pd.notna(noise.iloc[0]) else "n/a"
         # Where an augmentation that moves the CAMs more than randomness does lands.
-        further = "further from baseline than noise →" if not higher_is_better(metric) \
+        further = (
+            "further from baseline than noise →"
+            if not higher_is_better(metric)
             else "← further from baseline than noise"
+        )
         ax.set_title(f"{display_name(metric)} (noise floor median {floor})\n{further}", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_axis_off()
     axes[0].set_yticks(y, [augmentation_label(a) for a in augs])
     axes[0].set_ylim(-0.7, len(augs) - 0.3)
     for ax in axes:
         ax.tick_params(axis="y", labelsize=8)
-    fig.legend(handles=[_legend_marker("significant (Holm, 0.05)", True), _legend_marker("not significant", False)],
-               loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    fig.suptitle(_fit("Effect vs the noise floor: median of (augmentation − noise floor) per test image, "
-                      "with 95% bootstrap CI", fig), fontsize=10)
+    fig.legend(
+        handles=[_legend_marker("significant (Holm, 0.05)", True), _legend_marker("not significant", False)],
+        loc="outside lower center",
+        ncols=2,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        _fit(
+            "Effect vs the noise floor: median of (augmentation − noise floor) per test image, with 95% bootstrap CI",
+            fig,
+        ),
+        fontsize=10,
+    )
     return fig
 
 
 def _legend_marker(label: str, filled: bool):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], marker="o", linestyle="-", color="#333", markerfacecolor="#333" if filled else "white",
-                  label=label)
+    return Line2D(
+        [], [], marker="o", linestyle="-", color="#333", markerfacecolor="#333" if filled else "white", label=label
+    )
 
 
 # --- 9. impact profiles ----------------------------------------------------------------------
@@ -109,19 +131,31 @@ def cluster_dendrograms(aggregated: pd.DataFrame, metrics: Sequence[str], order:
     for ax, (title, scope) in zip(axes, scopes):
         result = impact_clusters(ordered, scope)
         labels = [augmentation_label(a) for a in result["labels"]]
-        hierarchy.dendrogram(result["linkage"], ax=ax, labels=labels, orientation="left",
-                             color_threshold=result["threshold"], above_threshold_color="#888",
-                             leaf_font_size=8)
+        hierarchy.dendrogram(
+            result["linkage"],
+            ax=ax,
+            labels=labels,
+            orientation="left",
+            color_threshold=result["threshold"],
+            above_threshold_color="#888",
+            leaf_font_size=8,
+        )
         ax.axvline(result["threshold"], color="#c00", linestyle="--", linewidth=0.9)
         n_clusters = len(set(result["clusters"]))
         ax.set_title(f"{title}: {n_clusters} cluster{'s' if n_clusters != 1 else ''}", fontsize=9)
         ax.set_xlabel("RMS distance of standardised profiles", fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    for ax in axes[len(scopes):]:
+    for ax in axes[len(scopes) :]:
         ax.set_axis_off()
-    fig.suptitle(_fit("Impact profiles: augmentations that change the CAMs of the same images alike join low "
-                      "(dashed: cluster cut)", fig), fontsize=10)
+    fig.suptitle(
+        _fit(
+            "Impact profiles: augmentations that change the CAMs of the same images alike join low "
+            "(dashed: cluster cut)",
+            fig,
+        ),
+        fontsize=10,
+    )
     return fig
 
 
@@ -150,18 +184,25 @@ def between_heatmaps(medians: pd.DataFrame, metrics: Sequence[str], order: Seque
                 if i != j and np.isfinite(v):
                     shade = (v - low) / (high - low)
                     dark = shade < 0.55 if higher_is_better(metric) else shade > 0.45
-                    ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6.5,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j, i, f"{v:.2g}", ha="center", va="center", fontsize=6.5, color="white" if dark else "black"
+                    )
         labels = [augmentation_label(a) for a in matrix.columns]
         ax.set_xticks(range(n), labels, rotation=40, ha="right", fontsize=7)
         ax.set_yticks(range(n), labels if k % cols == 0 else [""] * n, fontsize=7)
         direction = "lower" if not higher_is_better(metric) else "higher"
         ax.set_title(f"{display_name(metric)} ({direction} = more alike)", fontsize=8)
         fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_axis_off()
-    fig.suptitle(_fit("Augmentation vs augmentation: median over test images of each metric between two "
-                      "augmented models' CAMs (same seed, seed-averaged)", fig), fontsize=10)
+    fig.suptitle(
+        _fit(
+            "Augmentation vs augmentation: median over test images of each metric between two "
+            "augmented models' CAMs (same seed, seed-averaged)",
+            fig,
+        ),
+        fontsize=10,
+    )
     return fig
 
 
@@ -185,26 +226,47 @@ def sanity_curve(sanity: pd.DataFrame, threshold: float = SANITY_THRESHOLD) -> F
         color = palette[k % len(palette)]
         rows = cascading[cascading["method"] == method]
         if len(rows):
-            ax.fill_between(rows["step"], rows["spearman_q25"], rows["spearman_q75"], color=color, alpha=0.2,
-                            linewidth=0)
-            ax.plot(rows["step"], rows["spearman_median"], marker="o", markersize=4, color=color,
-                    label=f"{method_name(method)}: median Spearman (band: quartiles)")
-            ax.plot(rows["step"], rows["abs_spearman_median"], linestyle="--", linewidth=1, color=color,
-                    label=f"{method_name(method)}: median |Spearman|")
+            ax.fill_between(
+                rows["step"], rows["spearman_q25"], rows["spearman_q75"], color=color, alpha=0.2, linewidth=0
+            )
+            ax.plot(
+                rows["step"],
+                rows["spearman_median"],
+                marker="o",
+                markersize=4,
+                color=color,
+                label=f"{method_name(method)}: median Spearman (band: quartiles)",
+            )
+            ax.plot(
+                rows["step"],
+                rows["abs_spearman_median"],
+                linestyle="--",
+                linewidth=1,
+                color=color,
+                label=f"{method_name(method)}: median |Spearman|",
+            )
         point = data[data["method"] == method]
         if len(point):
             row = point.iloc[0]
-            ax.errorbar([n_steps], [row["spearman_median"]],
-                        yerr=[[row["spearman_median"] - row["spearman_q25"]],
-                              [row["spearman_q75"] - row["spearman_median"]]],
-                        marker="D", markersize=6, color=color, capsize=3, linestyle="none",
-                        label=f"{method_name(method)}: labels permuted (data randomisation)")
+            ax.errorbar(
+                [n_steps],
+                [row["spearman_median"]],
+                yerr=[[row["spearman_median"] - row["spearman_q25"]], [row["spearman_q75"] - row["spearman_median"]]],
+                marker="D",
+                markersize=6,
+                color=color,
+                capsize=3,
+                linestyle="none",
+                label=f"{method_name(method)}: labels permuted (data randomisation)",
+            )
     for level in (threshold, -threshold):
         ax.axhline(level, color="#c00", linestyle=":", linewidth=1)
     ax.axhline(0, color="#888", linewidth=0.7)
     ticks = list(range(n_steps)) + ([n_steps] if len(data) else [])
-    names = [cascading.loc[cascading["step"] == s, "layer"].iloc[0] if (cascading["step"] == s).any() else ""
-             for s in range(n_steps)] + (["labels permuted"] if len(data) else [])
+    names = [
+        cascading.loc[cascading["step"] == s, "layer"].iloc[0] if (cascading["step"] == s).any() else ""
+        for s in range(n_steps)
+    ] + (["labels permuted"] if len(data) else [])
     ax.set_xticks(ticks, names, rotation=40, ha="right", fontsize=7)
     ax.set_xlim(-0.5, max(ticks, default=0) + 0.5)
     ax.set_ylim(-1.05, 1.05)
@@ -212,6 +274,12 @@ def sanity_curve(sanity: pd.DataFrame, threshold: float = SANITY_THRESHOLD) -> F
     ax.set_xlabel("cumulative randomisation: layers re-initialised from the output down" if layers else "")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", frameon=False)
-    fig.suptitle(_fit(f"Sanity check: CAM similarity must collapse as the model is randomised "
-                      f"(dotted: |Spearman| = {threshold:g})", fig), fontsize=10)
+    fig.suptitle(
+        _fit(
+            f"Sanity check: CAM similarity must collapse as the model is randomised "
+            f"(dotted: |Spearman| = {threshold:g})",
+            fig,
+        ),
+        fontsize=10,
+    )
     return fig

@@ -34,8 +34,9 @@ def _per_model(performance: pd.DataFrame, localisation: pd.DataFrame) -> pd.Data
     return perf[["augmentation", "test_accuracy", "roc_auc"]].join(means, how="inner").reset_index()
 
 
-def generalisation_vs_localisation(performance: pd.DataFrame, localisation: pd.DataFrame,
-                                   aggregated: pd.DataFrame) -> pd.DataFrame:
+def generalisation_vs_localisation(
+    performance: pd.DataFrame, localisation: pd.DataFrame, aggregated: pd.DataFrame
+) -> pd.DataFrame:
     """Per method (baseline first, then the study's order): models, mean and std over seeds of
     test accuracy, ROC AUC and each localisation metric's per-model mean; then the median over test
     images of each seed-averaged CAM metric vs the baseline (NaN for the baseline itself)."""
@@ -51,8 +52,9 @@ def generalisation_vs_localisation(performance: pd.DataFrame, localisation: pd.D
             row[f"{column}_mean"] = group[column].mean()
             row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else np.nan
         for column in cam_metrics:
-            row[f"{column}_vs_baseline"] = (medians.loc[method, column]
-                                            if method != BASELINE and method in medians.index else np.nan)
+            row[f"{column}_vs_baseline"] = (
+                medians.loc[method, column] if method != BASELINE and method in medians.index else np.nan
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -11,7 +11,7 @@ threshold (0.7 × the largest merge distance), so the table and the figure tell 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,13 @@ def profile_matrix(aggregated: pd.DataFrame, metrics: Sequence[str]) -> pd.DataF
         values = wide.to_numpy(np.float64)
         mean, std = np.nanmean(values), np.nanstd(values)
         standardised = (values - mean) / std if std > 0 else values - mean
-        blocks.append(pd.DataFrame(np.nan_to_num(standardised, nan=0.0), index=wide.index,
-                                   columns=pd.MultiIndex.from_product([[metric], wide.columns])))
+        blocks.append(
+            pd.DataFrame(
+                np.nan_to_num(standardised, nan=0.0),
+                index=wide.index,
+                columns=pd.MultiIndex.from_product([[metric], wide.columns]),
+            )
+        )
     order = list(dict.fromkeys(aggregated["augmentation"]))
     return pd.concat(blocks, axis=1).loc[order]
 
@@ -48,16 +53,29 @@ def impact_clusters(aggregated: pd.DataFrame, metrics: Sequence[str]) -> dict:
     profiles = profile_matrix(aggregated, metrics)
     labels = list(profiles.index)
     if len(labels) < 2:
-        return {"labels": labels, "linkage": np.zeros((0, 4)), "clusters": [1] * len(labels),
-                "threshold": 0.0, "leaves": list(range(len(labels)))}
+        return {
+            "labels": labels,
+            "linkage": np.zeros((0, 4)),
+            "clusters": [1] * len(labels),
+            "threshold": 0.0,
+            "leaves": list(range(len(labels))),
+        }
     distances = pdist(profiles.to_numpy(), metric="euclidean") / np.sqrt(profiles.shape[1])
     linkage = hierarchy.linkage(distances, method="average")
     threshold = COLOR_THRESHOLD_RATIO * float(linkage[:, 2].max())
-    clusters = hierarchy.fcluster(linkage, t=threshold, criterion="distance") if threshold > 0 \
+    clusters = (
+        hierarchy.fcluster(linkage, t=threshold, criterion="distance")
+        if threshold > 0
         else np.ones(len(labels), dtype=int)
+    )
     leaves = hierarchy.leaves_list(linkage).tolist()
-    return {"labels": labels, "linkage": linkage, "clusters": [int(c) for c in clusters],
-            "threshold": threshold, "leaves": leaves}
+    return {
+        "labels": labels,
+        "linkage": linkage,
+        "clusters": [int(c) for c in clusters],
+        "threshold": threshold,
+        "leaves": leaves,
+    }
 
 
 def cluster_table(aggregated: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -68,13 +86,21 @@ def cluster_table(aggregated: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFr
         result = impact_clusters(aggregated, scope_metrics)
         position = {leaf: i for i, leaf in enumerate(result["leaves"])}
         for i, augmentation in enumerate(result["labels"]):
-            rows.append({"scope": scope, "augmentation": augmentation, "cluster": result["clusters"][i],
-                         "leaf_order": position[i], "cut_distance": result["threshold"]})
+            rows.append(
+                {
+                    "scope": scope,
+                    "augmentation": augmentation,
+                    "cluster": result["clusters"][i],
+                    "leaf_order": position[i],
+                    "cut_distance": result["threshold"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def impact_clusters_table(aggregated: pd.DataFrame, metrics: list[str] | None = None,
-                          order: list[str] | None = None) -> pd.DataFrame:
+def impact_clusters_table(
+    aggregated: pd.DataFrame, metrics: list[str] | None = None, order: list[str] | None = None
+) -> pd.DataFrame:
     """`cluster_table` with the augmentations in study order: per scope (all metrics combined, then
     each metric alone) each augmentation's cluster, dendrogram leaf position and the distance the
     dendrogram is cut at."""

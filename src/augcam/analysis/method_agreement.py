@@ -26,7 +26,7 @@ def method_medians(metrics: pd.DataFrame, method_metrics: pd.DataFrame, main_met
     both = pd.concat([metrics.assign(method=main_method), method_metrics], ignore_index=True)
     per_image = both.groupby(["method", "augmentation", "image_index"], sort=False)[columns].mean()
     medians = per_image.groupby(level=["method", "augmentation"], sort=False).median()
-    return (medians.reset_index().melt(id_vars=["method", "augmentation"], var_name="metric", value_name="median"))
+    return medians.reset_index().melt(id_vars=["method", "augmentation"], var_name="metric", value_name="median")
 
 
 def method_agreement(medians: pd.DataFrame) -> pd.DataFrame:
@@ -43,6 +43,5 @@ def method_agreement(medians: pd.DataFrame) -> pd.DataFrame:
             rho = float("nan")
             if len(wide) >= 3 and wide[a].nunique() > 1 and wide[b].nunique() > 1:
                 rho = float(stats.spearmanr(wide[a], wide[b]).statistic)
-            rows.append({"metric": metric, "method_a": a, "method_b": b, "spearman": rho,
-                         "n_augmentations": len(wide)})
+            rows.append({"metric": metric, "method_a": a, "method_b": b, "spearman": rho, "n_augmentations": len(wide)})
     return pd.DataFrame(rows, columns=["metric", "method_a", "method_b", "spearman", "n_augmentations"])

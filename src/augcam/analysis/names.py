@@ -13,8 +13,13 @@ from augcam.metrics import column_display_name, column_higher_is_better
 __all__ = ["display_name", "higher_is_better", "method_name"]
 
 # Table columns that no metric writes: per-model performance.
-_COLUMN_NAMES = {"test_accuracy": "test accuracy", "precision": "macro precision", "recall": "macro recall",
-                 "f1": "macro F1", "roc_auc": "ROC AUC"}
+_COLUMN_NAMES = {
+    "test_accuracy": "test accuracy",
+    "precision": "macro precision",
+    "recall": "macro recall",
+    "f1": "macro F1",
+    "roc_auc": "ROC AUC",
+}
 
 
 def display_name(column: str) -> str:

@@ -8,7 +8,7 @@ backend, and rendering is done by the Agg canvas whatever backend the caller's s
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,14 @@ from augcam.analysis.names import display_name
 from augcam.analysis.run_tables import BASELINE, PERFORMANCE_COLUMNS, augmentation_label
 from augcam.analysis.tables import SEGMENTS, segment
 
-__all__ = ["augmentation_colors", "performance_bars", "training_curves", "metric_boxplot",
-           "correlation_heatmap", "segmented_boxplot"]
+__all__ = [
+    "augmentation_colors",
+    "performance_bars",
+    "training_curves",
+    "metric_boxplot",
+    "correlation_heatmap",
+    "segmented_boxplot",
+]
 
 SEGMENT_COLORS = ("#4daf4a", "#999999", "#e41a1c", "#377eb8")  # both ok, both wrong, base only, aug only
 
@@ -53,10 +59,15 @@ def _boxplot(ax, data: list[np.ndarray], positions: Sequence[float], colors: Seq
     kept = [(d, p, c) for d, p, c in zip(data, positions, colors) if len(d)]
     if not kept:
         return
-    boxes = ax.boxplot([d for d, _, _ in kept], positions=[p for _, p, _ in kept], widths=width,
-                       patch_artist=True, manage_ticks=False,
-                       medianprops={"color": "black", "linewidth": 1.2},
-                       flierprops={"marker": ".", "markersize": 2, "alpha": 0.4, "markeredgecolor": "none"})
+    boxes = ax.boxplot(
+        [d for d, _, _ in kept],
+        positions=[p for _, p, _ in kept],
+        widths=width,
+        patch_artist=True,
+        manage_ticks=False,
+        medianprops={"color": "black", "linewidth": 1.2},
+        flierprops={"marker": ".", "markersize": 2, "alpha": 0.4, "markeredgecolor": "none"},
+    )
     for patch, (_, _, color) in zip(boxes["boxes"], kept):
         patch.set_facecolor(color)
         patch.set_alpha(0.75)
@@ -80,11 +91,9 @@ def performance_bars(performance: pd.DataFrame, order: Sequence[str]) -> Figure:
         groups = [finished.loc[finished["augmentation"] == a, col].dropna().to_numpy() for a in augs]
         means = np.array([g.mean() if len(g) else np.nan for g in groups])
         stds = np.array([g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups])
-        ax.bar(x, means, yerr=stds, color=[colors[a] for a in augs], alpha=0.8, capsize=3,
-               error_kw={"linewidth": 1})
+        ax.bar(x, means, yerr=stds, color=[colors[a] for a in augs], alpha=0.8, capsize=3, error_kw={"linewidth": 1})
         for i, g in enumerate(groups):
-            ax.plot(np.full(len(g), x[i]) + np.linspace(-0.15, 0.15, len(g)) * (len(g) > 1), g, "k.",
-                    markersize=4)
+            ax.plot(np.full(len(g), x[i]) + np.linspace(-0.15, 0.15, len(g)) * (len(g) > 1), g, "k.", markersize=4)
         finite = np.concatenate([g for g in groups if len(g)]) if any(len(g) for g in groups) else np.zeros(1)
         low, high = float(np.nanmin(finite)), float(np.nanmax(finite))
         pad = max(0.02, (high - low) * 0.6)
@@ -93,8 +102,9 @@ def performance_bars(performance: pd.DataFrame, order: Sequence[str]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[-1]:
         ax.set_xticks(x, [augmentation_label(a) for a in augs], rotation=35, ha="right")
-    fig.suptitle("Test performance per augmentation (bar: mean over seeds, error bar: ±1 std, dots: seeds)",
-                 fontsize=10)
+    fig.suptitle(
+        "Test performance per augmentation (bar: mean over seeds, error bar: ±1 std, dots: seeds)", fontsize=10
+    )
     return fig
 
 
@@ -105,23 +115,39 @@ def training_curves(histories: pd.DataFrame, order: Sequence[str]) -> Figure:
     colors = augmentation_colors(augs)
     fig = Figure(figsize=(10, 6.4), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
-    panels = [("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
-              ("train_loss", "train loss"), ("val_loss", "validation loss")]
+    panels = [
+        ("train_accuracy", "train accuracy"),
+        ("val_accuracy", "validation accuracy"),
+        ("train_loss", "train loss"),
+        ("val_loss", "validation loss"),
+    ]
     for ax, (col, title) in zip(axes.flat, panels):
         if col not in histories.columns:
             ax.set_title(f"{title}: not recorded")
             continue
         for (_, aug), rows in histories.groupby(["model_id", "augmentation"], sort=False):
             is_base = aug == BASELINE
-            ax.plot(rows["epoch"], rows[col], marker="o", markersize=3, color=colors[aug],
-                    linewidth=2.2 if is_base else 1.0, alpha=1.0 if is_base else 0.7, zorder=3 if is_base else 2)
+            ax.plot(
+                rows["epoch"],
+                rows[col],
+                marker="o",
+                markersize=3,
+                color=colors[aug],
+                linewidth=2.2 if is_base else 1.0,
+                alpha=1.0 if is_base else 0.7,
+                zorder=3 if is_base else 2,
+            )
         ax.set_title(title)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.legend(handles=[Patch(color=colors[a], label=augmentation_label(a)) for a in augs],
-               loc="outside right center", fontsize=8, frameon=False)
+    fig.legend(
+        handles=[Patch(color=colors[a], label=augmentation_label(a)) for a in augs],
+        loc="outside right center",
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle("Training curves (one line per model; seeds share their augmentation's colour)", fontsize=10)
     return fig
 
@@ -160,8 +186,15 @@ def correlation_heatmap(corr: pd.DataFrame, metric: str) -> Figure:
     for i in range(n):
         for j in range(n):
             v = values[i, j]
-            ax.text(j, i, "NaN" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if abs(v) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                "NaN" if np.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if abs(v) > 0.6 else "black",
+            )
     ax.set_xticks(range(n), [augmentation_label(a) for a in corr.columns], rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(n), [augmentation_label(a) for a in corr.index], fontsize=8)
     fig.colorbar(image, ax=ax, shrink=0.8, label="Pearson r")
@@ -172,8 +205,9 @@ def correlation_heatmap(corr: pd.DataFrame, metric: str) -> Figure:
 # --- 5. segmented results --------------------------------------------------------------------
 
 
-def segmented_boxplot(metrics: pd.DataFrame, metric: str, order: Sequence[str],
-                      segments: pd.Series | None = None) -> Figure:
+def segmented_boxplot(
+    metrics: pd.DataFrame, metric: str, order: Sequence[str], segments: pd.Series | None = None
+) -> Figure:
     """`metric` per augmentation split into the four prediction-agreement segments (pooled over
     seeds: one value per (model, image)); the number under each box counts its rows."""
     augs = _present(order, metrics)
@@ -194,8 +228,18 @@ def segmented_boxplot(metrics: pd.DataFrame, metric: str, order: Sequence[str],
     ax = fig.subplots()
     _boxplot(ax, data, positions, colors, 0.8)
     for pos, n in zip(positions, counts):
-        ax.annotate(str(n), (pos, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=6, rotation=90, color="#333")
+        ax.annotate(
+            str(n),
+            (pos, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=6,
+            rotation=90,
+            color="#333",
+        )
     centers = [i * (n_seg + 1) + (n_seg - 1) / 2 for i in range(len(augs))]
     ax.set_xticks(centers, [augmentation_label(a) for a in augs], rotation=30, ha="right")
     ax.set_xlim(-1, len(augs) * (n_seg + 1) - 1)
@@ -203,8 +247,15 @@ def segmented_boxplot(metrics: pd.DataFrame, metric: str, order: Sequence[str],
     ax.set_ylim(low - 0.12 * (high - low), high)  # room for the counts at the bottom
     ax.set_ylabel(display_name(metric))
     ax.grid(axis="y", alpha=0.3)
-    fig.legend(handles=[Patch(color=c, alpha=0.75, label=s) for s, c in zip(SEGMENTS, SEGMENT_COLORS)],
-               loc="outside lower center", ncols=4, fontsize=8, frameon=False)
-    ax.set_title(f"{display_name(metric)} by prediction agreement with the baseline "
-                 "(numbers: model·image rows per box)", fontsize=10)
+    fig.legend(
+        handles=[Patch(color=c, alpha=0.75, label=s) for s, c in zip(SEGMENTS, SEGMENT_COLORS)],
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+    )
+    ax.set_title(
+        f"{display_name(metric)} by prediction agreement with the baseline (numbers: model·image rows per box)",
+        fontsize=10,
+    )
     return fig

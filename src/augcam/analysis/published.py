@@ -27,12 +27,26 @@ class PublishedResults:
 
 PUBLISHED_RESULTS: Registry[PublishedResults] = Registry("published results")
 
-TANG_MNIST = PUBLISHED_RESULTS.register("tang-mnist")(PublishedResults(
-    title="Tang, Sharma & Zhang, \"Explaining the Effect of Data Augmentation on Image Classification Tasks\" "
-          "(Stanford CS231n poster, 2020)",
-    source="their Table 1 (training results): best validation / test accuracy per training set of 1,100 images",
-    accuracies={"original": (0.81, 0.78), "scaling": (0.71, 0.67), "random crop": (0.88, 0.87),
-                "distortion": (0.85, 0.79), "blur": (0.74, 0.73), "random erasing": (0.79, 0.79)},
-    rows={"baseline": "original", "scaling": "scaling", "random_crop": "random crop",
-          "distortion": "distortion", "blur": "blur", "random_erasing": "random erasing"},
-))
+TANG_MNIST = PUBLISHED_RESULTS.register("tang-mnist")(
+    PublishedResults(
+        title='Tang, Sharma & Zhang, "Explaining the Effect of Data Augmentation on Image Classification Tasks" '
+        "(Stanford CS231n poster, 2020)",
+        source="their Table 1 (training results): best validation / test accuracy per training set of 1,100 images",
+        accuracies={
+            "original": (0.81, 0.78),
+            "scaling": (0.71, 0.67),
+            "random crop": (0.88, 0.87),
+            "distortion": (0.85, 0.79),
+            "blur": (0.74, 0.73),
+            "random erasing": (0.79, 0.79),
+        },
+        rows={
+            "baseline": "original",
+            "scaling": "scaling",
+            "random_crop": "random crop",
+            "distortion": "distortion",
+            "blur": "blur",
+            "random_erasing": "random erasing",
+        },
+    )
+)

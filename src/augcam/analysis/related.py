@@ -19,8 +19,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from augcam.analysis.run_tables import BASELINE, ReportError, RunTables, augmentation_order
 from augcam.analysis.published import PUBLISHED_RESULTS, PublishedResults
+from augcam.analysis.run_tables import BASELINE, ReportError, RunTables, augmentation_order
 from augcam.rundir import FAITHFULNESS_MODELS_TABLE
 
 __all__ = ["published_comparison", "faithfulness_summary", "faithfulness_models", "mean_std"]
@@ -43,8 +43,13 @@ def _replica_accuracies(tables: RunTables) -> pd.DataFrame:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as err:
             raise ReportError(f"{meta_path}: cannot read the replica's meta.json ({err})") from None
-        rows.append({"model_id": model_id, "best_val_accuracy": meta.get("best_val_accuracy", np.nan),
-                     "test_accuracy": float((part["model_pred"] == part["label"]).mean())})
+        rows.append(
+            {
+                "model_id": model_id,
+                "best_val_accuracy": meta.get("best_val_accuracy", np.nan),
+                "test_accuracy": float((part["model_pred"] == part["label"]).mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -60,14 +65,24 @@ def published_comparison(tables: RunTables, published: PublishedResults | str) -
         label = by_paper.get(paper_name)
         models = perf[perf["augmentation"] == label] if label is not None else perf.iloc[:0]
         if label == BASELINE and len(replicas):
-            models = pd.concat([models[["model_id", "best_val_accuracy", "test_accuracy"]], replicas],
-                               ignore_index=True)
+            models = pd.concat(
+                [models[["model_id", "best_val_accuracy", "test_accuracy"]], replicas], ignore_index=True
+            )
         val_mean, val_std = mean_std(models["best_val_accuracy"]) if len(models) else (np.nan, np.nan)
         test_mean, test_std = mean_std(models["test_accuracy"]) if len(models) else (np.nan, np.nan)
-        rows.append({"training_set": paper_name, "augmentation": label, "n_models": len(models),
-                     "best_val_accuracy_mean": val_mean, "best_val_accuracy_std": val_std,
-                     "test_accuracy_mean": test_mean, "test_accuracy_std": test_std,
-                     "published_best_val_accuracy": published_val, "published_test_accuracy": published_test})
+        rows.append(
+            {
+                "training_set": paper_name,
+                "augmentation": label,
+                "n_models": len(models),
+                "best_val_accuracy_mean": val_mean,
+                "best_val_accuracy_std": val_std,
+                "test_accuracy_mean": test_mean,
+                "test_accuracy_std": test_std,
+                "published_best_val_accuracy": published_val,
+                "published_test_accuracy": published_test,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -128,8 +143,9 @@ def _faithfulness_column_name(column: str) -> str:
         return f"faithfulness@{column.removeprefix('faithfulness_')}%"
     if column.startswith("occlusion_accuracy_"):
         return f"accuracy, {column.removeprefix('occlusion_accuracy_')}% occluded"
-    return {"deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC",
-            "test_accuracy": "test accuracy"}.get(column, column)
+    return {"deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC", "test_accuracy": "test accuracy"}.get(
+        column, column
+    )
 
 
 def related_report(tables: RunTables) -> tuple[dict[str, str], dict]:
@@ -143,15 +159,32 @@ def related_report(tables: RunTables) -> tuple[dict[str, str], dict]:
         entry = PUBLISHED_RESULTS.lookup(name, "published")
         comparison = published_comparison(tables, entry)
         files["published_comparison.csv"] = comparison.to_csv(index=False)
-        rows = [[r["training_set"], r["augmentation"] or "(not in this study)", str(r["n_models"]),
-                 _pm(r["best_val_accuracy_mean"], r["best_val_accuracy_std"]),
-                 _pm(r["test_accuracy_mean"], r["test_accuracy_std"]),
-                 f"{r['published_best_val_accuracy']:.2f} / {r['published_test_accuracy']:.2f}"]
-                for r in comparison.to_dict("records")]
+        rows = [
+            [
+                r["training_set"],
+                r["augmentation"] or "(not in this study)",
+                str(r["n_models"]),
+                _pm(r["best_val_accuracy_mean"], r["best_val_accuracy_std"]),
+                _pm(r["test_accuracy_mean"], r["test_accuracy_std"]),
+                f"{r['published_best_val_accuracy']:.2f} / {r['published_test_accuracy']:.2f}",
+            ]
+            for r in comparison.to_dict("records")
+        ]
         context["published"] = {
-            "title": entry.title, "source": entry.source,
-            "table": {"columns": ["training set", "augcam label", "models", "best val accuracy (augcam)",
-                                  "test accuracy (augcam)", "published best val / test"], "rows": rows}}
+            "title": entry.title,
+            "source": entry.source,
+            "table": {
+                "columns": [
+                    "training set",
+                    "augcam label",
+                    "models",
+                    "best val accuracy (augcam)",
+                    "test accuracy (augcam)",
+                    "published best val / test",
+                ],
+                "rows": rows,
+            },
+        }
     models = faithfulness_models(tables)
     if models is not None and len(models):
         summary = faithfulness_summary(tables, models)
@@ -159,10 +192,18 @@ def related_report(tables: RunTables) -> tuple[dict[str, str], dict]:
         value_columns = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
         by_fill = []
         for fill, part in summary.groupby("fill", sort=False):
-            rows = [[r["augmentation"], str(r["n_models"]),
-                     *(_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in value_columns)]
-                    for r in part.to_dict("records")]
-            by_fill.append({"fill": fill, "table": {
-                "columns": ["augmentation", "models", *map(_faithfulness_column_name, value_columns)], "rows": rows}})
+            rows = [
+                [r["augmentation"], str(r["n_models"]), *(_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in value_columns)]
+                for r in part.to_dict("records")
+            ]
+            by_fill.append(
+                {
+                    "fill": fill,
+                    "table": {
+                        "columns": ["augmentation", "models", *map(_faithfulness_column_name, value_columns)],
+                        "rows": rows,
+                    },
+                }
+            )
         context["faithfulness"] = {"fills": by_fill, "images": int(models["images"].max())}
     return files, context

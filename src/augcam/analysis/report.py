@@ -16,8 +16,9 @@ they were.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 
@@ -34,14 +35,27 @@ from augcam.rundir import RunDir, RunLock
 __all__ = ["write_report", "render_report", "OPTIONAL_TABLES", "OPTIONAL_FIGURES"]
 
 # Written only when the run has what they need (the controls' tables, two augmentations or more).
-OPTIONAL_TABLES = ("noise_floor_summary.csv", "significance.csv", "significance_vs_identity.csv",
-                   "between_augmentations_median.csv", "sanity_verdict.csv", "mask_guided.csv",
-                   "mask_guided_correlation.csv", "published_comparison.csv", "faithfulness_summary.csv")
+OPTIONAL_TABLES = (
+    "noise_floor_summary.csv",
+    "significance.csv",
+    "significance_vs_identity.csv",
+    "between_augmentations_median.csv",
+    "sanity_verdict.csv",
+    "mask_guided.csv",
+    "mask_guided_correlation.csv",
+    "published_comparison.csv",
+    "faithfulness_summary.csv",
+)
 OPTIONAL_FIGURES = ("clusters", "between_augmentations", "noise_effects", "sanity")
 
 
-def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: int = DEFAULT_PAIRS,
-                 n_resamples: int = DEFAULT_RESAMPLES) -> Path:
+def write_report(
+    run_dir: str | Path,
+    console: Console | None = None,
+    *,
+    pairs: int = DEFAULT_PAIRS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> Path:
     """Analyse a finished run directory: CSVs under tables/, PNG + SVG under figures/, and
     report.html; returns the report's path. Holds the directory's lock meanwhile, so a run in
     progress there is refused (`augcam.rundir.RunLock` names it) rather than read half-way. Raises
@@ -53,8 +67,13 @@ def write_report(run_dir: str | Path, console: Console | None = None, *, pairs: 
         return render_report(run_dir, console, pairs=pairs, n_resamples=n_resamples)
 
 
-def render_report(run_dir: str | Path, console: Console | None = None, *, pairs: int = DEFAULT_PAIRS,
-                  n_resamples: int = DEFAULT_RESAMPLES) -> Path:
+def render_report(
+    run_dir: str | Path,
+    console: Console | None = None,
+    *,
+    pairs: int = DEFAULT_PAIRS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> Path:
     """`write_report` for a caller that holds the run directory's lock (the study's report stage);
     takes no lock itself."""
     console = console or Console(stderr=True)
@@ -76,9 +95,14 @@ def render_report(run_dir: str | Path, console: Console | None = None, *, pairs:
     image_note = None
     try:
         unique = tables.aggregated.drop_duplicates("image_index")
-        images = timed("test images", lambda: load_test_images(
-            tables.study, result.extremes["image_index"].to_numpy(),
-            unique.set_index("image_index").loc[result.extremes["image_index"], "label"].to_numpy()))
+        images = timed(
+            "test images",
+            lambda: load_test_images(
+                tables.study,
+                result.extremes["image_index"].to_numpy(),
+                unique.set_index("image_index").loc[result.extremes["image_index"], "label"].to_numpy(),
+            ),
+        )
     except AugcamError as err:
         # The report is still worth having without the images under the CAMs; the reader is told why.
         images = None
@@ -87,8 +111,7 @@ def render_report(run_dir: str | Path, console: Console | None = None, *, pairs:
 
     figures = timed("figures", lambda: build_figures(tables, result, images, cams))
     related_files, related_context = timed("related methodologies", lambda: related_report(tables))
-    context, mask_guided_csvs = report_context(tables, result, figures, related_context, image_note, pairs,
-                                               n_resamples)
+    context, mask_guided_csvs = report_context(tables, result, figures, related_context, image_note, pairs, n_resamples)
     html = timed("html", lambda: render_html(context, tables.manifest, time.perf_counter() - started))
 
     paths = tables.run_dir
@@ -111,7 +134,9 @@ def render_report(run_dir: str | Path, console: Console | None = None, *, pairs:
     write_text(report, html)  # last: its presence means every table and figure above is written
     timings["write"] = time.perf_counter() - t0
     total = time.perf_counter() - started
-    console.print(f"[bold]report[/]: {len(csv_files)} tables, {len(figures)} figures (PNG + SVG), "
-                  f"{report} in {total:.1f} s ("
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")", highlight=False)
+    console.print(
+        f"[bold]report[/]: {len(csv_files)} tables, {len(figures)} figures (PNG + SVG), "
+        f"{report} in {total:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")",
+        highlight=False,
+    )
     return report

@@ -15,8 +15,13 @@ from augcam.analysis.cam_grid_figures import extreme_image_figures
 from augcam.analysis.cam_grids import CamSets, TestImages
 from augcam.analysis.control_plots import between_heatmaps, cluster_dendrograms, sanity_curve, significance_forest
 from augcam.analysis.names import display_name
-from augcam.analysis.plots import (correlation_heatmap, metric_boxplot, performance_bars, segmented_boxplot,
-                                   training_curves)
+from augcam.analysis.plots import (
+    correlation_heatmap,
+    metric_boxplot,
+    performance_bars,
+    segmented_boxplot,
+    training_curves,
+)
 from augcam.analysis.run_tables import BASELINE, RunTables
 from augcam.analysis.tables import SANITY_THRESHOLD, segment
 
@@ -52,62 +57,107 @@ def _render(fig, name: str, caption: str) -> RenderedFigure:
     return RenderedFigure(name, caption, png.getvalue(), svg.getvalue())
 
 
-def build_figures(tables: RunTables, result: Analyses, images: TestImages | None,
-                  cams: CamSets) -> list[RenderedFigure]:
+def build_figures(
+    tables: RunTables, result: Analyses, images: TestImages | None, cams: CamSets
+) -> list[RenderedFigure]:
     """Every figure of the report, drawn and rendered in the report's order."""
     order, metrics = result.order, result.metrics
     rendered = [
-        _render(performance_bars(tables.performance, order), "performance",
-                "Test accuracy, macro precision, recall and F1 per augmentation: bar = mean over seeds, "
-                "error bar = ±1 standard deviation, dots = single seeds; compare each bar with the baseline's."),
-        _render(training_curves(result.histories, order), "training_curves",
-                "Train/validation accuracy and loss per epoch, one line per model: diverging train and "
-                "validation curves mean over-fitting; the best-validation epoch is the model explained."),
+        _render(
+            performance_bars(tables.performance, order),
+            "performance",
+            "Test accuracy, macro precision, recall and F1 per augmentation: bar = mean over seeds, "
+            "error bar = ±1 standard deviation, dots = single seeds; compare each bar with the baseline's.",
+        ),
+        _render(
+            training_curves(result.histories, order),
+            "training_curves",
+            "Train/validation accuracy and loss per epoch, one line per model: diverging train and "
+            "validation curves mean over-fitting; the best-validation epoch is the model explained.",
+        ),
     ]
     for m in metrics:
-        rendered.append(_render(metric_boxplot(tables.aggregated, m, order), f"distribution_{m}",
-                                f"{display_name(m)} between each augmentation's CAM and the baseline's, one value "
-                                "per test image (mean over seeds); box = quartiles, line = median, dots = outliers."))
+        rendered.append(
+            _render(
+                metric_boxplot(tables.aggregated, m, order),
+                f"distribution_{m}",
+                f"{display_name(m)} between each augmentation's CAM and the baseline's, one value "
+                "per test image (mean over seeds); box = quartiles, line = median, dots = outliers.",
+            )
+        )
     for m in metrics:
-        rendered.append(_render(correlation_heatmap(result.correlations[m], m), f"correlation_{m}",
-                                f"Pearson correlation over the test images of {display_name(m)} between two "
-                                "augmentations: high = the two change the CAMs of the same images in the same way."))
+        rendered.append(
+            _render(
+                correlation_heatmap(result.correlations[m], m),
+                f"correlation_{m}",
+                f"Pearson correlation over the test images of {display_name(m)} between two "
+                "augmentations: high = the two change the CAMs of the same images in the same way.",
+            )
+        )
     # A dendrogram needs two augmentations with metrics (a diverged model has none).
     compared = set(tables.aggregated["augmentation"])
     if len([a for a in order if a != BASELINE and a in compared]) >= 2:
-        rendered.append(_render(cluster_dendrograms(tables.aggregated, metrics, order), "clusters",
-                                "Average-linkage dendrograms of the augmentations' impact profiles (all metrics, "
-                                "then each metric): augmentations joined at a small distance change the CAMs of "
-                                "the same images alike; one colour per cluster below the dashed cut."))
+        rendered.append(
+            _render(
+                cluster_dendrograms(tables.aggregated, metrics, order),
+                "clusters",
+                "Average-linkage dendrograms of the augmentations' impact profiles (all metrics, "
+                "then each metric): augmentations joined at a small distance change the CAMs of "
+                "the same images alike; one colour per cluster below the dashed cut.",
+            )
+        )
     if result.between is not None and len(result.between):
-        rendered.append(_render(between_heatmaps(result.between, metrics, order),
-                                "between_augmentations",
-                                "Median over the test images of each metric between two augmented models' CAMs "
-                                "(same seed, averaged over seeds); the brighter the cell, the more alike the two "
-                                "augmentations' CAMs (the colour scale is reversed for distances)."))
+        rendered.append(
+            _render(
+                between_heatmaps(result.between, metrics, order),
+                "between_augmentations",
+                "Median over the test images of each metric between two augmented models' CAMs "
+                "(same seed, averaged over seeds); the brighter the cell, the more alike the two "
+                "augmentations' CAMs (the colour scale is reversed for distances).",
+            )
+        )
     if result.significance is not None:
-        rendered.append(_render(significance_forest(result.significance, metrics, order),
-                                "noise_effects",
-                                "Effect of each augmentation beyond randomness: median per-image difference from "
-                                "the noise floor (0, dashed) with its 95% bootstrap CI; filled = significant after "
-                                "Holm's adjustment, hollow = not distinguishable from retraining noise."))
+        rendered.append(
+            _render(
+                significance_forest(result.significance, metrics, order),
+                "noise_effects",
+                "Effect of each augmentation beyond randomness: median per-image difference from "
+                "the noise floor (0, dashed) with its 95% bootstrap CI; filled = significant after "
+                "Holm's adjustment, hollow = not distinguishable from retraining noise.",
+            )
+        )
     if result.sanity is not None:
-        rendered.append(_render(sanity_curve(result.sanity), "sanity",
-                                "Cascading randomisation of the baseline's layers (output first): Spearman between "
-                                "the trained model's CAMs and the randomised model's, median and quartile band; a "
-                                f"sound method falls inside the dotted ±{SANITY_THRESHOLD:g} lines by the last "
-                                "layer (diamond: model trained on permuted labels)."))
+        rendered.append(
+            _render(
+                sanity_curve(result.sanity),
+                "sanity",
+                "Cascading randomisation of the baseline's layers (output first): Spearman between "
+                "the trained model's CAMs and the randomised model's, median and quartile band; a "
+                f"sound method falls inside the dotted ±{SANITY_THRESHOLD:g} lines by the last "
+                "layer (diamond: model trained on permuted labels).",
+            )
+        )
     segments = segment(tables.metrics)
     for m in metrics:
-        rendered.append(_render(segmented_boxplot(tables.metrics, m, order, segments), f"segmented_{m}",
-                                f"{display_name(m)} split by whether the baseline and the augmented model "
-                                "classify the image correctly (one value per model and image, seeds pooled); "
-                                "the small numbers count the values in each box."))
+        rendered.append(
+            _render(
+                segmented_boxplot(tables.metrics, m, order, segments),
+                f"segmented_{m}",
+                f"{display_name(m)} split by whether the baseline and the augmented model "
+                "classify the image correctly (one value per model and image, seeds pooled); "
+                "the small numbers count the values in each box.",
+            )
+        )
     grids = extreme_image_figures(tables, result.extremes, images, cams)
     for (m, criterion), fig in grids.items():
         what = "mean" if criterion == "highest mean" else "std"
-        rendered.append(_render(fig, f"extreme_{m}_{what}",
-                                f"The test image whose {display_name(m)} has the {criterion} across "
-                                "augmentations: CAMs overlaid on the image (red = high); top row one seed, "
-                                "bottom row the mean of the seeds' maps; → = predicted class."))
+        rendered.append(
+            _render(
+                fig,
+                f"extreme_{m}_{what}",
+                f"The test image whose {display_name(m)} has the {criterion} across "
+                "augmentations: CAMs overlaid on the image (red = high); top row one seed, "
+                "bottom row the mean of the seeds' maps; → = predicted class.",
+            )
+        )
     return rendered

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,17 @@ import pandas as pd
 from augcam import __version__
 from augcam.analysis.analyses import Analyses
 from augcam.analysis.names import display_name, method_name
+from augcam.analysis.report_controls import (
+    clusters_display,
+    controls_note,
+    identity_sentences,
+    noise_sentences,
+    noise_summary_display,
+    sanity_sentences,
+    significance_display,
+)
 from augcam.analysis.report_figures import RenderedFigure
+from augcam.analysis.report_text import fmt, html_table, labelled
 from augcam.analysis.run_tables import BASELINE, CONTROL, PERFORMANCE_COLUMNS, RunTables, augmentation_label
 from augcam.analysis.statistics import noise_verdicts
 from augcam.analysis.tables import SANITY_THRESHOLD, SEGMENTS
@@ -28,58 +37,90 @@ PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "c
 QUESTION = "How does a data augmentation change where an image classifier looks?"
 
 
-def report_context(tables: RunTables, result: Analyses, figures: list[RenderedFigure], related_context: dict,
-                   image_note: str | None, pairs: int, n_resamples: int) -> tuple[dict, dict[str, str]]:
+def report_context(
+    tables: RunTables,
+    result: Analyses,
+    figures: list[RenderedFigure],
+    related_context: dict,
+    image_note: str | None,
+    pairs: int,
+    n_resamples: int,
+) -> tuple[dict, dict[str, str]]:
     """(the template's context but the provenance, the mask-guided section's CSVs): what the report
     shows, section by section; sections of the controls only when the run has their tables."""
     order, metrics = result.order, result.metrics
     by_name = {f.name: f for f in figures}
     segment_table = result.segment_counts.rename(columns={s.replace(" ", "_"): s for s in SEGMENTS})
-    perf_table = result.performance.rename(columns={f"{c}_{s}": f"{display_name(c)} {s}" for c in PERFORMANCE_COLUMNS
-                                                    for s in ("mean", "std")})
+    perf_table = result.performance.rename(
+        columns={f"{c}_{s}": f"{display_name(c)} {s}" for c in PERFORMANCE_COLUMNS for s in ("mean", "std")}
+    )
     augmentations = [a for a in order if a != BASELINE]
     context = {
-        "question": QUESTION, "study": tables.study, "config": _config_summary(tables.study, tables),
-        "base_augmentations": [entry.get("name") for entry in
-                               (tables.study.get("training") or {}).get("base_augmentations") or []],
-        "augmentations": [augmentation_label(a) for a in augmentations], "metrics": metrics,
-        "display": display_name, "figure": by_name, "pairs": pairs,
-        "performance_table": _html_table(_labelled(perf_table)),
-        "failed": tables.performance.loc[tables.performance["status"] != "complete", ["model_id", "status"]]
-        .to_dict("records"),
-        "strongest": _html_table(result.strongest), "weakest": _html_table(result.weakest),
-        "segment_table": _html_table(_labelled(segment_table)),
-        "extremes": result.extremes.to_dict("records"), "image_note": image_note,
-        "summary_table": _summary_display(_labelled(result.summary), metrics),
-        "clusters_table": _clusters_display(result.clusters), "control": augmentation_label(CONTROL),
+        "question": QUESTION,
+        "study": tables.study,
+        "config": _config_summary(tables.study, tables),
+        "base_augmentations": [
+            entry.get("name") for entry in (tables.study.get("training") or {}).get("base_augmentations") or []
+        ],
+        "augmentations": [augmentation_label(a) for a in augmentations],
+        "metrics": metrics,
+        "display": display_name,
+        "figure": by_name,
+        "pairs": pairs,
+        "performance_table": html_table(labelled(perf_table)),
+        "failed": tables.performance.loc[tables.performance["status"] != "complete", ["model_id", "status"]].to_dict(
+            "records"
+        ),
+        "strongest": html_table(result.strongest),
+        "weakest": html_table(result.weakest),
+        "segment_table": html_table(labelled(segment_table)),
+        "extremes": result.extremes.to_dict("records"),
+        "image_note": image_note,
+        "summary_table": _summary_display(labelled(result.summary), metrics),
+        "clusters_table": clusters_display(result.clusters),
+        "control": augmentation_label(CONTROL),
         "has_between": result.between is not None and len(result.between) > 0,
-        "noise": None if result.significance is None else {
-            "summary": _noise_summary_display(result.noise_summary, metrics),
-            "significance": _significance_display(result.significance, metrics),
-            "sentences": _noise_sentences(result.noise_verdicts, augmentations),
-            "identity": None if result.significance_identity is None else {
-                "significance": _significance_display(result.significance_identity, metrics),
-                "sentences": _identity_sentences(noise_verdicts(result.significance_identity))},
+        "noise": None
+        if result.significance is None
+        else {
+            "summary": noise_summary_display(result.noise_summary, metrics),
+            "significance": significance_display(result.significance, metrics),
+            "sentences": noise_sentences(result.noise_verdicts, augmentations),
+            "identity": None
+            if result.significance_identity is None
+            else {
+                "significance": significance_display(result.significance_identity, metrics),
+                "sentences": identity_sentences(noise_verdicts(result.significance_identity)),
+            },
             "replicas": int(result.noise_summary["replica"].nunique() - 1),
-            "resamples": n_resamples},
-        "sanity": None if result.sanity is None else {"sentences": _sanity_sentences(result.sanity_verdicts),
-                                                      "threshold": SANITY_THRESHOLD},
-        "controls_note": _controls_note(tables),
+            "resamples": n_resamples,
+        },
+        "sanity": None
+        if result.sanity is None
+        else {"sentences": sanity_sentences(result.sanity_verdicts), "threshold": SANITY_THRESHOLD},
+        "controls_note": controls_note(tables),
         "cam_method": method_name(tables.study.get("cam", {}).get("method", "gradcam")),
         **related_context,  # published, faithfulness: None when the study has no such section
     }
     # Sections in order, (id, title); those of the controls only when the run has their tables.
-    sections = [("performance", "Performance"), ("distributions", "Metric distributions"),
-                ("correlations", "Correlation maps between augmentations"), ("pairs", "Strongest and weakest pairs"),
-                ("profiles", "Impact profiles"), ("segments", "Results by prediction agreement"),
-                ("extremes", "Extreme images"), ("summary", "Summary table")]
+    sections = [
+        ("performance", "Performance"),
+        ("distributions", "Metric distributions"),
+        ("correlations", "Correlation maps between augmentations"),
+        ("pairs", "Strongest and weakest pairs"),
+        ("profiles", "Impact profiles"),
+        ("segments", "Results by prediction agreement"),
+        ("extremes", "Extreme images"),
+        ("summary", "Summary table"),
+    ]
     sections += [("noise", "Is it more than noise?")] * (context["noise"] is not None)
     sections += [("sanity", "Sanity check")] * (context["sanity"] is not None)
     sections += [("published", "Comparison with the published study")] * (context["published"] is not None)
     sections += [("faithfulness", "Faithfulness and occlusion robustness")] * (context["faithfulness"] is not None)
     context["mask_guided"], mask_guided_csvs = _mask_guided_section(tables)
     sections += [("mask_guided", "Mask-guided training: generalisation vs localisation")] * (
-        context["mask_guided"] is not None)
+        context["mask_guided"] is not None
+    )
     context.update(sections=sections, number={sid: i for i, (sid, _) in enumerate(sections, start=1)})
     return context, mask_guided_csvs
 
@@ -90,43 +131,34 @@ def render_html(context: dict, manifest: dict, report_seconds: float) -> str:
     return _template().render(**context, provenance=_provenance(manifest, report_seconds))
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _html_table(frame: pd.DataFrame, digits: int = 4) -> dict:
-    return {"columns": [str(c) for c in frame.columns],
-            "rows": [[_fmt(v, digits) for v in row] for row in frame.itertuples(index=False)]}
-
-
 def _summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
     columns = ["augmentation", "models", "test accuracy"] + [display_name(m) for m in metrics]
     rows = []
     for row in summary.to_dict("records"):
-        acc = _fmt(row["test_accuracy_mean"])
+        acc = fmt(row["test_accuracy_mean"])
         if not pd.isna(row["test_accuracy_std"]):
             acc += f" ± {row['test_accuracy_std']:.4f}"
-        cells = [row["augmentation"], _fmt(row["n_models"]), acc]
+        cells = [row["augmentation"], fmt(row["n_models"]), acc]
         for m in metrics:
             if pd.isna(row[f"{m}_median"]):
                 cells.append("")
                 continue
             nan = row[f"{m}_nan"]
-            cells.append(f"{row[f'{m}_median']:.4f} [{row[f'{m}_iqr']:.4f}]"
-                         + (f" ({int(nan)} NaN)" if not pd.isna(nan) and nan else ""))
+            cells.append(
+                f"{row[f'{m}_median']:.4f} [{row[f'{m}_iqr']:.4f}]"
+                + (f" ({int(nan)} NaN)" if not pd.isna(nan) and nan else "")
+            )
         rows.append(cells)
     return {"columns": columns, "rows": rows}
 
 
-
 def _mask_guided_section(tables: RunTables) -> tuple[dict | None, dict[str, str]]:
     """The mask-guided section's context and its CSVs, when the run has tables/localisation.parquet."""
-    from augcam.analysis.generalisation import (auc_localisation_correlation, generalisation_vs_localisation,
-                                              load_localisation)
+    from augcam.analysis.generalisation import (
+        auc_localisation_correlation,
+        generalisation_vs_localisation,
+        load_localisation,
+    )
 
     localisation = load_localisation(tables.root)
     if localisation is None or "roc_auc" not in tables.performance.columns:
@@ -135,129 +167,18 @@ def _mask_guided_section(tables: RunTables) -> tuple[dict | None, dict[str, str]
     correlation = auc_localisation_correlation(tables.performance, localisation)
     shown = pd.DataFrame({"method": table["augmentation"], "models": table["models"]})
     for column in [c[:-5] for c in table.columns if c.endswith("_mean")]:
-        shown[display_name(column)] = [_fmt(m, 3) + (f" ± {_fmt(sd, 3)}" if not np.isnan(sd) else "")
-                                       for m, sd in zip(table[f"{column}_mean"], table[f"{column}_std"])]
+        shown[display_name(column)] = [
+            fmt(m, 3) + (f" ± {fmt(sd, 3)}" if not np.isnan(sd) else "")
+            for m, sd in zip(table[f"{column}_mean"], table[f"{column}_std"])
+        ]
     for column in [c for c in table.columns if c.endswith("_vs_baseline")]:
-        shown[f"{display_name(column[:-12])} vs baseline"] = [_fmt(v, 3) for v in table[column]]
+        shown[f"{display_name(column[:-12])} vs baseline"] = [fmt(v, 3) for v in table[column]]
     corr = correlation.assign(metric=correlation["metric"].map(display_name))
-    context = {"table": _html_table(shown), "correlation": _html_table(corr, 3)}
-    return context, {"mask_guided.csv": table.to_csv(index=False),
-                     "mask_guided_correlation.csv": correlation.to_csv(index=False)}
-
-
-def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with the control marked in its augmentation column (for display only)."""
-    return frame.assign(augmentation=frame["augmentation"].map(augmentation_label))
-
-
-def _noise_summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
-    columns = ["replica"] + [display_name(m) for m in metrics]
-    rows = []
-    for replica, group in summary.groupby("replica", sort=False):
-        by_metric = group.set_index("metric")
-        name = "all (mean of the replicas per image)" if replica == "all" else f"baseline {replica}"
-        rows.append([name] + [f"{by_metric.loc[m, 'median']:.4f} [{by_metric.loc[m, 'iqr']:.4f}]"
-                              if m in by_metric.index and pd.notna(by_metric.loc[m, "median"]) else ""
-                              for m in metrics])
-    return {"columns": columns, "rows": rows}
-
-
-def _significance_display(significance: pd.DataFrame, metrics: list[str]) -> dict:
-    columns = ["augmentation"] + [display_name(m) for m in metrics] + ["differs in"]
-    rows = []
-    for aug, group in significance.groupby("augmentation", sort=False):
-        by_metric = group.set_index("metric")
-        cells = [augmentation_label(aug)]
-        for m in metrics:
-            if m not in by_metric.index or pd.isna(by_metric.loc[m, "effect"]):
-                cells.append("")
-                continue
-            mark = " *" if bool(by_metric.loc[m, "significant"]) else ""
-            cells.append(f"{by_metric.loc[m, 'effect']:+.4f}{mark}")
-        cells.append(f"{int(group['significant'].astype(bool).sum())} of {len(group)}")
-        rows.append(cells)
-    return {"columns": columns, "rows": rows}
-
-
-def _verdict_sentences(verdicts: pd.DataFrame, differ: str, same: str) -> list[str]:
-    """"<differ>: a (k of n metrics), …." and "<same>: b, …." from `noise_verdicts(...)` rows."""
-    differing = verdicts[verdicts["significant"] > 0]
-    alike = verdicts[verdicts["significant"] == 0]
-    sentences = []
-    if len(differing):
-        listed = ", ".join(f"{augmentation_label(r.augmentation)} ({r.significant} of {r.metrics} metrics)"
-                           for r in differing.itertuples(index=False))
-        sentences.append(f"{differ}: {listed}.")
-    if len(alike):
-        sentences.append(f"{same}: {', '.join(augmentation_label(a) for a in alike['augmentation'])}.")
-    return sentences
-
-
-def _identity_sentences(verdicts: pd.DataFrame) -> list[str]:
-    """Which augmentations' CAMs differ from the identity control's, i.e. where the transformation,
-    not the extra training steps, moves the CAMs."""
-    return _verdict_sentences(verdicts, f"Differ from the {CONTROL} control (the transformation itself moves the CAMs)",
-                              f"Not distinguishable from the {CONTROL} control in any metric (what they change is "
-                              "explained by the extra training steps)")
-
-
-def _noise_sentences(verdicts: pd.DataFrame, augmentations: list[str]) -> list[str]:
-    """Which augmentations differ from the noise floor in at least one metric, which do not, and
-    what the identity control says."""
-    sentences = _verdict_sentences(verdicts, "Differ from the noise floor in at least one metric (Holm-adjusted "
-                                   "p < 0.05)", "Not distinguishable from the noise floor in any metric")
-    differ = verdicts[verdicts["significant"] > 0]
-    if CONTROL not in augmentations:
-        sentences.append(f"This run has no {CONTROL} control (controls.identity: false), so the effect of the "
-                         "augmented models' extra training steps is not separated from the transformations'.")
-    elif CONTROL in set(differ["augmentation"]):
-        sentences.append(f"The {CONTROL} control itself differs from the noise floor: the extra training steps "
-                         f"alone move the CAMs, so read each augmentation's effect against {CONTROL}'s as well "
-                         "as against 0.")
-    else:
-        sentences.append(f"As a control should, {CONTROL} does not: the extra training steps alone do not move "
-                         "the CAMs beyond randomness.")
-    return sentences
-
-
-def _clusters_display(clusters: pd.DataFrame) -> dict:
-    rows = clusters[clusters["scope"] == "all"].sort_values("leaf_order", kind="stable")
-    members: dict[int, list[str]] = {}
-    for row in rows.itertuples(index=False):
-        members.setdefault(int(row.cluster), []).append(augmentation_label(row.augmentation))
-    return {"columns": ["cluster", "augmentations (dendrogram order)"],
-            "rows": [[str(c), ", ".join(members[c])] for c in sorted(members)]}
-
-
-def _sanity_sentences(verdicts: pd.DataFrame) -> list[str]:
-    sentences = []
-    for row in verdicts.itertuples(index=False):
-        outcome = "passes" if row.passes else "fails"
-        if row.test == "cascading":
-            sentences.append(f"{method_name(row.method)} {outcome} the cascading randomisation check (median "
-                             f"|Spearman| after randomising every layer: {row.final_median:.2f}, threshold "
-                             f"{row.threshold:g}).")
-        elif row.test == "data":
-            sentences.append(f"{method_name(row.method)} {outcome} the data randomisation check (median "
-                             f"|Spearman| between the baseline's CAMs and those of a model trained on permuted "
-                             f"labels: {row.final_median:.2f}, threshold {row.threshold:g}).")
-    return sentences
-
-
-def _controls_note(tables: RunTables) -> str | None:
-    """One line naming the controls this run did not make, whose sections the report leaves out."""
-    missing = []
-    if tables.noise is None:
-        missing.append("no baseline replicas (controls.baseline_replicas: 0), so no noise floor and no "
-                       "“Is it more than noise?” section")
-    if tables.between is None:
-        missing.append("no augmentation-vs-augmentation comparison")
-    if tables.sanity is None:
-        missing.append("no sanity check (controls.sanity_images: 0), so no “Sanity check” section")
-    if not missing:
-        return None
-    return ("Controls were off for this run: " + "; ".join(missing)
-            + ". See docs/trustworthy.md for what they add.")
+    context = {"table": html_table(shown), "correlation": html_table(corr, 3)}
+    return context, {
+        "mask_guided.csv": table.to_csv(index=False),
+        "mask_guided_correlation.csv": correlation.to_csv(index=False),
+    }
 
 
 def _described_augmentations(entries: list[dict] | None) -> list[str]:
@@ -274,19 +195,28 @@ def _described_augmentations(entries: list[dict] | None) -> list[str]:
 def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
     data, model = study.get("data") or {}, study.get("model") or {}
     training, cam = study.get("training") or {}, study.get("cam") or {}
-    sizes = "/".join(str(data.get(k) if data.get(k) is not None else "all")
-                     for k in ("train_size", "val_size", "test_size"))
+    sizes = "/".join(
+        str(data.get(k) if data.get(k) is not None else "all") for k in ("train_size", "val_size", "test_size")
+    )
     n_images = int(tables.aggregated["image_index"].nunique())
     base = _described_augmentations(training.get("base_augmentations"))
     return [
         ("study", f"{study.get('name')}: {study.get('description') or ''}".strip(": ")),
-        ("data", f"{data.get('dataset')}, train/val/test = {sizes} images, split seed {data.get('split_seed')}, "
-                 f"val fraction {data.get('val_fraction')}"
-                 + (f", resized to {data['image_size']}×{data['image_size']}" if data.get("image_size") else "")),
+        (
+            "data",
+            f"{data.get('dataset')}, train/val/test = {sizes} images, split seed {data.get('split_seed')}, "
+            f"val fraction {data.get('val_fraction')}"
+            + (f", resized to {data['image_size']}×{data['image_size']}" if data.get("image_size") else ""),
+        ),
         ("model", f"{model.get('name')}, CAM target layer {model.get('target_layer') or 'default (last conv stage)'}"),
-        ("training", ", ".join(f"{k} {training[k]}" for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                                 "init_seed", "ordering_seed", "copies")
-                               if k in training)),
+        (
+            "training",
+            ", ".join(
+                f"{k} {training[k]}"
+                for k in ("epochs", "batch_size", "lr", "weight_decay", "init_seed", "ordering_seed", "copies")
+                if k in training
+            ),
+        ),
         ("augmentations", "; ".join(_described_augmentations(study.get("augmentations")))),
         *([("base augmentations", "; ".join(base) + " (every model, the baseline included)")] if base else []),
         ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
@@ -325,18 +255,24 @@ def _provenance(manifest: dict, report_seconds: float) -> dict:
     order = [s for s in PIPELINE_STAGES if s in recorded] + sorted(set(recorded) - set(PIPELINE_STAGES))
     stages = [(name, recorded[name].get("seconds"), recorded[name].get("status")) for name in order]
     stages.append(("report (this file)", round(report_seconds, 3), "complete"))
-    return {"augcam_version": manifest.get("augcam_version"), "config_hash": manifest.get("config_hash"),
-            "device": manifest.get("device"), "device_name": manifest.get("device_name"),
-            "started": manifest.get("started"), "finished": manifest.get("finished"),
-            "total_seconds": manifest.get("seconds"), "versions": sorted(versions.items()), "stages": stages,
-            "report_augcam_version": __version__,
-            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "augcam_version": manifest.get("augcam_version"),
+        "config_hash": manifest.get("config_hash"),
+        "device": manifest.get("device"),
+        "device_name": manifest.get("device_name"),
+        "started": manifest.get("started"),
+        "finished": manifest.get("finished"),
+        "total_seconds": manifest.get("seconds"),
+        "versions": sorted(versions.items()),
+        "stages": stages,
+        "report_augcam_version": __version__,
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _template():
     import jinja2
 
     text = resources.files("augcam.analysis").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.from_string(text)

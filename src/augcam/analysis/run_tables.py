@@ -25,18 +25,51 @@ import pandas as pd
 import yaml
 
 from augcam.errors import AugcamError
-from augcam.rundir import (AGGREGATED_TABLE, BASELINE, BETWEEN_TABLE, IDENTITY, METRICS_TABLE, NOISE_FLOOR_TABLE,
-                           PERFORMANCE_TABLE, SANITY_TABLE, RunDir)
+from augcam.rundir import (
+    AGGREGATED_TABLE,
+    BASELINE,
+    BETWEEN_TABLE,
+    IDENTITY,
+    METRICS_TABLE,
+    NOISE_FLOOR_TABLE,
+    PERFORMANCE_TABLE,
+    SANITY_TABLE,
+    RunDir,
+)
 
-__all__ = ["BASELINE", "CONTROL", "ID_COLUMNS", "PERFORMANCE_COLUMNS", "ReportError", "RunTables", "load_run",
-           "metric_columns", "augmentation_order", "augmentation_label", "ordered_like"]
+__all__ = [
+    "BASELINE",
+    "CONTROL",
+    "ID_COLUMNS",
+    "PERFORMANCE_COLUMNS",
+    "ReportError",
+    "RunTables",
+    "load_run",
+    "metric_columns",
+    "augmentation_order",
+    "augmentation_label",
+    "ordered_like",
+]
 
 CONTROL = IDENTITY  # the control augmentation: an unchanged copy of each image (docs/trustworthy.md)
 # Columns of the metric tables (metrics.parquet, aggregated.parquet, noise_floor.parquet,
 # between_augmentations.parquet) that identify a row or describe predictions; every other numeric
 # column is a metric.
-ID_COLUMNS = frozenset({"model_id", "augmentation", "seed", "image_index", "label", "baseline_pred",
-                        "model_pred", "n_models", "replica", "augmentation_a", "augmentation_b"})
+ID_COLUMNS = frozenset(
+    {
+        "model_id",
+        "augmentation",
+        "seed",
+        "image_index",
+        "label",
+        "baseline_pred",
+        "model_pred",
+        "n_models",
+        "replica",
+        "augmentation_a",
+        "augmentation_b",
+    }
+)
 PERFORMANCE_COLUMNS = ("test_accuracy", "precision", "recall", "f1")
 
 
@@ -51,8 +84,7 @@ def augmentation_label(name: str) -> str:
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The metric columns of a metrics or aggregated table, in table order."""
-    return [col for col in table.columns
-            if col not in ID_COLUMNS and pd.api.types.is_numeric_dtype(table[col])]
+    return [col for col in table.columns if col not in ID_COLUMNS and pd.api.types.is_numeric_dtype(table[col])]
 
 
 @dataclass
@@ -102,30 +134,45 @@ _REQUIRED = {
     AGGREGATED_TABLE: {"augmentation", "image_index", "label", "baseline_pred"},
     NOISE_FLOOR_TABLE: {"replica", "image_index"},
     BETWEEN_TABLE: {"augmentation_a", "augmentation_b", "seed", "image_index"},
-    SANITY_TABLE: {"test", "method", "step", "layer", "spearman_median", "spearman_q25", "spearman_q75",
-                   "abs_spearman_median", "n_images", "n_undefined"},
+    SANITY_TABLE: {
+        "test",
+        "method",
+        "step",
+        "layer",
+        "spearman_median",
+        "spearman_q25",
+        "spearman_q75",
+        "abs_spearman_median",
+        "n_images",
+        "n_undefined",
+    },
 }
 
 
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise ReportError(f"{path}: missing; the study has not finished its compare and aggregate stages "
-                          f"(run `augcam run` on this directory first)")
+        raise ReportError(
+            f"{path}: missing; the study has not finished its compare and aggregate stages "
+            f"(run `augcam run` on this directory first)"
+        )
     try:
         table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as err:
         raise ReportError(f"{path}: cannot read the table ({err})") from None
     missing = sorted(_REQUIRED[path.name] - set(table.columns))
     if missing:
-        raise ReportError(f"{path}: lacks the column(s) {', '.join(missing)}; it was not written by this "
-                          "version of augcam")
+        raise ReportError(
+            f"{path}: lacks the column(s) {', '.join(missing)}; it was not written by this version of augcam"
+        )
     return table
 
 
 def _read_yaml_or_json(path: Path, what: str) -> dict:
     if not path.exists():
-        raise ReportError(f"{path}: missing, so {path.parent} is not a finished augcam run directory "
-                          f"(a run has study.yaml, manifest.json and tables/); {what}")
+        raise ReportError(
+            f"{path}: missing, so {path.parent} is not a finished augcam run directory "
+            f"(a run has study.yaml, manifest.json and tables/); {what}"
+        )
     try:
         value = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as err:
@@ -149,19 +196,25 @@ def load_run(run_dir: str | Path) -> RunTables:
     if not (performance["augmentation"] == BASELINE).any():
         raise ReportError(f"{paths.table(PERFORMANCE_TABLE)}: has no baseline row")
     if metrics.empty or aggregated.empty:
-        raise ReportError(f"{paths.tables}: {METRICS_TABLE} or {AGGREGATED_TABLE} has no rows; "
-                          "a study needs at least one augmented model that finished training")
+        raise ReportError(
+            f"{paths.tables}: {METRICS_TABLE} or {AGGREGATED_TABLE} has no rows; "
+            "a study needs at least one augmented model that finished training"
+        )
     if metric_columns(aggregated) != metric_columns(metrics):
-        raise ReportError(f"{paths.tables}: {AGGREGATED_TABLE} and {METRICS_TABLE} have different metric "
-                          f"columns ({metric_columns(aggregated)} vs {metric_columns(metrics)}); rerun the study")
+        raise ReportError(
+            f"{paths.tables}: {AGGREGATED_TABLE} and {METRICS_TABLE} have different metric "
+            f"columns ({metric_columns(aggregated)} vs {metric_columns(metrics)}); rerun the study"
+        )
     noise = _read_control(paths.table(NOISE_FLOOR_TABLE), aggregated)
     between = _read_control(paths.table(BETWEEN_TABLE), aggregated)
     sanity = _read_control(paths.table(SANITY_TABLE), aggregated)
     if noise is not None:
         missing = np.setdiff1d(aggregated["image_index"].unique(), noise["image_index"].unique())
         if len(missing):
-            raise ReportError(f"{paths.table(NOISE_FLOOR_TABLE)}: lacks {len(missing)} of the test images "
-                              f"of {AGGREGATED_TABLE} (e.g. image {missing[0]}); rerun the study")
+            raise ReportError(
+                f"{paths.table(NOISE_FLOOR_TABLE)}: lacks {len(missing)} of the test images "
+                f"of {AGGREGATED_TABLE} (e.g. image {missing[0]}); rerun the study"
+            )
     return RunTables(root, study, manifest, performance, metrics, aggregated, noise, between, sanity)
 
 
@@ -175,8 +228,10 @@ def _read_control(path: Path, aggregated: pd.DataFrame) -> pd.DataFrame | None:
         return table
     expected = metric_columns(aggregated)
     if metric_columns(table) != expected:
-        raise ReportError(f"{path}: its metric columns ({metric_columns(table)}) are not those of "
-                          f"{AGGREGATED_TABLE} ({expected}); rerun the study")
+        raise ReportError(
+            f"{path}: its metric columns ({metric_columns(table)}) are not those of "
+            f"{AGGREGATED_TABLE} ({expected}); rerun the study"
+        )
     return table
 
 

@@ -29,23 +29,49 @@ The second half applies these to a run's tables: `noise_floor_summary`, `signifi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from augcam.analysis.run_tables import CONTROL, metric_columns, ordered_like
 
-__all__ = ["bootstrap_ci", "holm", "paired_test", "significance_table", "noise_floor", "noise_floor_summary",
-           "significance_vs_noise", "significance_vs_identity", "noise_verdicts"]
+__all__ = [
+    "bootstrap_ci",
+    "holm",
+    "paired_test",
+    "significance_table",
+    "noise_floor",
+    "noise_floor_summary",
+    "significance_vs_noise",
+    "significance_vs_identity",
+    "noise_verdicts",
+]
 
-SIGNIFICANCE_COLUMNS = ["augmentation", "metric", "n_images", "median", "ci_low", "ci_high",
-                        "noise_floor_median", "effect", "effect_ci_low", "effect_ci_high", "p_value",
-                        "p_adjusted", "significant"]
+SIGNIFICANCE_COLUMNS = [
+    "augmentation",
+    "metric",
+    "n_images",
+    "median",
+    "ci_low",
+    "ci_high",
+    "noise_floor_median",
+    "effect",
+    "effect_ci_low",
+    "effect_ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+]
 
 
-def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
-                 seed: int = 0, engine: str = "order-statistics") -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    engine: str = "order-statistics",
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the median of `values` (NaNs dropped); (nan, nan) if fewer than
     two values. Percentile rather than BCa: BCa's jackknife is unstable for medians of data with
     many ties, which CAM metrics (overlap rates) have.
@@ -68,8 +94,15 @@ def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int 
         raise ValueError(f"engine must be 'order-statistics' or 'scipy', got {engine!r}")
     from scipy import stats
 
-    result = stats.bootstrap((values,), np.median, confidence_level=confidence, n_resamples=n_resamples,
-                             method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (values,),
+        np.median,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -138,9 +171,16 @@ def noise_floor(replica_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.Dat
     return replica_metrics.groupby("image_index")[list(metrics)].mean()
 
 
-def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: Sequence[str],
-                       alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0,
-                       engine: str = "order-statistics", reference: str = "the noise floor") -> pd.DataFrame:
+def significance_table(
+    aggregated: pd.DataFrame,
+    noise: pd.DataFrame,
+    metrics: Sequence[str],
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    engine: str = "order-statistics",
+    reference: str = "the noise floor",
+) -> pd.DataFrame:
     """One row per (augmentation, metric): the metric's median with a bootstrap CI over test images,
     the noise floor's median, the effect (median paired difference augmentation − noise floor,
     with a CI), the Wilcoxon p-value and the Holm-adjusted p-value across every row.
@@ -154,8 +194,10 @@ def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: S
         group = group.set_index("image_index")
         missing = group.index.difference(noise.index)
         if len(missing):
-            raise ValueError(f"{reference} lacks {len(missing)} of augmentation {augmentation!r}'s "
-                             f"test images (e.g. image {missing[0]})")
+            raise ValueError(
+                f"{reference} lacks {len(missing)} of augmentation {augmentation!r}'s "
+                f"test images (e.g. image {missing[0]})"
+            )
         paired_noise = noise.loc[group.index]
         for metric in metrics:
             values = group[metric].to_numpy(np.float64)
@@ -163,16 +205,21 @@ def significance_table(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: S
             difference = values - floor
             low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed, engine=engine)
             effect_low, effect_high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed, engine=engine)
-            rows.append({
-                "augmentation": augmentation, "metric": metric,
-                "n_images": int(np.sum(~np.isnan(difference))),
-                "median": float(np.nanmedian(values)) if np.any(~np.isnan(values)) else float("nan"),
-                "ci_low": low, "ci_high": high,
-                "noise_floor_median": float(np.nanmedian(floor)) if np.any(~np.isnan(floor)) else float("nan"),
-                "effect": float(np.nanmedian(difference)) if np.any(~np.isnan(difference)) else float("nan"),
-                "effect_ci_low": effect_low, "effect_ci_high": effect_high,
-                "p_value": paired_test(values, floor),
-            })
+            rows.append(
+                {
+                    "augmentation": augmentation,
+                    "metric": metric,
+                    "n_images": int(np.sum(~np.isnan(difference))),
+                    "median": float(np.nanmedian(values)) if np.any(~np.isnan(values)) else float("nan"),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "noise_floor_median": float(np.nanmedian(floor)) if np.any(~np.isnan(floor)) else float("nan"),
+                    "effect": float(np.nanmedian(difference)) if np.any(~np.isnan(difference)) else float("nan"),
+                    "effect_ci_low": effect_low,
+                    "effect_ci_high": effect_high,
+                    "p_value": paired_test(values, floor),
+                }
+            )
     table = pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS[:-2])
     table["p_adjusted"] = holm(table["p_value"].to_numpy()) if len(table) else []
     table["significant"] = table["p_adjusted"] < alpha
@@ -193,28 +240,47 @@ def noise_floor_summary(noise: pd.DataFrame, metrics: list[str] | None = None) -
     rows = []
     for metric in metrics:
         samples = [(r, noise.loc[noise["replica"].astype(str) == r, metric]) for r in replicas]
-        for replica, values in samples + [("all", floor[metric])]:
+        for replica, values in [*samples, ("all", floor[metric])]:
             q25, q50, q75 = values.quantile([0.25, 0.5, 0.75]).to_numpy()
-            rows.append({"metric": metric, "replica": replica, "n_images": int(values.notna().sum()),
-                         "median": q50, "q25": q25, "q75": q75, "iqr": q75 - q25})
+            rows.append(
+                {
+                    "metric": metric,
+                    "replica": replica,
+                    "n_images": int(values.notna().sum()),
+                    "median": q50,
+                    "q25": q25,
+                    "q75": q75,
+                    "iqr": q75 - q25,
+                }
+            )
     return pd.DataFrame(rows, columns=["metric", "replica", "n_images", "median", "q25", "q75", "iqr"])
 
 
-def significance_vs_noise(aggregated: pd.DataFrame, noise: pd.DataFrame, metrics: list[str] | None = None,
-                          order: list[str] | None = None, *, n_resamples: int = 2000,
-                          seed: int = 0) -> pd.DataFrame:
+def significance_vs_noise(
+    aggregated: pd.DataFrame,
+    noise: pd.DataFrame,
+    metrics: list[str] | None = None,
+    order: list[str] | None = None,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """`significance_table` of every (augmentation, metric) against the noise floor of the baseline
     replicas (`noise` = noise_floor.parquet's rows), in study order then metric order. Holm's
     adjustment runs over the whole table."""
     metrics = metric_columns(aggregated) if metrics is None else list(metrics)
-    table = significance_table(aggregated, noise_floor(noise, metrics), metrics, n_resamples=n_resamples,
-                               seed=seed)
+    table = significance_table(aggregated, noise_floor(noise, metrics), metrics, n_resamples=n_resamples, seed=seed)
     return _in_study_order(table, metrics, order)
 
 
-def significance_vs_identity(aggregated: pd.DataFrame, metrics: list[str] | None = None,
-                             order: list[str] | None = None, *, n_resamples: int = 2000,
-                             seed: int = 0) -> pd.DataFrame | None:
+def significance_vs_identity(
+    aggregated: pd.DataFrame,
+    metrics: list[str] | None = None,
+    order: list[str] | None = None,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame | None:
     """The same test with the identity control in place of the noise floor: every other
     augmentation against `identity` on the same test images (seed-averaged values), so the effect of
     the transformation is separated from that of the extra training steps both share. Columns as in
@@ -225,8 +291,14 @@ def significance_vs_identity(aggregated: pd.DataFrame, metrics: list[str] | None
     if not is_control.any() or is_control.all():
         return None
     identity = aggregated[is_control].set_index("image_index")[metrics]
-    table = significance_table(aggregated[~is_control], identity, metrics, n_resamples=n_resamples, seed=seed,
-                               reference=f"the {CONTROL} control")
+    table = significance_table(
+        aggregated[~is_control],
+        identity,
+        metrics,
+        n_resamples=n_resamples,
+        seed=seed,
+        reference=f"the {CONTROL} control",
+    )
     return _in_study_order(table, metrics, order).rename(columns={"noise_floor_median": "identity_median"})
 
 
@@ -244,6 +316,12 @@ def noise_verdicts(significance: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for aug, group in significance.groupby("augmentation", sort=False):
         differ = group.loc[group["significant"].astype(bool), "metric"].tolist()
-        rows.append({"augmentation": aug, "metrics": len(group), "significant": len(differ),
-                     "significant_metrics": ", ".join(differ)})
+        rows.append(
+            {
+                "augmentation": aug,
+                "metrics": len(group),
+                "significant": len(differ),
+                "significant_metrics": ", ".join(differ),
+            }
+        )
     return pd.DataFrame(rows, columns=["augmentation", "metrics", "significant", "significant_metrics"])

@@ -14,13 +14,30 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from augcam.analysis.run_tables import (PERFORMANCE_COLUMNS, ReportError, RunTables, augmentation_order,
-                                        metric_columns, ordered_like)
+from augcam.analysis.run_tables import (
+    PERFORMANCE_COLUMNS,
+    ReportError,
+    RunTables,
+    augmentation_order,
+    metric_columns,
+    ordered_like,
+)
 
 __all__ = [
-    "performance_summary", "training_histories", "correlation_maps", "pair_frequencies",
-    "SEGMENTS", "segment", "segment_counts", "segment_medians", "extreme_images", "summary_table",
-    "between_augmentation_medians", "between_matrix", "sanity_verdicts", "SANITY_THRESHOLD",
+    "performance_summary",
+    "training_histories",
+    "correlation_maps",
+    "pair_frequencies",
+    "SEGMENTS",
+    "segment",
+    "segment_counts",
+    "segment_medians",
+    "extreme_images",
+    "summary_table",
+    "between_augmentation_medians",
+    "between_matrix",
+    "sanity_verdicts",
+    "SANITY_THRESHOLD",
 ]
 
 SANITY_THRESHOLD = 0.5  # median |Spearman| below which a CAM method passes a randomisation check
@@ -36,8 +53,7 @@ def performance_summary(performance: pd.DataFrame) -> pd.DataFrame:
     order = ordered_like(finished["augmentation"], augmentation_order(performance))
     grouped = finished.groupby("augmentation", sort=False)[list(PERFORMANCE_COLUMNS)]
     means, stds = grouped.mean(), grouped.std(ddof=1)
-    summary = pd.DataFrame({"augmentation": order,
-                            "n_models": grouped.size().reindex(order).to_numpy()})
+    summary = pd.DataFrame({"augmentation": order, "n_models": grouped.size().reindex(order).to_numpy()})
     for col in PERFORMANCE_COLUMNS:
         summary[f"{col}_mean"] = means[col].reindex(order).to_numpy()
         summary[f"{col}_std"] = stds[col].reindex(order).to_numpy()
@@ -52,8 +68,10 @@ def training_histories(tables: RunTables) -> pd.DataFrame:
     for row in finished.itertuples(index=False):
         path = tables.history_file(row.model_id)
         if not path.exists():
-            raise ReportError(f"{path}: missing; the training history of finished model {row.model_id} "
-                              "is needed for the training curves")
+            raise ReportError(
+                f"{path}: missing; the training history of finished model {row.model_id} "
+                "is needed for the training curves"
+            )
         try:
             history = pd.read_parquet(path)
         except (OSError, ValueError) as err:
@@ -85,7 +103,7 @@ def correlation_maps(aggregated: pd.DataFrame, order: list[str] | None = None) -
 def _pairs(corr: pd.DataFrame) -> pd.DataFrame:
     """Unordered pairs (upper triangle, study order) with their correlation; undefined ones left out."""
     augs = list(corr.columns)
-    rows = [(a, b, corr.loc[a, b]) for i, a in enumerate(augs) for b in augs[i + 1:]]
+    rows = [(a, b, corr.loc[a, b]) for i, a in enumerate(augs) for b in augs[i + 1 :]]
     pairs = pd.DataFrame(rows, columns=["a", "b", "r"])
     pairs["position"] = range(len(pairs))
     return pairs.dropna(subset=["r"])
@@ -115,8 +133,10 @@ def pair_frequencies(maps: dict[str, pd.DataFrame], k: int = 4) -> tuple[pd.Data
                 chosen[which].setdefault((a, b), []).append(metric)
 
     def table(found: dict[tuple[str, str], list[str]]) -> pd.DataFrame:
-        rows = [{"pair": f"{a} – {b}", "count": len(metrics), "metrics": ", ".join(metrics),
-                 "_position": position[(a, b)]} for (a, b), metrics in found.items()]
+        rows = [
+            {"pair": f"{a} – {b}", "count": len(metrics), "metrics": ", ".join(metrics), "_position": position[(a, b)]}
+            for (a, b), metrics in found.items()
+        ]
         frame = pd.DataFrame(rows, columns=["pair", "count", "metrics", "_position"])
         frame = frame.sort_values(["count", "_position"], ascending=[False, True], kind="stable")
         return frame.drop(columns="_position").reset_index(drop=True)
@@ -134,8 +154,7 @@ def segment(metrics: pd.DataFrame) -> pd.Series:
     base_ok = (metrics["baseline_pred"] == metrics["label"]).to_numpy()
     model_ok = (metrics["model_pred"] == metrics["label"]).to_numpy()
     codes = np.select([base_ok & model_ok, ~base_ok & ~model_ok, base_ok & ~model_ok], [0, 1, 2], default=3)
-    return pd.Series(pd.Categorical.from_codes(codes, categories=list(SEGMENTS)), index=metrics.index,
-                     name="segment")
+    return pd.Series(pd.Categorical.from_codes(codes, categories=list(SEGMENTS)), index=metrics.index, name="segment")
 
 
 def segment_counts(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
@@ -191,10 +210,16 @@ def extreme_images(aggregated: pd.DataFrame) -> pd.DataFrame:
         for criterion, values in (("highest mean", wide.mean(axis=1)), ("highest std", wide.std(axis=1, ddof=1))):
             if values.notna().any():
                 image = int(values.idxmax())
-                rows.append({"metric": metric, "criterion": criterion, "image_index": image,
-                             "label": int(labels.loc[image, "label"]),
-                             "baseline_pred": int(labels.loc[image, "baseline_pred"]),
-                             "value": float(values.loc[image])})
+                rows.append(
+                    {
+                        "metric": metric,
+                        "criterion": criterion,
+                        "image_index": image,
+                        "label": int(labels.loc[image, "label"]),
+                        "baseline_pred": int(labels.loc[image, "baseline_pred"]),
+                        "value": float(values.loc[image]),
+                    }
+                )
     return pd.DataFrame(rows, columns=["metric", "criterion", "image_index", "label", "baseline_pred", "value"])
 
 
@@ -223,8 +248,9 @@ def summary_table(performance: pd.DataFrame, aggregated: pd.DataFrame, metrics: 
 # --- 9. augmentation vs augmentation (controls) ----------------------------------------------
 
 
-def between_augmentation_medians(between: pd.DataFrame, metrics: list[str] | None = None,
-                                 order: list[str] | None = None) -> pd.DataFrame:
+def between_augmentation_medians(
+    between: pd.DataFrame, metrics: list[str] | None = None, order: list[str] | None = None
+) -> pd.DataFrame:
     """From between_augmentations.parquet (model (a, seed) vs model (b, seed), per test image): the
     mean over seeds per (a, b, image), then per pair (a, b) the median over images of every metric.
     One row per pair (pairs in study order): `augmentation_a`, `augmentation_b`, `n_seeds`,

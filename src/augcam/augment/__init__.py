@@ -46,13 +46,46 @@ from augcam.augment.mixing import (
 )
 from augcam.augment.photometric import ColorJitter, Equalization, GaussianBlur, Identity, RandomErasing
 
-__all__ = ["AUGMENTATIONS", "Affine", "Augmentation", "ColorJitter", "CutMix", "CutMixTargets", "Elastic",
-           "Equalization", "GaussianBlur", "HorizontalFlip", "Identity", "MixingAugmentation", "Mixup",
-           "RandomCrop", "RandomErasing", "SaliencyMix", "Translate", "augment_batch", "build_augmentation",
-           "register_augmentation", "sample_beta"]
+__all__ = [
+    "AUGMENTATIONS",
+    "Affine",
+    "Augmentation",
+    "ColorJitter",
+    "CutMix",
+    "CutMixTargets",
+    "Elastic",
+    "Equalization",
+    "GaussianBlur",
+    "HorizontalFlip",
+    "Identity",
+    "MixingAugmentation",
+    "Mixup",
+    "RandomCrop",
+    "RandomErasing",
+    "SaliencyMix",
+    "Translate",
+    "augment_batch",
+    "build_augmentation",
+    "register_augmentation",
+    "sample_beta",
+]
 
 # The registry's order is the order in which a study lists, trains and reports its augmentations.
-for _builtin in (Affine, CutMix, ColorJitter, Elastic, Equalization, GaussianBlur, RandomCrop, HorizontalFlip,
-                 Translate, Identity, RandomErasing, Mixup, CutMixTargets, SaliencyMix):
+for _builtin in (
+    Affine,
+    CutMix,
+    ColorJitter,
+    Elastic,
+    Equalization,
+    GaussianBlur,
+    RandomCrop,
+    HorizontalFlip,
+    Translate,
+    Identity,
+    RandomErasing,
+    Mixup,
+    CutMixTargets,
+    SaliencyMix,
+):
     register_augmentation(_builtin)
 del _builtin

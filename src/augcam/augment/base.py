@@ -17,8 +17,19 @@ from pydantic import AfterValidator, ConfigDict, PositiveFloat
 from augcam.errors import ConfigError
 from augcam.registry import Registry
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "PositiveRange", "Params", "box_mask", "build_augmentation",
-           "check_inputs", "fit_kernel", "params_to_device", "register_augmentation", "uniform"]
+__all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
+    "PositiveRange",
+    "Params",
+    "box_mask",
+    "build_augmentation",
+    "check_inputs",
+    "fit_kernel",
+    "params_to_device",
+    "register_augmentation",
+    "uniform",
+]
 
 Params = dict[str, torch.Tensor]
 
@@ -59,8 +70,10 @@ class Augmentation(pydantic.BaseModel):
 
 def check_inputs(images: torch.Tensor, generator: torch.Generator) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"augmentations take a float tensor (B, C, H, W), got "
-                         f"{getattr(images, 'dtype', type(images))} of shape {tuple(getattr(images, 'shape', ()))}")
+        raise ValueError(
+            f"augmentations take a float tensor (B, C, H, W), got "
+            f"{getattr(images, 'dtype', type(images))} of shape {tuple(getattr(images, 'shape', ()))}"
+        )
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         # A CUDA generator would make the random stream depend on the device, which is exactly
         # what the CPU-draw convention rules out.
@@ -69,8 +82,10 @@ def check_inputs(images: torch.Tensor, generator: torch.Generator) -> None:
 
 def params_to_device(params: Params, images: torch.Tensor) -> Params:
     # Floating parameters were drawn in float64 for accuracy; the pixel work runs in the batch's dtype.
-    return {key: value.to(device=images.device, dtype=images.dtype if value.is_floating_point() else value.dtype)
-            for key, value in params.items()}
+    return {
+        key: value.to(device=images.device, dtype=images.dtype if value.is_floating_point() else value.dtype)
+        for key, value in params.items()
+    }
 
 
 AUGMENTATIONS: Registry[type[Augmentation]] = Registry("augmentation")
@@ -86,8 +101,7 @@ def register_augmentation(cls: type[Augmentation]) -> type[Augmentation]:
     return AUGMENTATIONS.register(name)(cls)
 
 
-def build_augmentation(name: str, params: dict[str, Any] | None = None,
-                       where: str = "augmentations") -> Augmentation:
+def build_augmentation(name: str, params: dict[str, Any] | None = None, where: str = "augmentations") -> Augmentation:
     """The registered augmentation `name` with `params` (validated); any problem is one ConfigError
     whose message starts with `where`."""
     cls = AUGMENTATIONS.lookup(name, where=where)
@@ -126,6 +140,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 # Helpers shared by the built-in augmentations (geometric, photometric and mixing).
+
 
 def _ordered(value: tuple[float, float]) -> tuple[float, float]:
     if value[0] > value[1]:

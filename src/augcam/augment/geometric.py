@@ -58,8 +58,7 @@ class Affine(Augmentation):
         scale = uniform(*self.scale, u[3])
         shear = uniform(-self.shear, self.shear, u[4])
         theta = _affine_theta(angle, tx, ty, scale, shear, height, width)
-        return {"angle": angle, "translate": torch.stack([tx, ty], 1), "scale": scale, "shear": shear,
-                "theta": theta}
+        return {"angle": angle, "translate": torch.stack([tx, ty], 1), "scale": scale, "shear": shear, "theta": theta}
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         grid = F.affine_grid(params["theta"], list(images.shape), align_corners=False)
@@ -67,8 +66,15 @@ class Affine(Augmentation):
         return out.clamp_(0.0, 1.0)  # bilinear weights sum to 1 only up to rounding
 
 
-def _affine_theta(angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, scale: torch.Tensor,
-                  shear: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _affine_theta(
+    angle: torch.Tensor,
+    tx: torch.Tensor,
+    ty: torch.Tensor,
+    scale: torch.Tensor,
+    shear: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
     """(B, 2, 3) `affine_grid` matrices: output → input, in normalised (align_corners=False) coordinates.
 
     The forward map in pixel coordinates centred on the image is x ↦ R(angle)·S(scale)·Shx(shear)·x + t,
@@ -122,8 +128,9 @@ class Elastic(Augmentation):
         kernel = int(8 * self.sigma + 1)
         kernel += 1 - kernel % 2
         kernel = fit_kernel(kernel, height, width)
-        smooth = kornia.filters.gaussian_blur2d(noise, (kernel, kernel), (self.sigma, self.sigma),
-                                                border_type="reflect")
+        smooth = kornia.filters.gaussian_blur2d(
+            noise, (kernel, kernel), (self.sigma, self.sigma), border_type="reflect"
+        )
         per_axis = torch.tensor([self.alpha / width, self.alpha / height], device=noise.device, dtype=noise.dtype)
         return (smooth * per_axis.view(1, 2, 1, 1)).permute(0, 2, 3, 1)
 
@@ -154,8 +161,10 @@ class RandomCrop(Augmentation):
     size_fraction: float = Field(0.75, gt=0.0, le=1.0)
 
     def crop_size(self, height: int, width: int) -> tuple[int, int]:
-        return (max(1, math.floor(self.size_fraction * height + 0.5)),
-                max(1, math.floor(self.size_fraction * width + 0.5)))
+        return (
+            max(1, math.floor(self.size_fraction * height + 0.5)),
+            max(1, math.floor(self.size_fraction * width + 0.5)),
+        )
 
     def sample_params(self, shape: tuple[int, ...], generator: torch.Generator) -> Params:
         n, _, height, width = shape
@@ -231,8 +240,9 @@ class Translate(Augmentation):
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         batch, channels, height, width = images.shape
         if self.pixels >= min(height, width):
-            raise ValueError(f"translate: pixels={self.pixels} needs images larger than that "
-                             f"(reflection), got {height}×{width}")
+            raise ValueError(
+                f"translate: pixels={self.pixels} needs images larger than that (reflection), got {height}×{width}"
+            )
         if self.pixels == 0 or batch == 0:
             return images
         padded = F.pad(images, (self.pixels,) * 4, mode="reflect")

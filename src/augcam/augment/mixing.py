@@ -41,8 +41,18 @@ from pydantic import Field
 
 from augcam.augment.base import Augmentation, Params, box_mask, check_inputs, params_to_device
 
-__all__ = ["CutMix", "MixingAugmentation", "Mixup", "SaliencyMix", "CutMixTargets", "augment_batch",
-           "cyclic_partners", "mixed_targets", "sample_beta", "spectral_residual_saliency"]
+__all__ = [
+    "CutMix",
+    "MixingAugmentation",
+    "Mixup",
+    "SaliencyMix",
+    "CutMixTargets",
+    "augment_batch",
+    "cyclic_partners",
+    "mixed_targets",
+    "sample_beta",
+    "spectral_residual_saliency",
+]
 
 # Hou & Zhang (2007) as implemented by OpenCV's StaticSaliencySpectralResidual, the saliency
 # SaliencyMix (Uddin et al., ICLR 2021) uses: 64×64 working size, 3×3 mean filter of the log
@@ -97,8 +107,9 @@ def cyclic_partners(n: int, generator: torch.Generator) -> torch.Tensor:
     return partner
 
 
-def mixed_targets(labels_onehot: torch.Tensor, partner: torch.Tensor, own_weight: torch.Tensor,
-                  label_mixing: bool) -> torch.Tensor:
+def mixed_targets(
+    labels_onehot: torch.Tensor, partner: torch.Tensor, own_weight: torch.Tensor, label_mixing: bool
+) -> torch.Tensor:
     """(B, K) targets from one-hot labels, partner indices and own weights (see module docstring)."""
     weight = own_weight.to(device=labels_onehot.device, dtype=labels_onehot.dtype).view(-1, 1)
     partner = partner.to(labels_onehot.device)
@@ -138,8 +149,15 @@ class CutMix(Augmentation):
         cy = (centre[1] * height).long().clamp_(max=height - 1)
         half = 0.5 * torch.sqrt(1.0 - lam)
         half_w, half_h = (half * width).long(), (half * height).long()
-        box = torch.stack([(cx - half_w).clamp(min=0), (cy - half_h).clamp(min=0),
-                           (cx + half_w).clamp(max=width), (cy + half_h).clamp(max=height)], 1)
+        box = torch.stack(
+            [
+                (cx - half_w).clamp(min=0),
+                (cy - half_h).clamp(min=0),
+                (cx + half_w).clamp(max=width),
+                (cy + half_h).clamp(max=height),
+            ],
+            1,
+        )
         return {"partner": partner, "lam": lam, "box": box}  # box: x1, y1, x2, y2 (end exclusive)
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
@@ -164,14 +182,20 @@ class MixingAugmentation(Augmentation):
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         return self.apply_with_weight(images, params)[0]
 
-    def mix(self, images: torch.Tensor, labels_onehot: torch.Tensor,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix(
+        self, images: torch.Tensor, labels_onehot: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented images and their (B, K) targets (rows sum to 1), in the labels' dtype."""
         check_inputs(images, generator)
-        if (labels_onehot.dim() != 2 or labels_onehot.shape[0] != images.shape[0]
-                or not labels_onehot.is_floating_point()):
-            raise ValueError(f"labels_onehot must be a float (B, K) tensor with B = {images.shape[0]}, got "
-                             f"{labels_onehot.dtype} {tuple(labels_onehot.shape)}")
+        if (
+            labels_onehot.dim() != 2
+            or labels_onehot.shape[0] != images.shape[0]
+            or not labels_onehot.is_floating_point()
+        ):
+            raise ValueError(
+                f"labels_onehot must be a float (B, K) tensor with B = {images.shape[0]}, got "
+                f"{labels_onehot.dtype} {tuple(labels_onehot.shape)}"
+            )
         if images.shape[0] == 0:
             return images, labels_onehot
         params = self.sample_params(tuple(images.shape), generator)
@@ -179,8 +203,9 @@ class MixingAugmentation(Augmentation):
         return out, mixed_targets(labels_onehot, params["partner"], own_weight, self.label_mixing)
 
 
-def augment_batch(augmentation: Augmentation, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    augmentation: Augmentation, images: torch.Tensor, labels: torch.Tensor, num_classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One call for the training loop: (augmented images, float (B, K) targets) for any augmentation.
 
     A mixing augmentation decides the targets; any other keeps the one-hot original labels."""
@@ -259,8 +284,15 @@ class SaliencyMix(MixingAugmentation):
         cy, cx = peak // width, peak % width
         half = 0.5 * torch.sqrt(1.0 - params["lam"].double())
         half_w, half_h = (half * width).long(), (half * height).long()
-        return torch.stack([(cx - half_w).clamp(min=0), (cy - half_h).clamp(min=0),
-                            (cx + half_w).clamp(max=width), (cy + half_h).clamp(max=height)], 1)
+        return torch.stack(
+            [
+                (cx - half_w).clamp(min=0),
+                (cy - half_h).clamp(min=0),
+                (cx + half_w).clamp(max=width),
+                (cy + half_h).clamp(max=height),
+            ],
+            1,
+        )
 
     def apply_with_weight(self, images: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         _, _, height, width = images.shape
@@ -300,4 +332,3 @@ def spectral_residual_saliency(images: torch.Tensor) -> torch.Tensor:
     saliency = magnitude.square()
     saliency = saliency / saliency.amax(dim=(-2, -1), keepdim=True)
     return F.interpolate(saliency, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-

@@ -132,8 +132,9 @@ class GaussianBlur(Augmentation):
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         kernel = fit_kernel(self.kernel_size, *images.shape[-2:])
         sigma = params["sigma"]
-        out = kornia.filters.gaussian_blur2d(images, (kernel, kernel), torch.stack([sigma, sigma], 1),
-                                             border_type="reflect")
+        out = kornia.filters.gaussian_blur2d(
+            images, (kernel, kernel), torch.stack([sigma, sigma], 1), border_type="reflect"
+        )
         return out.clamp_(0.0, 1.0)
 
 

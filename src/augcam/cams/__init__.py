@@ -43,17 +43,38 @@ from augcam.cams.base import (
 )
 from augcam.models import LinearHead
 
-__all__ = ["CAM_METHODS", "CAMMethod", "LayerCapture", "cam_method_display_name", "capture_output", "compute",
-           "eval_mode", "gradcam", "inference_copy", "linear_head_classifier", "raw_cams", "register_cam_method",
-           "resolve_layer", "upsample"]
+__all__ = [
+    "CAM_METHODS",
+    "CAMMethod",
+    "LayerCapture",
+    "cam_method_display_name",
+    "capture_output",
+    "compute",
+    "eval_mode",
+    "gradcam",
+    "inference_copy",
+    "linear_head_classifier",
+    "raw_cams",
+    "register_cam_method",
+    "resolve_layer",
+    "upsample",
+]
 
 # pytorch-grad-cam divides by (1e-7 + max) so that an all-zero map stays zero instead of NaN.
 _NORM_EPS = 1e-7
 
 
-def raw_cams(method: str, model: nn.Module, target_layer: nn.Module | str, images: torch.Tensor,
-             targets: torch.Tensor | None = None, batch_size: int = 256, *, head: LinearHead | None = None,
-             optimize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def raw_cams(
+    method: str,
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    batch_size: int = 256,
+    *,
+    head: LinearHead | None = None,
+    optimize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw maps (N, h, w) at the target layer's resolution and logits (N, K) for `images`.
 
     `targets` are class indices (N,); None means each image's predicted class (argmax of the
@@ -74,10 +95,11 @@ def raw_cams(method: str, model: nn.Module, target_layer: nn.Module | str, image
     maps, logits = [], []
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size].to(device)
-            batch_targets = None if targets is None else targets[start:start + batch_size]
-            batch_maps, batch_logits = cam.raw(model, layer, batch, batch_targets, head=classifier,
-                                               batch_size=batch_size)
+            batch = images[start : start + batch_size].to(device)
+            batch_targets = None if targets is None else targets[start : start + batch_size]
+            batch_maps, batch_logits = cam.raw(
+                model, layer, batch, batch_targets, head=classifier, batch_size=batch_size
+            )
             maps.append(batch_maps)
             logits.append(batch_logits)
     return torch.cat(maps), torch.cat(logits)
@@ -99,17 +121,32 @@ def upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return _min_max(torch.relu(scaled))
 
 
-def compute(method: str, model: nn.Module, target_layer: nn.Module | str, images: torch.Tensor,
-            targets: torch.Tensor | None = None, batch_size: int = 256, *,
-            head: LinearHead | None = None, optimize: bool = True) -> torch.Tensor:
+def compute(
+    method: str,
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    batch_size: int = 256,
+    *,
+    head: LinearHead | None = None,
+    optimize: bool = True,
+) -> torch.Tensor:
     """Input-sized CAMs (N, H, W) in [0, 1] for `images` (N, C, H, W) by the named method
     (`optimize`: see `raw_cams`)."""
     maps, _ = raw_cams(method, model, target_layer, images, targets, batch_size, head=head, optimize=optimize)
     return upsample(maps, tuple(images.shape[-2:]))
 
 
-def gradcam(model: nn.Module, target_layer: nn.Module | str, images: torch.Tensor,
-            targets: torch.Tensor | None = None, batch_size: int = 256, *,
-            head: LinearHead | None = None, optimize: bool = True) -> torch.Tensor:
+def gradcam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    batch_size: int = 256,
+    *,
+    head: LinearHead | None = None,
+    optimize: bool = True,
+) -> torch.Tensor:
     """Grad-CAM maps (N, H, W) at the input resolution, equal to pytorch-grad-cam's `GradCAM`."""
     return compute("gradcam", model, target_layer, images, targets, batch_size, head=head, optimize=optimize)

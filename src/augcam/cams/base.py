@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 import torch.fx
@@ -37,10 +38,10 @@ from augcam.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-CAM_METHODS: Registry[type["CAMMethod"]] = Registry("CAM method")
+CAM_METHODS: Registry[type[CAMMethod]] = Registry("CAM method")
 
 
-def register_cam_method(cls: type["CAMMethod"]) -> type["CAMMethod"]:
+def register_cam_method(cls: type[CAMMethod]) -> type[CAMMethod]:
     """Class decorator registering a `CAMMethod` subclass under its `name`; a class that sets no
     `display_name` is displayed by its `name`."""
     if "display_name" not in vars(cls):
@@ -161,14 +162,22 @@ def _fold_batch_norms(model: nn.Module, keep: str) -> int:
         if node.op != "call_module" or type(norm) is not nn.BatchNorm2d or norm.running_mean is None:
             continue
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-        if not (isinstance(source, torch.fx.Node) and source.op == "call_module"
-                and type(modules.get(source.target)) is nn.Conv2d and len(source.users) == 1):
+        if not (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and type(modules.get(source.target)) is nn.Conv2d
+            and len(source.users) == 1
+        ):
             continue
         conv_name, norm_name = source.target, node.target
         # Folding a convolution inside the target layer into a BatchNorm outside it would change
         # the layer's output, which is what the CAM reads.
-        if (keep in (conv_name, norm_name) or (_within(conv_name, keep) and not _within(norm_name, keep))
-                or calls[conv_name] != 1 or calls[norm_name] != 1):
+        if (
+            keep in (conv_name, norm_name)
+            or (_within(conv_name, keep) and not _within(norm_name, keep))
+            or calls[conv_name] != 1
+            or calls[norm_name] != 1
+        ):
             continue
         pairs.append((conv_name, norm_name))
     for conv_name, norm_name in pairs:
@@ -206,12 +215,15 @@ class LayerCapture:
 
 def _single_output(outputs: list[Tensor]) -> Tensor:
     if len(outputs) != 1:
-        raise ValueError(f"the target layer ran {len(outputs)} times in one forward pass; "
-                         "choose a layer that runs exactly once")
+        raise ValueError(
+            f"the target layer ran {len(outputs)} times in one forward pass; choose a layer that runs exactly once"
+        )
     activations = outputs[0]
     if activations.dim() != 4:
-        raise ConfigError(f"model.target_layer: the layer's output has shape {tuple(activations.shape)}; "
-                          "a CAM needs a convolutional layer with (batch, channels, height, width) output")
+        raise ConfigError(
+            f"model.target_layer: the layer's output has shape {tuple(activations.shape)}; "
+            "a CAM needs a convolutional layer with (batch, channels, height, width) output"
+        )
     return activations
 
 
@@ -225,9 +237,11 @@ def _check_head(logits: Tensor, activations: Tensor, classifier: nn.Linear) -> N
     # layer between the pooling and the classifier changes.
     if not torch.allclose(head_logits, logits, rtol=1e-3, atol=1e-3 * (1.0 + scale)):
         difference = float((head_logits - logits).abs().max())
-        raise ValueError("the model's declared LinearHead does not hold: logits computed as "
-                         "classifier(mean of the target layer) differ from the model's logits by "
-                         f"{difference:.3g}; fix or remove the model's `head` declaration")
+        raise ValueError(
+            "the model's declared LinearHead does not hold: logits computed as "
+            "classifier(mean of the target layer) differ from the model's logits by "
+            f"{difference:.3g}; fix or remove the model's `head` declaration"
+        )
 
 
 class CAMMethod:
@@ -250,15 +264,30 @@ class CAMMethod:
         weights = self.channel_weights(capture.activations, capture.gradients)
         return torch.einsum("bc,bchw->bhw", weights, capture.activations)
 
-    def raw(self, model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor | None, *,
-            head: nn.Linear | None = None, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    def raw(
+        self,
+        model: nn.Module,
+        layer: nn.Module,
+        images: Tensor,
+        targets: Tensor | None,
+        *,
+        head: nn.Linear | None = None,
+        batch_size: int = 256,
+    ) -> tuple[Tensor, Tensor]:
         """One batch (model in eval mode): raw maps (B, h, w) at the layer's resolution (≥ 0) and
         logits (B, K). `head` is the classifier of a declared LinearHead for this layer, or None."""
         capture, logits = self._capture(model, layer, images, targets, head, batch_size)
         return torch.relu(self.layer_map(capture)), logits
 
-    def _capture(self, model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor | None,
-                 head: nn.Linear | None, batch_size: int) -> tuple[LayerCapture, Tensor]:
+    def _capture(
+        self,
+        model: nn.Module,
+        layer: nn.Module,
+        images: Tensor,
+        targets: Tensor | None,
+        head: nn.Linear | None,
+        batch_size: int,
+    ) -> tuple[LayerCapture, Tensor]:
         fast = head is not None and self.uses_gradients and not self.explains_input
         needs_graph = self.uses_gradients and not fast
         if self.explains_input:

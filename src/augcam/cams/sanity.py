@@ -16,7 +16,7 @@ The CAM targets stay the trained model's predicted classes throughout, so only t
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import torch
@@ -39,8 +39,11 @@ def layers_in_forward_order(model: nn.Module, images: torch.Tensor) -> list[str]
     handles = []
     for name, module in model.named_modules():
         if any(True for _ in module.parameters(recurse=False)):
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, _o, name=name: order.append(name) if name not in order else None))
+            handles.append(
+                module.register_forward_hook(
+                    lambda _m, _i, _o, name=name: order.append(name) if name not in order else None
+                )
+            )
     try:
         with torch.no_grad():
             was_training = model.training
@@ -57,8 +60,10 @@ def layers_in_forward_order(model: nn.Module, images: torch.Tensor) -> list[str]
 
 def _reinitialise(module: nn.Module, generator_seed: int) -> None:
     if not hasattr(module, "reset_parameters"):
-        raise ValueError(f"{type(module).__name__} has parameters but no reset_parameters(); "
-                         "it cannot be re-initialised for the randomisation check")
+        raise ValueError(
+            f"{type(module).__name__} has parameters but no reset_parameters(); "
+            "it cannot be re-initialised for the randomisation check"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator_seed)
         module.reset_parameters()
@@ -66,9 +71,15 @@ def _reinitialise(module: nn.Module, generator_seed: int) -> None:
         module.reset_running_stats()
 
 
-def cascading_randomization(model: nn.Module, target_layer: str, images: torch.Tensor, *,
-                            method: str = "gradcam", cam_function: CamFunction | None = None,
-                            seed: int = 0) -> pd.DataFrame:
+def cascading_randomization(
+    model: nn.Module,
+    target_layer: str,
+    images: torch.Tensor,
+    *,
+    method: str = "gradcam",
+    cam_function: CamFunction | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Spearman between the trained model's CAMs and those after each cumulative randomisation
     step, from the output layer down. Returns one row per step (step 0 = no randomisation):
     `step, layer, spearman_median, spearman_q25, spearman_q75, abs_spearman_median, n_images,
@@ -79,6 +90,7 @@ def cascading_randomization(model: nn.Module, target_layer: str, images: torch.T
     model itself is not changed: the check works on a deep copy.
     """
     if cam_function is None:
+
         def cam_function(m: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return compute(method, m, target_layer, x, t)
 
@@ -102,12 +114,22 @@ def spearman_summary(step: int, layer: str, spearman: torch.Tensor) -> dict:
     """One row of the sanity table: quantiles of per-image Spearman values of one step."""
     values = spearman.double().cpu()
     defined = values[~torch.isnan(values)]
-    quantiles = (torch.quantile(defined, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
-                 if len(defined) else [float("nan")] * 3)
+    quantiles = (
+        torch.quantile(defined, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+        if len(defined)
+        else [float("nan")] * 3
+    )
     abs_median = float(defined.abs().median()) if len(defined) else float("nan")
-    return {"step": step, "layer": layer, "spearman_median": quantiles[1], "spearman_q25": quantiles[0],
-            "spearman_q75": quantiles[2], "abs_spearman_median": abs_median, "n_images": len(values),
-            "n_undefined": len(values) - len(defined)}
+    return {
+        "step": step,
+        "layer": layer,
+        "spearman_median": quantiles[1],
+        "spearman_q25": quantiles[0],
+        "spearman_q75": quantiles[2],
+        "abs_spearman_median": abs_median,
+        "n_images": len(values),
+        "n_undefined": len(values) - len(defined),
+    }
 
 
 def sanity_verdict(table: pd.DataFrame, threshold: float = 0.5) -> dict:
@@ -117,5 +139,9 @@ def sanity_verdict(table: pd.DataFrame, threshold: float = 0.5) -> dict:
     counts as no similarity, since a method whose maps turn constant explains nothing."""
     final = table.iloc[-1]
     final_median = 0.0 if final["n_undefined"] == final["n_images"] else float(final["abs_spearman_median"])
-    return {"passes": bool(final_median < threshold), "final_median": final_median,
-            "threshold": threshold, "steps": int(final["step"])}
+    return {
+        "passes": bool(final_median < threshold),
+        "final_median": final_median,
+        "threshold": threshold,
+        "steps": int(final["step"]),
+    }

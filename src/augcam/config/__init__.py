@@ -8,15 +8,46 @@
 
 from augcam.config.checks import check_device_name, digest, distinct, distinct_percentages, gpus_device_conflict
 from augcam.config.loading import load_config, preset_names, preset_summary, preset_text, with_device
-from augcam.config.sections import (RECIPE_FIELDS, AugmentationConfig, BaseAugmentationConfig, CamConfig,
-                                    ControlsConfig, DataConfig, FaithfulnessConfig, GuidedConfig, MetricsConfig,
-                                    ModelConfig, ResourcesConfig, Section, TrainingConfig)
+from augcam.config.sections import (
+    RECIPE_FIELDS,
+    AugmentationConfig,
+    BaseAugmentationConfig,
+    CamConfig,
+    ControlsConfig,
+    DataConfig,
+    FaithfulnessConfig,
+    GuidedConfig,
+    MetricsConfig,
+    ModelConfig,
+    ResourcesConfig,
+    Section,
+    TrainingConfig,
+)
 from augcam.config.study_config import StudyConfig
 
 __all__ = [
-    "StudyConfig", "load_config", "with_device", "preset_names", "preset_text", "preset_summary",
-    "Section", "DataConfig", "ModelConfig", "AugmentationConfig", "BaseAugmentationConfig", "TrainingConfig",
-    "GuidedConfig", "CamConfig", "MetricsConfig", "FaithfulnessConfig", "ControlsConfig", "ResourcesConfig",
+    "StudyConfig",
+    "load_config",
+    "with_device",
+    "preset_names",
+    "preset_text",
+    "preset_summary",
+    "Section",
+    "DataConfig",
+    "ModelConfig",
+    "AugmentationConfig",
+    "BaseAugmentationConfig",
+    "TrainingConfig",
+    "GuidedConfig",
+    "CamConfig",
+    "MetricsConfig",
+    "FaithfulnessConfig",
+    "ControlsConfig",
+    "ResourcesConfig",
     "RECIPE_FIELDS",
-    "digest", "distinct", "distinct_percentages", "gpus_device_conflict", "check_device_name",
+    "digest",
+    "distinct",
+    "distinct_percentages",
+    "gpus_device_conflict",
+    "check_device_name",
 ]

@@ -19,11 +19,15 @@ def gpus_device_conflict(gpus: float | None, device: str) -> str | None:
     """Why resources.gpus_per_model cannot go with `device`, or None when they agree (checked when
     a config is validated, and again by the Ray executor after a --device override)."""
     if gpus is not None and gpus > 0 and device in ("cpu", "mps"):
-        return (f"resources.gpus_per_model: {gpus:g} asks for GPUs, but device is {device!r}; "
-                "set it to 0 (or leave it out), or use device: cuda or auto")
+        return (
+            f"resources.gpus_per_model: {gpus:g} asks for GPUs, but device is {device!r}; "
+            "set it to 0 (or leave it out), or use device: cuda or auto"
+        )
     if gpus == 0 and device.startswith("cuda"):
-        return (f"resources.gpus_per_model: 0 gives the models no GPU, but device is {device!r}; "
-                "give each model a share of a GPU (e.g. 0.25), or leave it out")
+        return (
+            f"resources.gpus_per_model: 0 gives the models no GPU, but device is {device!r}; "
+            "give each model a share of a GPU (e.g. 0.25), or leave it out"
+        )
     return None
 
 

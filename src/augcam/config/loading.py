@@ -55,8 +55,9 @@ def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = No
         else:
             near = difflib.get_close_matches(str(source), preset_names(), n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"{source!r} is neither a study file nor a preset{hint} "
-                              f"(presets: {', '.join(preset_names())})")
+            raise ConfigError(
+                f"{source!r} is neither a study file nor a preset{hint} (presets: {', '.join(preset_names())})"
+            )
         data = _parse_yaml(text, origin)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
@@ -91,8 +92,9 @@ def _parse_yaml(text: str, origin: str) -> dict:
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: a study file must be a mapping of keys (name, data, model, ...), "
-                          f"got {type(data).__name__}")
+        raise ConfigError(
+            f"{origin}: a study file must be a mapping of keys (name, data, model, ...), got {type(data).__name__}"
+        )
     return data
 
 
@@ -135,8 +137,12 @@ def _describe(err: ValidationError, origin: str) -> str:
             lines.append(f"{where}: required key is missing")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            shown = f" (got {error['input']!r})" if error["type"] not in ("value_error", "assertion_error") \
-                and not isinstance(error.get("input"), (dict, list)) else ""
+            shown = (
+                f" (got {error['input']!r})"
+                if error["type"] not in ("value_error", "assertion_error")
+                and not isinstance(error.get("input"), (dict, list))
+                else ""
+            )
             lines.append(f"{where}: {message}{shown}" if where else f"{message}{shown}")
     if len(lines) == 1:
         return f"{origin}: {lines[0]}"

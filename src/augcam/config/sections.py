@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from augcam.config.checks import distinct, distinct_percentages
 from augcam.errors import ConfigError
@@ -85,7 +95,7 @@ class AugmentationConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _valid_augmentation(self) -> "AugmentationConfig":
+    def _valid_augmentation(self) -> AugmentationConfig:
         self.build()
         return self
 
@@ -112,13 +122,15 @@ class BaseAugmentationConfig(AugmentationConfig):
     WHERE: ClassVar[str] = "training.base_augmentations"
 
     @model_validator(mode="after")
-    def _changes_each_image_alone(self) -> "BaseAugmentationConfig":
+    def _changes_each_image_alone(self) -> BaseAugmentationConfig:
         from augcam.augment import AUGMENTATIONS
 
         if not AUGMENTATIONS.lookup(self.name, where=f"{self.WHERE}[{self.display}]").per_image:
-            raise ConfigError(f"{self.WHERE}[{self.display}]: {self.name} mixes the images of a batch (and so "
-                              "their labels); a base augmentation must change each image on its own, e.g. "
-                              "horizontal_flip or translate")
+            raise ConfigError(
+                f"{self.WHERE}[{self.display}]: {self.name} mixes the images of a batch (and so "
+                "their labels); a base augmentation must change each image on its own, e.g. "
+                "horizontal_flip or translate"
+            )
         return self
 
 
@@ -167,12 +179,14 @@ class TrainingConfig(Section):
     def recipe(self) -> dict[str, Any]:
         """The fast-recipe settings that differ from their defaults (empty for the reference loop,
         so the model ids of existing studies do not change)."""
-        return {name: getattr(self, name) for name in RECIPE_FIELDS
-                if getattr(self, name) != type(self).model_fields[name].default}
+        return {
+            name: getattr(self, name)
+            for name in RECIPE_FIELDS
+            if getattr(self, name) != type(self).model_fields[name].default
+        }
 
 
-RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", "precision", "channels_last",
-                 "compile")
+RECIPE_FIELDS = ("optimizer", "schedule", "warmup_fraction", "label_smoothing", "precision", "channels_last", "compile")
 
 
 class GuidedConfig(Section):
@@ -240,7 +254,7 @@ class CamConfig(Section):
         return distinct(methods, "methods")
 
     @model_validator(mode="after")
-    def _extra_differs(self) -> "CamConfig":
+    def _extra_differs(self) -> CamConfig:
         if self.method in self.extra_methods:
             raise ValueError(f"extra_methods repeats cam.method {self.method!r}")
         return self
@@ -273,14 +287,17 @@ class MetricsConfig(Section):
             known.lookup(name, where="metrics.saliency")
             if name in MAP_METRICS:
                 # e.g. after register_saliency_metrics(): the column would be written twice.
-                raise ValueError(f"{name!r} is also a CAM map metric (MAP_METRICS), so its column would clash; "
-                                 "leave it out of metrics.saliency")
+                raise ValueError(
+                    f"{name!r} is also a CAM map metric (MAP_METRICS), so its column would clash; "
+                    "leave it out of metrics.saliency"
+                )
         return distinct(names, "metrics")
 
     @field_validator("overlap_percentages")
     @classmethod
     def _percentages(cls, values: list[float]) -> list[float]:
         return distinct_percentages(values)
+
 
 def _registered_fill(fill: str) -> str:
     from augcam.metrics.faithfulness import FILLS
@@ -303,7 +320,8 @@ class FaithfulnessConfig(Section):
     percentages: list[float] = Field(default_factory=lambda: [5.0, 10.0, 20.0, 50.0], min_length=1)
     # Names in augcam.metrics.faithfulness.FILLS, checked one by one so an error names the entry.
     fills: list[Annotated[str, AfterValidator(_registered_fill)]] = Field(
-        default_factory=lambda: ["zero", "mean", "blur"], min_length=1)
+        default_factory=lambda: ["zero", "mean", "blur"], min_length=1
+    )
     draws: PositiveInt = 5
     steps: PositiveInt = 20
     occlusion_percentages: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0], min_length=1)
@@ -320,6 +338,7 @@ class FaithfulnessConfig(Section):
     @classmethod
     def _distinct_fills(cls, fills: list[str]) -> list[str]:
         return distinct(fills, "fills")
+
 
 class ControlsConfig(Section):
     """Controls that separate an augmentation's effect from everything else (docs/trustworthy.md).

@@ -7,11 +7,20 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from augcam.config.checks import check_device_name, digest, distinct, gpus_device_conflict
-from augcam.config.sections import (AugmentationConfig, CamConfig, ControlsConfig, DataConfig, FaithfulnessConfig,
-                                    GuidedConfig, MetricsConfig, ModelConfig, ResourcesConfig, Section,
-                                    TrainingConfig)
+from augcam.config.sections import (
+    AugmentationConfig,
+    CamConfig,
+    ControlsConfig,
+    DataConfig,
+    FaithfulnessConfig,
+    GuidedConfig,
+    MetricsConfig,
+    ModelConfig,
+    ResourcesConfig,
+    Section,
+    TrainingConfig,
+)
 from augcam.rundir import BASELINE, IDENTITY
-
 
 
 class StudyConfig(Section):
@@ -48,8 +57,10 @@ class StudyConfig(Section):
         labels = [entry.display for entry in entries]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
-            raise ValueError(f"augmentation {', '.join(map(repr, repeated))} is listed more than once; "
-                             "give each entry its own `label`")
+            raise ValueError(
+                f"augmentation {', '.join(map(repr, repeated))} is listed more than once; "
+                "give each entry its own `label`"
+            )
         if BASELINE in labels:
             raise ValueError(f"{BASELINE!r} is reserved for the model trained without augmentation")
         # Two labels for one augmentation with the same parameters would train the same model twice
@@ -58,38 +69,47 @@ class StudyConfig(Section):
         for entry in entries:
             key = digest({"name": entry.name, "params": entry.resolved_params()})
             if key in seen:
-                raise ValueError(f"augmentations {seen[key]!r} and {entry.display!r} are the same augmentation "
-                                 f"({entry.name}) with the same parameters; they would train identical models")
+                raise ValueError(
+                    f"augmentations {seen[key]!r} and {entry.display!r} are the same augmentation "
+                    f"({entry.name}) with the same parameters; they would train identical models"
+                )
             seen[key] = entry.display
         return entries
 
     @model_validator(mode="after")
-    def _something_to_compare(self) -> "StudyConfig":
+    def _something_to_compare(self) -> StudyConfig:
         if not self.augmentations and not self.guided:
-            raise ValueError("augmentations: List should have at least 1 item (or list mask-guided "
-                             "interventions under `guided`)")
+            raise ValueError(
+                "augmentations: List should have at least 1 item (or list mask-guided interventions under `guided`)"
+            )
         labels = [entry.display for entry in self.augmentations]
         if self.guided and self.training.base_augmentations:
-            raise ValueError("training.base_augmentations: not with `guided` entries (a mask-guided loss needs "
-                             "masks that match the training images, and base augmentations move the pixels)")
+            raise ValueError(
+                "training.base_augmentations: not with `guided` entries (a mask-guided loss needs "
+                "masks that match the training images, and base augmentations move the pixels)"
+            )
         for entry in self.guided:
             if entry.display in labels or entry.display == BASELINE:
-                raise ValueError(f"guided: label {entry.display!r} is already used (by an augmentation, another "
-                                 "guided entry, or the baseline); give the entry its own `label`")
+                raise ValueError(
+                    f"guided: label {entry.display!r} is already used (by an augmentation, another "
+                    "guided entry, or the baseline); give the entry its own `label`"
+                )
             if self.controls.identity and entry.display == IDENTITY:
                 raise ValueError(f"guided: {IDENTITY!r} is the label of the identity control")
             labels.append(entry.display)
         return self
 
     @model_validator(mode="after")
-    def _identity_once(self) -> "StudyConfig":
+    def _identity_once(self) -> StudyConfig:
         if self.controls.identity and IDENTITY in [entry.display for entry in self.augmentations]:
-            raise ValueError(f"augmentations: {IDENTITY!r} is the control that controls.identity adds; "
-                             "remove it from the list, or set controls.identity: false")
+            raise ValueError(
+                f"augmentations: {IDENTITY!r} is the control that controls.identity adds; "
+                "remove it from the list, or set controls.identity: false"
+            )
         return self
 
     @model_validator(mode="after")
-    def _gpus_match_device(self) -> "StudyConfig":
+    def _gpus_match_device(self) -> StudyConfig:
         conflict = gpus_device_conflict(self.resources.gpus_per_model, self.device)
         if conflict:
             raise ValueError(conflict)

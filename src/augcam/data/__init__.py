@@ -36,5 +36,13 @@ from augcam.data.base import (
     search_dirs,
 )
 
-__all__ = ["ImageSet", "DatasetParts", "DATASETS", "load_dataset", "load_dataset_parts", "data_env_dir",
-           "download_dir", "search_dirs"]
+__all__ = [
+    "ImageSet",
+    "DatasetParts",
+    "DATASETS",
+    "load_dataset",
+    "load_dataset_parts",
+    "data_env_dir",
+    "download_dir",
+    "search_dirs",
+]

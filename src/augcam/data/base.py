@@ -13,8 +13,16 @@ import torch
 
 from augcam.registry import Registry
 
-__all__ = ["ImageSet", "DatasetParts", "DATASETS", "load_dataset", "load_dataset_parts", "data_env_dir",
-           "download_dir", "search_dirs"]
+__all__ = [
+    "ImageSet",
+    "DatasetParts",
+    "DATASETS",
+    "load_dataset",
+    "load_dataset_parts",
+    "data_env_dir",
+    "download_dir",
+    "search_dirs",
+]
 
 # Environment variable naming a directory that holds datasets (one per subdirectory, or directly).
 DATA_ENV = "AUGCAM_DATA"
@@ -34,16 +42,23 @@ class ImageSet:
     def __post_init__(self) -> None:
         # Checked once here so that every consumer can rely on the layout without re-checking.
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] not in (1, 3):
-            raise ValueError(f"ImageSet.images must be uint8 with shape (N, 1 or 3, H, W), "
-                             f"got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"ImageSet.images must be uint8 with shape (N, 1 or 3, H, W), "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"ImageSet.labels must be int64 with shape ({self.images.shape[0]},), "
-                             f"got {self.labels.dtype} {tuple(self.labels.shape)}")
-        if self.masks is not None and (self.masks.dtype != torch.bool
-                                       or self.masks.shape != (self.images.shape[0], *self.images.shape[2:])):
-            raise ValueError(f"ImageSet.masks must be bool with shape ({self.images.shape[0]}, "
-                             f"{self.images.shape[2]}, {self.images.shape[3]}), "
-                             f"got {self.masks.dtype} {tuple(self.masks.shape)}")
+            raise ValueError(
+                f"ImageSet.labels must be int64 with shape ({self.images.shape[0]},), "
+                f"got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
+        if self.masks is not None and (
+            self.masks.dtype != torch.bool or self.masks.shape != (self.images.shape[0], *self.images.shape[2:])
+        ):
+            raise ValueError(
+                f"ImageSet.masks must be bool with shape ({self.images.shape[0]}, "
+                f"{self.images.shape[2]}, {self.images.shape[3]}), "
+                f"got {self.masks.dtype} {tuple(self.masks.shape)}"
+            )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -71,13 +86,13 @@ def load_dataset_parts(name: str, root: str | Path | None = None, download: bool
     root_path = Path(root).expanduser() if root is not None and str(root) != "" else None
     parts = loader(root_path, download)
     if len(parts) not in (2, 3):
-        raise ValueError(f"dataset loader {name!r} must return (train, test) or (train, test, val), "
-                         f"got {len(parts)} parts")
+        raise ValueError(
+            f"dataset loader {name!r} must return (train, test) or (train, test, val), got {len(parts)} parts"
+        )
     return DatasetParts(*parts)
 
 
-def load_dataset(name: str, root: str | Path | None = None,
-                 download: bool = False) -> tuple[ImageSet, ImageSet]:
+def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> tuple[ImageSet, ImageSet]:
     """The official (train, test) sets of dataset `name`; see the module docstring for `root`."""
     parts = load_dataset_parts(name, root, download)
     return parts.train, parts.test

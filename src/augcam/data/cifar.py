@@ -17,8 +17,7 @@ import torch
 from augcam.data.base import DATASETS, ImageSet, download_dir, search_dirs
 from augcam.errors import DataError
 
-__all__ = ["read_cifar_batch", "read_cifar_meta", "load_cifar10", "CIFAR_DIR", "TRAIN_BATCHES",
-           "TEST_BATCH", "META"]
+__all__ = ["read_cifar_batch", "read_cifar_meta", "load_cifar10", "CIFAR_DIR", "TRAIN_BATCHES", "TEST_BATCH", "META"]
 
 CIFAR_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -85,8 +84,10 @@ class _BatchUnpickler(pickle.Unpickler):
         try:
             return self.allowed[(module, name)]
         except KeyError:
-            raise DataError(f"{self.path}: refusing to load: the pickle refers to {module}.{name}, which a "
-                            "CIFAR-10 batch never contains (only numpy arrays, lists and bytes are allowed)") from None
+            raise DataError(
+                f"{self.path}: refusing to load: the pickle refers to {module}.{name}, which a "
+                "CIFAR-10 batch never contains (only numpy arrays, lists and bytes are allowed)"
+            ) from None
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
@@ -115,8 +116,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     data = batch["data"]
     row = int(np.prod(IMAGE_SHAPE))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
-        found = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
-                 else type(data).__name__)
+        found = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' should be a uint8 array of shape (n, {row}), found {found}")
     try:
         labels = np.asarray(batch["labels"])
@@ -128,8 +128,9 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: labels should be integers, found {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         bad = int(np.argmax((labels < 0) | (labels >= NUM_CLASSES)))
-        raise DataError(f"{path}: label {int(labels[bad])} at position {bad} is out of range: "
-                        f"expected 0..{NUM_CLASSES - 1}")
+        raise DataError(
+            f"{path}: label {int(labels[bad])} at position {bad} is out of range: expected 0..{NUM_CLASSES - 1}"
+        )
     # Copy: the unpickled array may be a read-only view of the pickle's bytes.
     return data.reshape(-1, *IMAGE_SHAPE).copy(), labels.astype(np.int64)
 
@@ -148,9 +149,11 @@ def read_cifar_meta(path: str | Path) -> tuple[str, ...]:
 def _read_dir(directory: Path) -> tuple[ImageSet, ImageSet]:
     classes = read_cifar_meta(directory / META)
     parts = [read_cifar_batch(directory / name) for name in TRAIN_BATCHES]
-    train = ImageSet(images=torch.from_numpy(np.concatenate([p[0] for p in parts])),
-                     labels=torch.from_numpy(np.concatenate([p[1] for p in parts])),
-                     classes=classes)
+    train = ImageSet(
+        images=torch.from_numpy(np.concatenate([p[0] for p in parts])),
+        labels=torch.from_numpy(np.concatenate([p[1] for p in parts])),
+        classes=classes,
+    )
     images, labels = read_cifar_batch(directory / TEST_BATCH)
     test = ImageSet(images=torch.from_numpy(images), labels=torch.from_numpy(labels), classes=classes)
     return train, test
@@ -166,8 +169,9 @@ def load_cifar10(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]
         if not missing:
             return _read_dir(directory)
         if why == "data.root" and len(missing) < len(_ALL_FILES):
-            raise DataError(f"CIFAR-10: {directory} (data.root) holds only some of the files; missing: "
-                            f"{', '.join(missing)}")
+            raise DataError(
+                f"CIFAR-10: {directory} (data.root) holds only some of the files; missing: {', '.join(missing)}"
+            )
         if not directory.is_dir():
             state = "does not exist"
         elif len(missing) == len(_ALL_FILES):
@@ -184,10 +188,14 @@ def load_cifar10(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]
             # torchvision checks the archive's and each batch's MD5 before using them.
             torchvision.datasets.CIFAR10(root=str(target), train=True, download=True)
         except (OSError, RuntimeError) as err:
-            raise DataError(f"CIFAR-10: download into {target} failed ({err}); fetch "
-                            "cifar-10-python.tar.gz by hand, unpack it and set data.root") from None
+            raise DataError(
+                f"CIFAR-10: download into {target} failed ({err}); fetch "
+                "cifar-10-python.tar.gz by hand, unpack it and set data.root"
+            ) from None
         return _read_dir(target / CIFAR_DIR)
     raise DataError(
-        f"CIFAR-10 not found: looked for {CIFAR_DIR}/ ({', '.join(_ALL_FILES)}) in:\n" + "\n".join(searched)
+        f"CIFAR-10 not found: looked for {CIFAR_DIR}/ ({', '.join(_ALL_FILES)}) in:\n"
+        + "\n".join(searched)
         + "\nTo fix: set data.root (or $AUGCAM_DATA) to the directory holding cifar-10-batches-py/ "
-        "(unpacked from cifar-10-python.tar.gz), or set data.download: true to fetch it with torchvision")
+        "(unpacked from cifar-10-python.tar.gz), or set data.download: true to fetch it with torchvision"
+    )

@@ -59,8 +59,9 @@ def read_image(path: Path) -> torch.Tensor:
 
 def _class_dirs(split_dir: Path) -> dict[str, Path]:
     if not split_dir.is_dir():
-        raise DataError(f"{split_dir}: no such directory; an image folder needs train/<class>/ and "
-                        "test/<class>/ subdirectories")
+        raise DataError(
+            f"{split_dir}: no such directory; an image folder needs train/<class>/ and test/<class>/ subdirectories"
+        )
     dirs = {p.name: p for p in _visible(list(split_dir.iterdir())) if p.is_dir()}
     if not dirs:
         raise DataError(f"{split_dir}: no class subdirectories; expected one directory of images per class")
@@ -72,14 +73,18 @@ def load_image_folder(root: Path | None, download: bool) -> tuple[ImageSet, Imag
     """Images from `root/train/<class>/*` and `root/test/<class>/*`; `download` is ignored
     (there is nothing to download)."""
     if root is None:
-        raise DataError("dataset image-folder needs data.root: a directory with train/<class>/ and "
-                        "test/<class>/ subdirectories of images")
+        raise DataError(
+            "dataset image-folder needs data.root: a directory with train/<class>/ and "
+            "test/<class>/ subdirectories of images"
+        )
     train_dirs, test_dirs = _class_dirs(root / "train"), _class_dirs(root / "test")
     if set(train_dirs) != set(test_dirs):
         only_train = sorted(set(train_dirs) - set(test_dirs))
         only_test = sorted(set(test_dirs) - set(train_dirs))
-        raise DataError(f"{root}: train/ and test/ must have the same class directories; "
-                        f"only in train/: {only_train or 'none'}; only in test/: {only_test or 'none'}")
+        raise DataError(
+            f"{root}: train/ and test/ must have the same class directories; "
+            f"only in train/: {only_train or 'none'}; only in test/: {only_test or 'none'}"
+        )
     classes = tuple(sorted(train_dirs))
 
     # Read everything first: whether the sets are grayscale depends on every image.
@@ -97,9 +102,11 @@ def load_image_folder(root: Path | None, download: bool) -> tuple[ImageSet, Imag
     size = tuple(first_image.shape[-2:])
     for path, image, _ in loaded["train"] + loaded["test"]:
         if tuple(image.shape[-2:]) != size:
-            raise DataError(f"{path}: image is {image.shape[-1]}×{image.shape[-2]} (width×height) but "
-                            f"{first_path} is {size[1]}×{size[0]}; all images of an image folder must "
-                            "share one size (resize them beforehand)")
+            raise DataError(
+                f"{path}: image is {image.shape[-1]}×{image.shape[-2]} (width×height) but "
+                f"{first_path} is {size[1]}×{size[0]}; all images of an image folder must "
+                "share one size (resize them beforehand)"
+            )
     grayscale = all(image.shape[0] == 1 for _, image, _ in loaded["train"] + loaded["test"])
     channels = 1 if grayscale else 3
 

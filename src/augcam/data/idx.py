@@ -19,8 +19,7 @@ import torch
 from augcam.data.base import DATASETS, ImageSet, download_dir, search_dirs
 from augcam.errors import DataError
 
-__all__ = ["read_idx", "read_idx_set", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "IDX_FILES",
-           "DEBIAN_FASHION_MNIST"]
+__all__ = ["read_idx", "read_idx_set", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "IDX_FILES", "DEBIAN_FASHION_MNIST"]
 
 # type byte -> (big-endian numpy dtype, name for messages); the types the IDX format defines.
 IDX_TYPES: dict[int, tuple[str, str]] = {
@@ -34,8 +33,18 @@ IDX_TYPES: dict[int, tuple[str, str]] = {
 
 GZIP_MAGIC = b"\x1f\x8b"
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 MNIST_CLASSES = tuple(str(digit) for digit in range(10))
 
 # split -> (images file, labels file), without the optional ".gz"
@@ -76,19 +85,24 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: not an IDX file ({len(data)} bytes, shorter than the 4-byte magic number)")
     magic = data[:4]
     if magic[0] != 0 or magic[1] != 0:
-        raise DataError(f"{path}: not an IDX file (magic bytes 0x{magic.hex()}, expected 0x0000TTNN: "
-                        "two zero bytes, a type byte TT and the number of dimensions NN, e.g. 0x00000803)")
+        raise DataError(
+            f"{path}: not an IDX file (magic bytes 0x{magic.hex()}, expected 0x0000TTNN: "
+            "two zero bytes, a type byte TT and the number of dimensions NN, e.g. 0x00000803)"
+        )
     type_byte, ndim = magic[2], magic[3]
     if type_byte not in IDX_TYPES:
         supported = ", ".join(f"0x{t:02x} ({name})" for t, (_, name) in IDX_TYPES.items())
-        raise DataError(f"{path}: unsupported IDX data type 0x{type_byte:02x} (magic bytes 0x{magic.hex()}; "
-                        f"supported types: {supported})")
+        raise DataError(
+            f"{path}: unsupported IDX data type 0x{type_byte:02x} (magic bytes 0x{magic.hex()}; "
+            f"supported types: {supported})"
+        )
     if ndim == 0:
         raise DataError(f"{path}: IDX header says 0 dimensions (magic bytes 0x{magic.hex()}), expected at least 1")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise DataError(f"{path}: truncated: the IDX header of {ndim} dimensions needs {header_size} bytes, "
-                        f"file has {len(data)}")
+        raise DataError(
+            f"{path}: truncated: the IDX header of {ndim} dimensions needs {header_size} bytes, file has {len(data)}"
+        )
     dims = struct.unpack(f">{ndim}I", data[4:header_size])
     dtype = np.dtype(IDX_TYPES[type_byte][0])
     count = math.prod(dims)
@@ -99,8 +113,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         item = f" × {dtype.itemsize} bytes" if dtype.itemsize > 1 else ""
         what = "truncated" if found < expected else f"{found - expected} bytes of trailing data"
         after = " after decompression" if gzipped else ""
-        raise DataError(f"{path}: {what}: header says {shape}{item} = {expected} bytes of data, "
-                        f"file has {found}{after}")
+        raise DataError(
+            f"{path}: {what}: header says {shape}{item} = {expected} bytes of data, file has {found}{after}"
+        )
     array = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(dims)
     # astype copies: the result is writable (torch.from_numpy warns on read-only arrays) and native-endian.
     return array.astype(dtype.newbyteorder("="))
@@ -111,22 +126,30 @@ def read_idx_set(images_path: str | Path, labels_path: str | Path, classes: tupl
     images_path, labels_path = Path(images_path), Path(labels_path)
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    for path, array, dims, what in ((images_path, images, 3, "(count, rows, columns)"),
-                                    (labels_path, labels, 1, "(count,)")):
+    for path, array, dims, what in (
+        (images_path, images, 3, "(count, rows, columns)"),
+        (labels_path, labels, 1, "(count,)"),
+    ):
         if array.dtype != np.uint8:
             raise DataError(f"{path}: expected unsigned bytes (IDX type 0x08), found {array.dtype}")
         if array.ndim != dims:
             raise DataError(f"{path}: expected {dims} dimension(s) {what}, found shape {array.shape}")
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
-                        f"{labels.shape[0]} labels; expected the same count (are the files from one dataset?)")
+        raise DataError(
+            f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+            f"{labels.shape[0]} labels; expected the same count (are the files from one dataset?)"
+        )
     if labels.size and int(labels.max()) >= len(classes):
         bad = int(np.argmax(labels >= len(classes)))
-        raise DataError(f"{labels_path}: label {int(labels[bad])} at position {bad} is out of range: "
-                        f"expected 0..{len(classes) - 1} ({len(classes)} classes)")
-    return ImageSet(images=torch.from_numpy(images).unsqueeze(1),
-                    labels=torch.from_numpy(labels.astype(np.int64)),
-                    classes=tuple(classes))
+        raise DataError(
+            f"{labels_path}: label {int(labels[bad])} at position {bad} is out of range: "
+            f"expected 0..{len(classes) - 1} ({len(classes)} classes)"
+        )
+    return ImageSet(
+        images=torch.from_numpy(images).unsqueeze(1),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        classes=tuple(classes),
+    )
 
 
 def _find_file(directory: Path, name: str) -> Path | None:
@@ -138,13 +161,23 @@ def _find_file(directory: Path, name: str) -> Path | None:
 
 
 def _read_dir(files: dict[str, Path], classes: tuple[str, ...]) -> tuple[ImageSet, ImageSet]:
-    train, test = (read_idx_set(files[images], files[labels], classes)
-                   for images, labels in (IDX_FILES["train"], IDX_FILES["test"]))
+    train, test = (
+        read_idx_set(files[images], files[labels], classes)
+        for images, labels in (IDX_FILES["train"], IDX_FILES["test"])
+    )
     return train, test
 
 
-def _load(display: str, key: str, torchvision_name: str, classes: tuple[str, ...], root: Path | None,
-          download: bool, extra: list[Path], install_hint: str) -> tuple[ImageSet, ImageSet]:
+def _load(
+    display: str,
+    key: str,
+    torchvision_name: str,
+    classes: tuple[str, ...],
+    root: Path | None,
+    download: bool,
+    extra: list[Path],
+    install_hint: str,
+) -> tuple[ImageSet, ImageSet]:
     """Find the four files (see `search_dirs`), fall back to torchvision's downloader, or explain."""
     # `<dir>/<key>` for a shared data directory; `<dir>/<Name>/raw` is where torchvision puts them.
     layouts = [".", key, f"{torchvision_name}/raw"]
@@ -156,8 +189,10 @@ def _load(display: str, key: str, torchvision_name: str, classes: tuple[str, ...
             return _read_dir(files, classes)  # type: ignore[arg-type]
         if why == "data.root" and len(missing) < len(_ALL_FILES):
             # An explicit location holding part of the dataset is a mistake to report, not to skip.
-            raise DataError(f"{display}: {directory} (data.root) holds only some of the files; missing: "
-                            f"{', '.join(missing)} (each may end in .gz)")
+            raise DataError(
+                f"{display}: {directory} (data.root) holds only some of the files; missing: "
+                f"{', '.join(missing)} (each may end in .gz)"
+            )
         if not directory.is_dir():
             state = "does not exist"
         elif len(missing) == len(_ALL_FILES):
@@ -178,7 +213,8 @@ def _load(display: str, key: str, torchvision_name: str, classes: tuple[str, ...
         f"{display} not found: looked for {', '.join(_ALL_FILES)} (each may end in .gz) in:\n"
         + "\n".join(searched)
         + f"\nTo fix: {install_hint}set data.root (or $AUGCAM_DATA) to a directory holding the files, "
-        "or set data.download: true to fetch them with torchvision")
+        "or set data.download: true to fetch them with torchvision"
+    )
 
 
 def _download(display: str, torchvision_name: str, target: Path) -> None:
@@ -190,16 +226,24 @@ def _download(display: str, torchvision_name: str, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         dataset_class(root=str(target), train=True, download=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError
-        raise DataError(f"{display}: download into {target} failed ({err}); fetch the files by hand "
-                        "and set data.root") from None
+        raise DataError(
+            f"{display}: download into {target} failed ({err}); fetch the files by hand and set data.root"
+        ) from None
 
 
 @DATASETS.register("fashion-mnist")
 def load_fashion_mnist(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet]:
     """Fashion-MNIST: 60000 + 10000 grayscale 28×28 images of 10 kinds of clothing."""
-    return _load("Fashion-MNIST", "fashion-mnist", "FashionMNIST", FASHION_MNIST_CLASSES, root, download,
-                 [DEBIAN_FASHION_MNIST],
-                 "install Debian's package (apt-get install dataset-fashion-mnist), or ")
+    return _load(
+        "Fashion-MNIST",
+        "fashion-mnist",
+        "FashionMNIST",
+        FASHION_MNIST_CLASSES,
+        root,
+        download,
+        [DEBIAN_FASHION_MNIST],
+        "install Debian's package (apt-get install dataset-fashion-mnist), or ",
+    )
 
 
 @DATASETS.register("mnist")

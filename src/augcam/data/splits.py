@@ -97,9 +97,17 @@ def stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tenso
     return torch.from_numpy(_pick(array, Fraction(size, n), size, seed))
 
 
-def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fraction: float, seed: int,
-               train_size: int | None = None, val_size: int | None = None,
-               test_size: int | None = None, val_labels: torch.Tensor | None = None) -> Split:
+def make_split(
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    val_fraction: float,
+    seed: int,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    val_labels: torch.Tensor | None = None,
+) -> Split:
     """Train/val from the official training set, test from the official test set.
 
     With `val_labels` (a dataset's own validation set, `DatasetParts.val`), val indexes that set
@@ -117,12 +125,15 @@ def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fra
         return _split_with_own_val(train_labels, val_labels, test_labels, seed, train_size, val_size, test_size)
     rest, val = stratified_split(train_labels, val_fraction, seed)
     if len(val) == 0 or len(rest) == 0:
-        raise ValueError(f"val_fraction {val_fraction} of {n_train} training images leaves "
-                         f"{len(rest)} for training and {len(val)} for validation; both need at least one")
+        raise ValueError(
+            f"val_fraction {val_fraction} of {n_train} training images leaves "
+            f"{len(rest)} for training and {len(val)} for validation; both need at least one"
+        )
     test = torch.arange(len(test_labels), dtype=torch.int64)
 
-    def subset(part: torch.Tensor, labels: torch.Tensor, size: int | None, offset: int, what: str,
-               available: str) -> torch.Tensor:
+    def subset(
+        part: torch.Tensor, labels: torch.Tensor, size: int | None, offset: int, what: str, available: str
+    ) -> torch.Tensor:
         if size is None:
             return part
         if size > len(part):
@@ -132,24 +143,45 @@ def make_split(train_labels: torch.Tensor, test_labels: torch.Tensor, *, val_fra
     split_note = f"the training part (the {n_train} official training images minus val_fraction {val_fraction})"
     return Split(
         train=subset(rest, train_labels, train_size, 1, "train_size", split_note),
-        val=subset(val, train_labels, val_size, 2, "val_size",
-                   f"the validation part (val_fraction {val_fraction} of {n_train} training images)"),
+        val=subset(
+            val,
+            train_labels,
+            val_size,
+            2,
+            "val_size",
+            f"the validation part (val_fraction {val_fraction} of {n_train} training images)",
+        ),
         test=subset(test, test_labels, test_size, 3, "test_size", "the official test set"),
     )
 
 
-def study_split(data: DataConfig, train_labels: torch.Tensor, test_labels: torch.Tensor,
-                val_labels: torch.Tensor | None = None) -> Split:
+def study_split(
+    data: DataConfig, train_labels: torch.Tensor, test_labels: torch.Tensor, val_labels: torch.Tensor | None = None
+) -> Split:
     """The split a study makes of its dataset: `make_split` with the study config's `data` section
     (a `DataConfig`: val_fraction, split_seed, train/val/test sizes). The study and the report's
     test images both take their split from here, so they cannot disagree. ValueError as make_split."""
-    return make_split(train_labels, test_labels, val_fraction=data.val_fraction, seed=data.split_seed,
-                      train_size=data.train_size, val_size=data.val_size, test_size=data.test_size,
-                      val_labels=val_labels)
+    return make_split(
+        train_labels,
+        test_labels,
+        val_fraction=data.val_fraction,
+        seed=data.split_seed,
+        train_size=data.train_size,
+        val_size=data.val_size,
+        test_size=data.test_size,
+        val_labels=val_labels,
+    )
 
 
-def _split_with_own_val(train_labels: torch.Tensor, val_labels: torch.Tensor, test_labels: torch.Tensor, seed: int,
-                        train_size: int | None, val_size: int | None, test_size: int | None) -> Split:
+def _split_with_own_val(
+    train_labels: torch.Tensor,
+    val_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    seed: int,
+    train_size: int | None,
+    val_size: int | None,
+    test_size: int | None,
+) -> Split:
     """make_split for a dataset with its own validation set: each part is a whole set or its
     stratified subset (same seeds seed+1, seed+2, seed+3 as the split of a training set)."""
 
@@ -163,9 +195,11 @@ def _split_with_own_val(train_labels: torch.Tensor, val_labels: torch.Tensor, te
 
     if len(val_labels) == 0:
         raise ValueError("the dataset's own validation set is empty")
-    return Split(train=part(train_labels, train_size, 1, "train_size", "the official training set"),
-                 val=part(val_labels, val_size, 2, "val_size", "the dataset's own validation set"),
-                 test=part(test_labels, test_size, 3, "test_size", "the official test set"))
+    return Split(
+        train=part(train_labels, train_size, 1, "train_size", "the official training set"),
+        val=part(val_labels, val_size, 2, "val_size", "the dataset's own validation set"),
+        test=part(test_labels, test_size, 3, "test_size", "the official test set"),
+    )
 
 
 def channel_stats(images_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -175,8 +209,9 @@ def channel_stats(images_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[
     float), so no float64 copy of the images is made and the order of summation cannot matter.
     """
     if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4:
-        raise ValueError(f"channel_stats needs uint8 images (N, C, H, W), got {images_uint8.dtype} "
-                         f"{tuple(images_uint8.shape)}")
+        raise ValueError(
+            f"channel_stats needs uint8 images (N, C, H, W), got {images_uint8.dtype} {tuple(images_uint8.shape)}"
+        )
     if images_uint8.numel() == 0:
         raise ValueError("channel_stats needs at least one pixel")
     values = np.arange(256, dtype=object)  # python ints: the sums below cannot overflow

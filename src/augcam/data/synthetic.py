@@ -71,14 +71,18 @@ def make_crosses(n: int, *, seed: int, spurious: Spurious = "aligned") -> ImageS
     masks = np.zeros((n, SIZE, SIZE), dtype=bool)
     for i, label in enumerate(labels):
         for top, left in _cross_boxes(rng, 1 + int(label)):
-            images[i, top + CROSS // 2, left:left + CROSS] = 255
-            images[i, top:top + CROSS, left + CROSS // 2] = 255
-            masks[i, top:top + CROSS, left:left + CROSS] = True
+            images[i, top + CROSS // 2, left : left + CROSS] = 255
+            images[i, top : top + CROSS, left + CROSS // 2] = 255
+            masks[i, top : top + CROSS, left : left + CROSS] = True
         cue_for_label_0 = "left" if spurious == "aligned" else "right"
         side = cue_for_label_0 if label == 0 else ("right" if cue_for_label_0 == "left" else "left")
         images[i, DISTRACTOR_ROWS, DISTRACTOR_COLUMNS[side]] = 255
-    return ImageSet(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                    CROSSES_CLASSES, masks=torch.from_numpy(masks))
+    return ImageSet(
+        torch.from_numpy(images).unsqueeze(1),
+        torch.from_numpy(labels.astype(np.int64)),
+        CROSSES_CLASSES,
+        masks=torch.from_numpy(masks),
+    )
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,11 @@ class CrossesSplits:
 def crosses_splits(train_size: int = 500, val_size: int = 200, test_size: int = 500, seed: int = 0) -> CrossesSplits:
     """Viviano et al.'s protocol: training set with the spurious cue aligned, validation and test
     sets with it flipped; three independent draws (seeds derived from `seed`)."""
-    return CrossesSplits(train=make_crosses(train_size, seed=3 * seed, spurious="aligned"),
-                         val=make_crosses(val_size, seed=3 * seed + 1, spurious="flipped"),
-                         test=make_crosses(test_size, seed=3 * seed + 2, spurious="flipped"))
+    return CrossesSplits(
+        train=make_crosses(train_size, seed=3 * seed, spurious="aligned"),
+        val=make_crosses(val_size, seed=3 * seed + 1, spurious="flipped"),
+        test=make_crosses(test_size, seed=3 * seed + 2, spurious="flipped"),
+    )
 
 
 @DATASETS.register("crosses")

@@ -11,6 +11,8 @@ name and direction next to its implementation. A metric registered with ``@regis
 tables, its figures and its report. Importing this package registers every built-in metric.
 """
 
+from augcam.metrics import localisation as _localisation  # noqa: F401  (registers the mask metrics)
+from augcam.metrics import saliency as _saliency  # noqa: F401  (registers cc, kl, entropy)
 from augcam.metrics.maps import (
     MAP_METRICS,
     average_ranks,
@@ -32,8 +34,6 @@ from augcam.metrics.registry import (
     column_higher_is_better,
     register_metric,
 )
-from augcam.metrics import localisation as _localisation  # noqa: F401  (registers the mask metrics)
-from augcam.metrics import saliency as _saliency  # noqa: F401  (registers cc, kl, entropy)
 
 __all__ = [
     "MAP_METRICS",

@@ -13,7 +13,8 @@ with the baseline's gives, per image and in this order of columns:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,16 +30,25 @@ if TYPE_CHECKING:
 __all__ = ["compare_cam_sets", "study_cam_metrics"]
 
 
-def compare_cam_sets(base: dict[str, torch.Tensor], other: dict[str, torch.Tensor], input_size: tuple[int, int],
-                     overlap_percentages: list[float], kld_eps: float, device: torch.device,
-                     chunk: int = 1024, *, saliency: Sequence[str] = (),
-                     kl_eps_saliency: float = DEFAULT_KL_EPS) -> dict[str, np.ndarray]:
+def compare_cam_sets(
+    base: dict[str, torch.Tensor],
+    other: dict[str, torch.Tensor],
+    input_size: tuple[int, int],
+    overlap_percentages: list[float],
+    kld_eps: float,
+    device: torch.device,
+    chunk: int = 1024,
+    *,
+    saliency: Sequence[str] = (),
+    kl_eps_saliency: float = DEFAULT_KL_EPS,
+) -> dict[str, np.ndarray]:
     """Per-image metrics of one model's stored CAM set against the baseline's (see the module
     docstring for which, in which order). Undefined values (a constant map, a NaN map,
     non-finite logits) are NaN; a class the baseline gives probability 0 and the model does not
     makes Class-KLD +inf."""
-    per_map = list(saliency) + [spec.name for spec in metrics_of_kind("single_map")
-                                if computed_by_default(spec) and spec.name not in saliency]
+    per_map = list(saliency) + [
+        spec.name for spec in metrics_of_kind("single_map") if computed_by_default(spec) and spec.name not in saliency
+    ]
     values: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(base["raw"]), chunk):
         part = slice(start, start + chunk)
@@ -51,14 +61,30 @@ def compare_cam_sets(base: dict[str, torch.Tensor], other: dict[str, torch.Tenso
             values.setdefault(name, []).append(value.cpu())
     p_base = torch.softmax(base["logits"].double(), dim=1)
     p_other = torch.softmax(other["logits"].double(), dim=1)
-    probabilities = {spec.name: spec.fn(p_base, p_other, eps=kld_eps).numpy()
-                     for spec in metrics_of_kind("class_probabilities") if computed_by_default(spec)}
+    probabilities = {
+        spec.name: spec.fn(p_base, p_other, eps=kld_eps).numpy()
+        for spec in metrics_of_kind("class_probabilities")
+        if computed_by_default(spec)
+    }
     return {**{name: torch.cat(parts).numpy() for name, parts in values.items()}, **probabilities}
 
 
-def study_cam_metrics(config: StudyConfig, base: dict[str, torch.Tensor], other: dict[str, torch.Tensor],
-                      input_size: tuple[int, int], device: torch.device) -> dict[str, np.ndarray]:
+def study_cam_metrics(
+    config: StudyConfig,
+    base: dict[str, torch.Tensor],
+    other: dict[str, torch.Tensor],
+    input_size: tuple[int, int],
+    device: torch.device,
+) -> dict[str, np.ndarray]:
     """`compare_cam_sets` with the study's metrics settings (every caller, cluster workers included)."""
     m = config.metrics
-    return compare_cam_sets(base, other, input_size, m.overlap_percentages, m.kld_eps, device,
-                            saliency=m.saliency, kl_eps_saliency=m.kl_eps_saliency)
+    return compare_cam_sets(
+        base,
+        other,
+        input_size,
+        m.overlap_percentages,
+        m.kld_eps,
+        device,
+        saliency=m.saliency,
+        kl_eps_saliency=m.kl_eps_saliency,
+    )

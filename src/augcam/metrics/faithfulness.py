@@ -33,18 +33,27 @@ mode first) under ``torch.no_grad``. Results are float64 on the images' device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import kornia
 import torch
 from torch import Tensor
 
-from augcam.metrics.maps import region_size
+from augcam.metrics.ranks import region_size
 from augcam.registry import Registry
 
-__all__ = ["FILLS", "removal_fill", "removal_order", "remove_top", "true_class_probability",
-           "faithfulness", "deletion_insertion", "accuracy_under_random_occlusion"]
+__all__ = [
+    "FILLS",
+    "removal_fill",
+    "removal_order",
+    "remove_top",
+    "true_class_probability",
+    "faithfulness",
+    "deletion_insertion",
+    "accuracy_under_random_occlusion",
+]
 
 Model = Callable[[Tensor], Tensor]
 Fill = Literal["zero", "mean", "blur"]
@@ -74,12 +83,12 @@ def blur_fill(images: Tensor, *, mean: Sequence[float] | Tensor | None = None, b
         raise ValueError(f"blur_sigma must be > 0, got {blur_sigma!r}")
     # ±3 sigma, odd, and small enough for reflect padding (pad < side).
     kernel = min(2 * math.ceil(3 * blur_sigma) + 1, 2 * min(images.shape[-2:]) - 1)
-    return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (blur_sigma, blur_sigma),
-                                          border_type="reflect")
+    return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (blur_sigma, blur_sigma), border_type="reflect")
 
 
-def removal_fill(images: Tensor, fill: Fill, *, mean: Sequence[float] | Tensor | None = None,
-                 blur_sigma: float = 5.0) -> Tensor:
+def removal_fill(
+    images: Tensor, fill: Fill, *, mean: Sequence[float] | Tensor | None = None, blur_sigma: float = 5.0
+) -> Tensor:
     """(N, C, H, W) values that removed pixels take, by the fill registered as `fill` in FILLS."""
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {tuple(FILLS)}, got {fill!r}")
@@ -93,7 +102,7 @@ def removal_order(attributions: Tensor) -> Tensor:
 
 def remove_top(images: Tensor, fill_images: Tensor, order: Tensor, k: int) -> Tensor:
     """`images` with the first `k` pixels of each row of `order` replaced by `fill_images`."""
-    n, c, h, w = images.shape
+    n, _c, h, w = images.shape
     removed = torch.zeros(n, h * w, dtype=torch.bool, device=images.device)
     removed.scatter_(1, order[:, :k], True)
     return torch.where(removed.view(n, 1, h, w), fill_images, images)
@@ -112,8 +121,9 @@ def _check(images: Tensor, labels: Tensor, attributions: Tensor | None) -> None:
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be ({images.shape[0]},), got {tuple(labels.shape)}")
     if attributions is not None and attributions.shape != (images.shape[0], *images.shape[2:]):
-        raise ValueError(f"attributions must be (N, H, W) = {(images.shape[0], *images.shape[2:])}, "
-                         f"got {tuple(attributions.shape)}")
+        raise ValueError(
+            f"attributions must be (N, H, W) = {(images.shape[0], *images.shape[2:])}, got {tuple(attributions.shape)}"
+        )
 
 
 def _check_batch(batch_size: int) -> None:
@@ -121,10 +131,20 @@ def _check_batch(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def faithfulness(model: Model, images: Tensor, labels: Tensor, attributions: Tensor, *,
-                 generator: torch.Generator, percentages: Sequence[float] = (5, 10, 20, 50),
-                 fill: Fill = "zero", mean: Sequence[float] | Tensor | None = None, blur_sigma: float = 5.0,
-                 draws: int = 5, batch_size: int = 256) -> dict[str, Tensor]:
+def faithfulness(
+    model: Model,
+    images: Tensor,
+    labels: Tensor,
+    attributions: Tensor,
+    *,
+    generator: torch.Generator,
+    percentages: Sequence[float] = (5, 10, 20, 50),
+    fill: Fill = "zero",
+    mean: Sequence[float] | Tensor | None = None,
+    blur_sigma: float = 5.0,
+    draws: int = 5,
+    batch_size: int = 256,
+) -> dict[str, Tensor]:
     """``drop_top_q``, ``drop_random_q`` and ``faithfulness_q`` (float64 Tensor[N]) for each q."""
     _check(images, labels, attributions)
     _check_batch(batch_size)
@@ -146,17 +166,30 @@ def faithfulness(model: Model, images: Tensor, labels: Tensor, attributions: Ten
         for q, k in ks.items():
             tag = f"{float(q):g}"
             top = base - true_class_probability(model, remove_top(x, fill_images, order, k), y)
-            rand = torch.stack([base - true_class_probability(model, remove_top(x, fill_images, random_order[:, d], k), y)
-                                for d in range(draws)]).mean(dim=0)
+            rand = torch.stack(
+                [
+                    base - true_class_probability(model, remove_top(x, fill_images, random_order[:, d], k), y)
+                    for d in range(draws)
+                ]
+            ).mean(dim=0)
             out[f"drop_top_{tag}"][start:stop] = top
             out[f"drop_random_{tag}"][start:stop] = rand
             out[f"faithfulness_{tag}"][start:stop] = top - rand
     return out
 
 
-def deletion_insertion(model: Model, images: Tensor, labels: Tensor, attributions: Tensor, *,
-                       steps: int = 20, fill: Fill = "zero", mean: Sequence[float] | Tensor | None = None,
-                       blur_sigma: float = 5.0, batch_size: int = 256) -> dict[str, Tensor]:
+def deletion_insertion(
+    model: Model,
+    images: Tensor,
+    labels: Tensor,
+    attributions: Tensor,
+    *,
+    steps: int = 20,
+    fill: Fill = "zero",
+    mean: Sequence[float] | Tensor | None = None,
+    blur_sigma: float = 5.0,
+    batch_size: int = 256,
+) -> dict[str, Tensor]:
     """``deletion_curve`` and ``insertion_curve`` (N, steps + 1), ``deletion_auc`` and
     ``insertion_auc`` (N,): see the module docstring. Low deletion AUC and high insertion AUC
     mean a faithful map."""
@@ -182,14 +215,27 @@ def deletion_insertion(model: Model, images: Tensor, labels: Tensor, attribution
     def auc(curve: Tensor) -> Tensor:
         return (curve[:, 1:] + curve[:, :-1]).sum(dim=1) / (2 * steps)
 
-    return {"deletion_curve": deletion, "insertion_curve": insertion,
-            "deletion_auc": auc(deletion), "insertion_auc": auc(insertion)}
+    return {
+        "deletion_curve": deletion,
+        "insertion_curve": insertion,
+        "deletion_auc": auc(deletion),
+        "insertion_auc": auc(insertion),
+    }
 
 
-def accuracy_under_random_occlusion(model: Model, images: Tensor, labels: Tensor, percentage: float, *,
-                                    generator: torch.Generator, fill: Fill = "zero",
-                                    mean: Sequence[float] | Tensor | None = None, blur_sigma: float = 5.0,
-                                    draws: int = 5, batch_size: int = 256) -> Tensor:
+def accuracy_under_random_occlusion(
+    model: Model,
+    images: Tensor,
+    labels: Tensor,
+    percentage: float,
+    *,
+    generator: torch.Generator,
+    fill: Fill = "zero",
+    mean: Sequence[float] | Tensor | None = None,
+    blur_sigma: float = 5.0,
+    draws: int = 5,
+    batch_size: int = 256,
+) -> Tensor:
     """Per image, the fraction of `draws` in which the model still predicts `labels` after
     k = ⌈percentage·P/100⌉ uniformly random pixels are removed (same random sets as
     :func:`faithfulness` for the same generator state); ``.mean()`` is the accuracy."""

@@ -21,7 +21,7 @@ localisation stage computes every one of them.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -88,8 +88,7 @@ def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     return _nan_where((is_max & m).any(dim=1).double(), undefined)
 
 
-@register_metric("energy_pointing_game", kind="masks", display_name="energy pointing game",
-                 higher_is_better=True)
+@register_metric("energy_pointing_game", kind="masks", display_name="energy pointing game", higher_is_better=True)
 def energy_pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     x, m, undefined = _rows(maps, masks)
     # 0 / 0 = NaN for an all-zero map, which is undefined indeed.

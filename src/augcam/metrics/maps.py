@@ -30,37 +30,55 @@ from __future__ import annotations
 
 import math
 import numbers
-from fractions import Fraction
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from augcam.metrics import ranks
-from augcam.metrics.ranks import Ranks, average_ranks, rank_rows
+from augcam.metrics.ranks import (
+    Ranks,
+    average_ranks,
+    overlap_key,
+    overlap_rows,
+    percentage_fraction,
+    rank_rows,
+    spearman_rows,
+)
 from augcam.metrics.registry import MetricView, computed_by_default, register_metric
 from augcam.registry import Registry
 
-__all__ = ["MAP_METRICS", "register_map_metric", "compare_maps", "overlap_rate", "overlap_key",
-           "mad", "msd", "pearson", "spearman", "average_ranks", "region_size"]
+__all__ = [
+    "MAP_METRICS",
+    "register_map_metric",
+    "compare_maps",
+    "overlap_rate",
+    "overlap_key",
+    "mad",
+    "msd",
+    "pearson",
+    "spearman",
+    "average_ranks",
+]
 
 MapMetric = Callable[[Tensor, Tensor], Tensor]
 
 # The map metrics every study computes (compare_maps's columns before the overlap family).
-MAP_METRICS = MetricView("map metric", lambda spec: spec.kind == "map_pair" and not spec.parametrised
-                         and computed_by_default(spec))
+MAP_METRICS = MetricView(
+    "map metric", lambda spec: spec.kind == "map_pair" and not spec.parametrised and computed_by_default(spec)
+)
 
 
-def register_map_metric(name: str, *, display_name: str | None = None,
-                        higher_is_better: bool = True) -> Callable[[MapMetric], MapMetric]:
+def register_map_metric(
+    name: str, *, display_name: str | None = None, higher_is_better: bool = True
+) -> Callable[[MapMetric], MapMetric]:
     """Decorator registering ``fn(base: Tensor[N, P], other: Tensor[N, P]) -> Tensor[N]`` as a
     metric of kind ``map_pair`` (display name: `name` unless given; direction: a similarity
     unless ``higher_is_better=False``).
 
     :func:`compare_maps` calls it on float64 chunks of at most ``chunk_size`` maps.
     """
-    return register_metric(name, kind="map_pair", display_name=display_name or name,
-                           higher_is_better=higher_is_better)
+    return register_metric(name, kind="map_pair", display_name=display_name or name, higher_is_better=higher_is_better)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -69,8 +87,7 @@ def register_map_metric(name: str, *, display_name: str | None = None,
 def _rows(base: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
     """Both batches as float64 (N, P) rows, after checking that they describe the same images."""
     if base.shape != other.shape:
-        raise ValueError(f"maps to compare must have the same shape, got {tuple(base.shape)} "
-                         f"and {tuple(other.shape)}")
+        raise ValueError(f"maps to compare must have the same shape, got {tuple(base.shape)} and {tuple(other.shape)}")
     if base.dim() < 2:
         raise ValueError(f"maps must be batched as (N, H, W) or (N, P), got shape {tuple(base.shape)}")
     if base.device != other.device:
@@ -78,10 +95,6 @@ def _rows(base: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
     # float64 throughout: float32 → float64 is exact, so ties and orderings are unchanged while
     # the sums of centred products lose nothing (agreement with SciPy to ~1e-12).
     return base.flatten(1).double(), other.flatten(1).double()
-
-
-def _has_nan(x: Tensor) -> Tensor:
-    return x.amax(dim=1).isnan()  # amax propagates NaN; one reduction, no (N, P) mask
 
 
 def _is_constant(x: Tensor) -> Tensor:
@@ -101,76 +114,6 @@ def _pearson_rows(x: Tensor, y: Tensor) -> Tensor:
     norm = torch.linalg.vector_norm(xc, dim=1) * torch.linalg.vector_norm(yc, dim=1)
     r = (cov / norm).clamp(-1.0, 1.0)  # rounding can step just outside [-1, 1]; clamp keeps NaN
     return r.masked_fill(_is_constant(x) | _is_constant(y), math.nan)
-
-
-def _percentage_fraction(percentage: float) -> Fraction:
-    """Exact value of a percentage as written (10.1 means 101/10, not the nearest binary float)."""
-    if isinstance(percentage, bool) or not isinstance(percentage, numbers.Real):
-        raise ValueError(f"overlap percentage must be a number in (0, 100], got {percentage!r}")
-    if isinstance(percentage, numbers.Integral):
-        value = Fraction(int(percentage))
-    else:
-        as_float = float(percentage)
-        if not math.isfinite(as_float):
-            raise ValueError(f"overlap percentage must be in (0, 100], got {percentage!r}")
-        # repr gives the shortest decimal that round-trips, i.e. what the user wrote.
-        value = Fraction(repr(as_float))
-    if not 0 < value <= 100:
-        raise ValueError(f"overlap percentage must be in (0, 100], got {percentage!r}")
-    return value
-
-
-def region_size(percentage: float, pixels: int) -> int:
-    """k = ⌈Y · P / 100⌉ computed exactly (20 % of 50 pixels is 10, not 11 from float error)."""
-    return math.ceil(_percentage_fraction(percentage) * pixels / 100)
-
-
-def overlap_key(percentage: float) -> str:
-    """The result name of Overlap Rate@Y: ``overlap_20`` for 20 or 20.0, ``overlap_7.5`` for 7.5."""
-    return f"overlap_{float(percentage):g}"
-
-
-def _overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float], ranks_x: Ranks,
-                  ranks_y: Ranks) -> list[Tensor]:
-    """Overlap Rate@Y of float64 (N, P) rows for several Y; `ranks_x`/`ranks_y` are their `rank_rows`."""
-    n, p = x.shape
-    ks = [region_size(y_, p) for y_ in percentages]
-    if n == 0:
-        return [torch.empty(0, dtype=torch.float64, device=x.device) for _ in ks]
-    undefined = _has_nan(x) | _has_nan(y)
-    # The region of a map is every pixel ≥ its k-th largest value t, i.e. every pixel whose rank
-    # is at least t's: ranks are monotone in the value and equal for ties, so values tied with t
-    # join the region (which can then exceed k pixels). In a map's own sorted order the region
-    # is the suffix from the first position of t's run, and its size is P − that position. So
-    # |A ∩ B| only needs, along x's sorted suffix, which pixels lie in y's region: one gather of
-    # y's ranks at the columns of the widest region, instead of passes over every pixel.
-    columns = [p - k for k in ks]
-    first_x = ranks_x.first[:, columns]
-    first_y = ranks_y.first[:, columns]
-    start = int(first_x.min())
-    y_ranks_along_x = ranks_y.centred.gather(1, ranks_x.order[:, start:])
-    position = torch.arange(start, p, device=x.device, dtype=first_x.dtype)
-    results = []
-    for j, column in enumerate(columns):
-        in_x = position >= first_x[:, j, None]
-        in_y = y_ranks_along_x >= ranks_y.centred_sorted[:, column, None]
-        inter = in_x.logical_and_(in_y).sum(dim=1)
-        del in_x, in_y
-        union = (2 * p - first_x[:, j] - first_y[:, j]) - inter  # ≥ k ≥ 1
-        results.append((inter.double() / union.double()).masked_fill(undefined, math.nan))
-    return results
-
-
-def _spearman_rows(x: Tensor, y: Tensor, ranks_x: Ranks, ranks_y: Ranks) -> Tensor:
-    undefined = _has_nan(x) | _has_nan(y)  # sort would silently rank NaN as the largest value
-    # The ranks come already centred (as exact integers), so Pearson reduces to two norms and a
-    # dot product.
-    rx = ranks_x.centred.double()
-    ry = ranks_y.centred.double()
-    cov = torch.linalg.vecdot(rx, ry, dim=1)
-    # A constant map has all ranks equal, i.e. a row of exact zeros: 0 / 0 = NaN, as it should be.
-    r = (cov / (torch.linalg.vector_norm(rx, dim=1) * torch.linalg.vector_norm(ry, dim=1))).clamp(-1.0, 1.0)
-    return r.masked_fill(undefined, math.nan)
 
 
 # --- registered metrics ------------------------------------------------------------------------
@@ -201,7 +144,7 @@ def pearson(base: Tensor, other: Tensor) -> Tensor:
 def spearman(base: Tensor, other: Tensor) -> Tensor:
     """Spearman rank correlation per map (average ranks for ties); NaN for constant maps or NaN pixels."""
     x, y = _rows(base, other)
-    return _spearman_rows(x, y, rank_rows(base.flatten(1)), rank_rows(other.flatten(1)))
+    return spearman_rows(x, y, rank_rows(base.flatten(1)), rank_rows(other.flatten(1)))
 
 
 def overlap_rate(base: Tensor, other: Tensor, percentage: float) -> Tensor:
@@ -212,12 +155,13 @@ def overlap_rate(base: Tensor, other: Tensor, percentage: float) -> Tensor:
     |A ∩ B| / |A ∪ B| as float64. Y must be in (0, 100] (ValueError otherwise); Y = 100 gives 1.
     """
     x, y = _rows(base, other)
-    return _overlap_rows(x, y, [percentage], rank_rows(base.flatten(1)), rank_rows(other.flatten(1)))[0]
+    return overlap_rows(x, y, [percentage], rank_rows(base.flatten(1)), rank_rows(other.flatten(1)))[0]
 
 
 # One column per percentage of `compare_maps`'s overlap_percentages, named by `overlap_key`.
-register_metric("overlap", kind="map_pair", display_name="Overlap Rate@{}%", higher_is_better=True,
-                parametrised=True)(overlap_rate)
+register_metric("overlap", kind="map_pair", display_name="Overlap Rate@{}%", higher_is_better=True, parametrised=True)(
+    overlap_rate
+)
 
 
 # --- the batch entry point ----------------------------------------------------------------------
@@ -255,8 +199,14 @@ CHUNK_PIXELS = 2**21
 SORT_GROUP_PIXELS = 2**21
 
 
-def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[float] = (20, 10, 5),
-                 metrics: Sequence[str] | None = None, chunk_size: int | None = None) -> dict[str, Tensor]:
+def compare_maps(
+    base: Tensor,
+    other: Tensor,
+    *,
+    overlap_percentages: Sequence[float] = (20, 10, 5),
+    metrics: Sequence[str] | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, Tensor]:
     """Compare the CAMs of the same N images from two models, image by image.
 
     ``base`` and ``other`` are (N, H, W) or (N, P) tensors of any float dtype on one device.
@@ -267,20 +217,20 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
     `CHUNK_PIXELS` elsewhere), so peak memory depends on the chunk size, not on N.
     """
     if base.shape != other.shape:
-        raise ValueError(f"maps to compare must have the same shape, got {tuple(base.shape)} "
-                         f"and {tuple(other.shape)}")
+        raise ValueError(f"maps to compare must have the same shape, got {tuple(base.shape)} and {tuple(other.shape)}")
     if base.dim() < 2:
         raise ValueError(f"maps must be batched as (N, H, W) or (N, P), got shape {tuple(base.shape)}")
     if base.device != other.device:
         raise ValueError(f"maps to compare are on different devices: {base.device} and {other.device}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
-                                   or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
     # Validate every percentage up front, so a bad one fails before any work is done.
     overlaps: dict[str, float] = {}
     for percentage in overlap_percentages:
-        _percentage_fraction(percentage)
+        percentage_fraction(percentage)
         key = overlap_key(percentage)
         if key in overlaps:
             raise ValueError(f"overlap percentage {percentage!r} is given twice")
@@ -319,18 +269,40 @@ def compare_maps(base: Tensor, other: Tensor, *, overlap_percentages: Sequence[f
     pixels = chunk_size * flat_base.shape[1]
     group = max(1, SORT_GROUP_PIXELS // pixels) if ranks.host_shortcuts(base.device) else 1
     for first in range(0, len(spans), group):
-        group_spans = spans[first:first + group]
-        sorted_spans = (ranks.sorted_chunks([(flat_base[a:b], flat_other[a:b]) for a, b in group_spans])
-                        if needs_ranks else iter([None] * len(group_spans)))
+        group_spans = spans[first : first + group]
+        sorted_spans = (
+            ranks.sorted_chunks([(flat_base[a:b], flat_other[a:b]) for a, b in group_spans])
+            if needs_ranks
+            else iter([None] * len(group_spans))
+        )
         for start, stop in group_spans:
-            _compare_chunk(flat_base, flat_other, start, stop, next(sorted_spans), names, overlaps,
-                           wanted_overlaps, shared_spearman, results)
+            _compare_chunk(
+                flat_base,
+                flat_other,
+                start,
+                stop,
+                next(sorted_spans),
+                names,
+                overlaps,
+                wanted_overlaps,
+                shared_spearman,
+                results,
+            )
     return results
 
 
-def _compare_chunk(flat_base: Tensor, flat_other: Tensor, start: int, stop: int,
-                   sorted_rows: tuple[Tensor, Tensor] | None, names: list[str], overlaps: dict[str, float],
-                   wanted_overlaps: list[str], shared_spearman: bool, results: dict[str, Tensor]) -> None:
+def _compare_chunk(
+    flat_base: Tensor,
+    flat_other: Tensor,
+    start: int,
+    stop: int,
+    sorted_rows: tuple[Tensor, Tensor] | None,
+    names: list[str],
+    overlaps: dict[str, float],
+    wanted_overlaps: list[str],
+    shared_spearman: bool,
+    results: dict[str, Tensor],
+) -> None:
     """Every requested metric of maps start..stop into `results`; `sorted_rows` is the chunk's
     sorted keys (both sides, from `ranks.sorted_chunks`), None when no metric needs ranks."""
     m = stop - start
@@ -350,19 +322,20 @@ def _compare_chunk(flat_base: Tensor, flat_other: Tensor, start: int, stop: int,
         ranks_y = Ranks(*(part[m:] for part in both))
         del both
     if wanted_overlaps:
-        values = _overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps], ranks_x, ranks_y)
+        values = overlap_rows(x, y, [overlaps[name] for name in wanted_overlaps], ranks_x, ranks_y)
         for name, value in zip(wanted_overlaps, values):
             results[name][start:stop] = value
     for name in names:
         if name in overlaps:
             continue
         if name == "spearman" and shared_spearman:
-            value = _spearman_rows(x, y, ranks_x, ranks_y)
+            value = spearman_rows(x, y, ranks_x, ranks_y)
         else:
             value = MAP_METRICS[name](x, y)
         if not isinstance(value, Tensor) or value.shape != (m,):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"map metric {name!r} returned {shape}; expected a tensor of shape "
-                             f"({m},), one value per map")
+            raise ValueError(
+                f"map metric {name!r} returned {shape}; expected a tensor of shape ({m},), one value per map"
+            )
         results[name][start:stop] = value
     del xy, x, y, ranks_x, ranks_y

@@ -21,8 +21,10 @@ def _check_labels(y_true: Tensor, y_pred: Tensor, num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if y_true.shape != y_pred.shape or y_true.dim() != 1:
-        raise ValueError(f"labels and predictions must be 1-D tensors of one length, got "
-                         f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}")
+        raise ValueError(
+            f"labels and predictions must be 1-D tensors of one length, got "
+            f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}"
+        )
     if y_true.device != y_pred.device:
         raise ValueError(f"labels and predictions are on different devices: {y_true.device} and {y_pred.device}")
     for name, y in (("labels", y_true), ("predictions", y_pred)):
@@ -30,8 +32,7 @@ def _check_labels(y_true: Tensor, y_pred: Tensor, num_classes: int) -> None:
             raise ValueError(f"{name} must be an integer tensor of class indices, got {y.dtype}")
         # scikit-learn would silently drop out-of-range labels; here they signal a bug upstream.
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise ValueError(f"{name} must lie in [0, {num_classes}), got values from "
-                             f"{int(y.min())} to {int(y.max())}")
+            raise ValueError(f"{name} must lie in [0, {num_classes}), got values from {int(y.min())} to {int(y.max())}")
 
 
 def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor:
@@ -55,7 +56,7 @@ def performance(y_true: Tensor, y_pred: Tensor, num_classes: int) -> dict[str, f
     counts = confusion_matrix(y_true, y_pred, num_classes).double()
     true_positive = counts.diagonal()
     predicted = counts.sum(dim=0)  # column sums: how often each class was predicted
-    actual = counts.sum(dim=1)     # row sums: how often each class is the true label
+    actual = counts.sum(dim=1)  # row sums: how often each class is the true label
     precision = _ratio(true_positive, predicted)
     recall = _ratio(true_positive, actual)
     # F1 = 2PR / (P + R) = 2TP / (2TP + FP + FN) where defined. The count form (scikit-learn's)

@@ -27,8 +27,9 @@ def class_kld(p_base: Tensor, p_aug: Tensor, eps: float = 1e-10) -> Tensor:
     Returns float64 Tensor[N] on the inputs' device; inputs are not checked to be normalised.
     """
     if p_base.shape != p_aug.shape:
-        raise ValueError(f"class probabilities must have the same shape, got {tuple(p_base.shape)} "
-                         f"and {tuple(p_aug.shape)}")
+        raise ValueError(
+            f"class probabilities must have the same shape, got {tuple(p_base.shape)} and {tuple(p_aug.shape)}"
+        )
     if p_base.dim() != 2:
         raise ValueError(f"class probabilities must be (N, K), got shape {tuple(p_base.shape)}")
     if p_base.device != p_aug.device:

@@ -7,14 +7,30 @@ result (`Ranks`) serves every rank-based metric of `augcam.metrics.maps`.
 
 from __future__ import annotations
 
+import math
+import numbers
 import sys
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, NamedTuple, Sequence
+from fractions import Fraction
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["Ranks", "average_ranks", "host_shortcuts", "rank_rows", "sorted_chunks"]
+__all__ = [
+    "Ranks",
+    "average_ranks",
+    "has_nan",
+    "host_shortcuts",
+    "overlap_key",
+    "overlap_rows",
+    "percentage_fraction",
+    "rank_rows",
+    "region_size",
+    "sorted_chunks",
+    "spearman_rows",
+]
 
 # Dtypes whose values float32 holds exactly, so their sort can use int32 keys.
 _EXACT_IN_FLOAT32 = (torch.float32, torch.float16, torch.bfloat16)
@@ -54,7 +70,7 @@ def _packed_keys(*blocks: Tensor) -> Tensor | None:
     packed = torch.empty((sum(len(block) for block in blocks), p), dtype=torch.int64)
     row = 0
     for block in blocks:
-        packed[row: row + len(block)] = _float32_keys(block)
+        packed[row : row + len(block)] = _float32_keys(block)
         row += len(block)
     return packed.bitwise_left_shift_(32).bitwise_or_(torch.arange(p, dtype=torch.int64))
 
@@ -173,3 +189,79 @@ def average_ranks(x: Tensor) -> Tensor:
     if x.dim() != 2:
         raise ValueError(f"average_ranks expects an (N, P) tensor, got shape {tuple(x.shape)}")
     return (rank_rows(x).centred.double() + (x.shape[1] + 1)) * 0.5
+
+
+# --- the rank-based metrics: Spearman and Overlap Rate@Y share one ranking per map -----------
+
+
+def has_nan(x: Tensor) -> Tensor:
+    return x.amax(dim=1).isnan()  # amax propagates NaN; one reduction, no (N, P) mask
+
+
+def percentage_fraction(percentage: float) -> Fraction:
+    """Exact value of a percentage as written (10.1 means 101/10, not the nearest binary float)."""
+    if isinstance(percentage, bool) or not isinstance(percentage, numbers.Real):
+        raise ValueError(f"overlap percentage must be a number in (0, 100], got {percentage!r}")
+    if isinstance(percentage, numbers.Integral):
+        value = Fraction(int(percentage))
+    else:
+        as_float = float(percentage)
+        if not math.isfinite(as_float):
+            raise ValueError(f"overlap percentage must be in (0, 100], got {percentage!r}")
+        # repr gives the shortest decimal that round-trips, i.e. what the user wrote.
+        value = Fraction(repr(as_float))
+    if not 0 < value <= 100:
+        raise ValueError(f"overlap percentage must be in (0, 100], got {percentage!r}")
+    return value
+
+
+def region_size(percentage: float, pixels: int) -> int:
+    """k = ⌈Y · P / 100⌉ computed exactly (20 % of 50 pixels is 10, not 11 from float error)."""
+    return math.ceil(percentage_fraction(percentage) * pixels / 100)
+
+
+def overlap_key(percentage: float) -> str:
+    """The result name of Overlap Rate@Y: ``overlap_20`` for 20 or 20.0, ``overlap_7.5`` for 7.5."""
+    return f"overlap_{float(percentage):g}"
+
+
+def overlap_rows(x: Tensor, y: Tensor, percentages: Sequence[float], ranks_x: Ranks, ranks_y: Ranks) -> list[Tensor]:
+    """Overlap Rate@Y of float64 (N, P) rows for several Y; `ranks_x`/`ranks_y` are their `rank_rows`."""
+    n, p = x.shape
+    ks = [region_size(y_, p) for y_ in percentages]
+    if n == 0:
+        return [torch.empty(0, dtype=torch.float64, device=x.device) for _ in ks]
+    undefined = has_nan(x) | has_nan(y)
+    # The region of a map is every pixel ≥ its k-th largest value t, i.e. every pixel whose rank
+    # is at least t's: ranks are monotone in the value and equal for ties, so values tied with t
+    # join the region (which can then exceed k pixels). In a map's own sorted order the region
+    # is the suffix from the first position of t's run, and its size is P − that position. So
+    # |A ∩ B| only needs, along x's sorted suffix, which pixels lie in y's region: one gather of
+    # y's ranks at the columns of the widest region, instead of passes over every pixel.
+    columns = [p - k for k in ks]
+    first_x = ranks_x.first[:, columns]
+    first_y = ranks_y.first[:, columns]
+    start = int(first_x.min())
+    y_ranks_along_x = ranks_y.centred.gather(1, ranks_x.order[:, start:])
+    position = torch.arange(start, p, device=x.device, dtype=first_x.dtype)
+    results = []
+    for j, column in enumerate(columns):
+        in_x = position >= first_x[:, j, None]
+        in_y = y_ranks_along_x >= ranks_y.centred_sorted[:, column, None]
+        inter = in_x.logical_and_(in_y).sum(dim=1)
+        del in_x, in_y
+        union = (2 * p - first_x[:, j] - first_y[:, j]) - inter  # ≥ k ≥ 1
+        results.append((inter.double() / union.double()).masked_fill(undefined, math.nan))
+    return results
+
+
+def spearman_rows(x: Tensor, y: Tensor, ranks_x: Ranks, ranks_y: Ranks) -> Tensor:
+    undefined = has_nan(x) | has_nan(y)  # sort would silently rank NaN as the largest value
+    # The ranks come already centred (as exact integers), so Pearson reduces to two norms and a
+    # dot product.
+    rx = ranks_x.centred.double()
+    ry = ranks_y.centred.double()
+    cov = torch.linalg.vecdot(rx, ry, dim=1)
+    # A constant map has all ranks equal, i.e. a row of exact zeros: 0 / 0 = NaN, as it should be.
+    r = (cov / (torch.linalg.vector_norm(rx, dim=1) * torch.linalg.vector_norm(ry, dim=1))).clamp(-1.0, 1.0)
+    return r.masked_fill(undefined, math.nan)

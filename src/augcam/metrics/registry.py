@@ -29,13 +29,23 @@ through `column_higher_is_better`, so a metric registered from Python reaches al
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 from augcam.registry import Registry
 
-__all__ = ["KINDS", "METRICS", "MetricSpec", "register_metric", "enable_metric", "computed_by_default",
-           "metrics_of_kind", "column_spec", "column_display_name", "column_higher_is_better"]
+__all__ = [
+    "KINDS",
+    "METRICS",
+    "MetricSpec",
+    "register_metric",
+    "enable_metric",
+    "computed_by_default",
+    "metrics_of_kind",
+    "column_spec",
+    "column_display_name",
+    "column_higher_is_better",
+]
 
 KINDS = ("map_pair", "single_map", "masks", "class_probabilities")
 
@@ -56,13 +66,15 @@ class MetricSpec:
         if not isinstance(self.display_name, str) or not self.display_name:
             raise ValueError(f"metric {self.name!r}: display_name must be a non-empty string")
         if not isinstance(self.higher_is_better, bool):
-            raise ValueError(f"metric {self.name!r}: higher_is_better must be True or False, "
-                             f"got {self.higher_is_better!r}")
+            raise ValueError(
+                f"metric {self.name!r}: higher_is_better must be True or False, got {self.higher_is_better!r}"
+            )
         if not callable(self.fn):
             raise ValueError(f"metric {self.name!r}: the implementation must be callable")
         if self.parametrised and "{}" not in self.display_name:
-            raise ValueError(f"metric {self.name!r} is parametrised: its display_name needs a '{{}}' "
-                             "where the parameter goes")
+            raise ValueError(
+                f"metric {self.name!r} is parametrised: its display_name needs a '{{}}' where the parameter goes"
+            )
 
     def column_display_name(self, column: str) -> str | None:
         """How a reader knows `column` when it is one of this metric's columns, else None."""
@@ -82,8 +94,9 @@ class MetricSpec:
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 
-def register_metric(name: str, *, kind: str, display_name: str, higher_is_better: bool, opt_in: bool = False,
-                    parametrised: bool = False) -> Callable[[Callable], Callable]:
+def register_metric(
+    name: str, *, kind: str, display_name: str, higher_is_better: bool, opt_in: bool = False, parametrised: bool = False
+) -> Callable[[Callable], Callable]:
     """Decorator registering the implementation `fn` as metric `name` (see the module docstring
     for what each kind's `fn` takes); returns `fn` unchanged."""
 

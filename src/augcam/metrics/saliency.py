@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,16 @@ from augcam.metrics.maps import pearson
 from augcam.metrics.registry import MetricView, enable_metric, register_metric
 from augcam.registry import Registry
 
-__all__ = ["SALIENCY_METRICS", "SINGLE_MAP_METRICS", "DEFAULT_KL_EPS", "cc", "kl", "entropy",
-           "compare_saliency", "register_saliency_metrics"]
+__all__ = [
+    "SALIENCY_METRICS",
+    "SINGLE_MAP_METRICS",
+    "DEFAULT_KL_EPS",
+    "cc",
+    "kl",
+    "entropy",
+    "compare_saliency",
+    "register_saliency_metrics",
+]
 
 DEFAULT_KL_EPS = float(np.finfo(np.float64).eps)
 
@@ -59,8 +67,9 @@ def _normalised_rows(maps: Tensor) -> Tensor:
         raise ValueError(f"maps must be batched as (N, H, W) or (N, P), got shape {tuple(maps.shape)}")
     rows = maps.flatten(1).double()
     if bool((rows < 0).any()):
-        raise ValueError("saliency maps must be non-negative to be normalised to sum 1; "
-                         f"found a minimum of {rows.min().item()}")
+        raise ValueError(
+            f"saliency maps must be non-negative to be normalised to sum 1; found a minimum of {rows.min().item()}"
+        )
     total = rows.sum(dim=1, keepdim=True)
     # 0 / 0 = NaN for an all-zero row is exactly the "undefined" we want to report.
     return rows / total
@@ -101,8 +110,14 @@ def entropy(maps: Tensor) -> Tensor:
     return -torch.special.xlogy(p, p).sum(dim=1)
 
 
-def compare_saliency(base: Tensor, other: Tensor, *, metrics: Sequence[str] = ("cc", "kl", "entropy"),
-                     kl_eps: float = DEFAULT_KL_EPS, chunk_size: int = 1024) -> dict[str, Tensor]:
+def compare_saliency(
+    base: Tensor,
+    other: Tensor,
+    *,
+    metrics: Sequence[str] = ("cc", "kl", "entropy"),
+    kl_eps: float = DEFAULT_KL_EPS,
+    chunk_size: int = 1024,
+) -> dict[str, Tensor]:
     """The saliency metrics of the same N images from two models, image by image.
 
     ``metrics`` names pairwise metrics (SALIENCY_METRICS) and single-map ones (SINGLE_MAP_METRICS);

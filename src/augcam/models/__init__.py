@@ -78,15 +78,18 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     near = difflib.get_close_matches(name, list(modules), n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     shown = ", ".join(candidates[-8:])
-    raise ConfigError(f"model.target_layer: {type(model).__name__} has no layer {name!r}{hint} "
-                      f"(its last convolutional layers and blocks: {shown})")
+    raise ConfigError(
+        f"model.target_layer: {type(model).__name__} has no layer {name!r}{hint} "
+        f"(its last convolutional layers and blocks: {shown})"
+    )
 
 
 # --- architectures -------------------------------------------------------------------------
 
 
-@register_model("small_cnn", target_layer="features",
-                head=LinearHead(layer="features", pool="pool", classifier="classifier"))
+@register_model(
+    "small_cnn", target_layer="features", head=LinearHead(layer="features", pool="pool", classifier="classifier")
+)
 def small_cnn(in_channels: int, num_classes: int) -> nn.Module:
     """Three 3×3 conv blocks (16, 32, 64 channels) for 28–32 px images: fast enough to train 22
     models on a 2-core CPU in minutes. The target layer `features` outputs 64×7×7 at 28×28 input
@@ -99,11 +102,17 @@ class SmallCNN(nn.Module):
         super().__init__()
         c1, c2, c3 = widths
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, c1, 3, padding=1),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.BatchNorm2d(c3), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, padding=1),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c3, num_classes)
@@ -128,8 +137,12 @@ class TangCNN(nn.Module):
         super().__init__()
         c1, c2 = widths
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         # LazyLinear would make the parameter count depend on the first input; the input side is
         # fixed instead (28 for MNIST; other sizes: data.image_size: 28).
@@ -143,8 +156,9 @@ def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """The same stem convolution for another number of input channels (1-channel data)."""
     if conv.in_channels == in_channels:
         return conv
-    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                     bias=conv.bias is not None)
+    return nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+    )
 
 
 @register_model("resnet18", target_layer="layer4", head=LinearHead(layer="layer4", pool="avgpool", classifier="fc"))
@@ -157,8 +171,11 @@ def resnet18(in_channels: int, num_classes: int) -> nn.Module:
 
 
 # classifier = Sequential(Dropout, Linear): dropout is the identity in eval mode.
-@register_model("efficientnet_b0", target_layer="features.8",
-                head=LinearHead(layer="features.8", pool="avgpool", classifier="classifier.1"))
+@register_model(
+    "efficientnet_b0",
+    target_layer="features.8",
+    head=LinearHead(layer="features.8", pool="avgpool", classifier="classifier.1"),
+)
 def efficientnet_b0(in_channels: int, num_classes: int) -> nn.Module:
     from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 
@@ -177,8 +194,9 @@ def densenet121(in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
-@register_model("cifar_resnet", target_layer="stage3",
-                head=LinearHead(layer="stage3", pool="pool", classifier="classifier"))
+@register_model(
+    "cifar_resnet", target_layer="stage3", head=LinearHead(layer="stage3", pool="pool", classifier="classifier")
+)
 def cifar_resnet(in_channels: int, num_classes: int) -> nn.Module:
     """A small ResNet for 32×32 images in the style of the public CIFAR-10 speed-training nets
     (Page's ResNet-9, airbench): a conv-BN-GELU stem, then three stages of conv, 2×2 max pooling,
@@ -204,15 +222,15 @@ def _conv_bn_gelu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, stem: int = 32,
-                 widths: tuple[int, int, int] = (64, 256, 256)):
+    def __init__(
+        self, in_channels: int, num_classes: int, stem: int = 32, widths: tuple[int, int, int] = (64, 256, 256)
+    ):
         super().__init__()
         self.stem = _conv_bn_gelu(in_channels, stem)
         stages, c_in = [], stem
         for width in widths:
             conv = nn.Conv2d(c_in, width, 3, padding=1, bias=False)
-            stages.append(nn.Sequential(conv, nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.GELU(),
-                                        ResidualPair(width)))
+            stages.append(nn.Sequential(conv, nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.GELU(), ResidualPair(width)))
             c_in = width
         self.stage1, self.stage2, self.stage3 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -24,8 +24,17 @@ from augcam.models import MODELS, build_model
 from augcam.pipeline.kill_points import kill_point
 from augcam.pipeline.plan import TRAINING_CODE_VERSION, ModelRun, guided_feature_layer, model_key
 from augcam.pipeline.prepare import PreparedStudy
-from augcam.training import (GuidedTraining, TrainingData, TrainingDiverged, TrainSettings, TrainState,
-                             prepare_inputs, train_model, train_state_from_bytes, train_state_to_bytes)
+from augcam.training import (
+    GuidedTraining,
+    TrainingData,
+    TrainingDiverged,
+    TrainSettings,
+    TrainState,
+    prepare_inputs,
+    train_model,
+    train_state_from_bytes,
+    train_state_to_bytes,
+)
 
 # --- training ------------------------------------------------------------------------------------
 
@@ -38,13 +47,17 @@ def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels: bool = False) -> TrainingData:
     """The study's training and validation data on `device` (labels permuted for that control)."""
     p = prepared
-    data = TrainingData(images_on(p.train_set.images[p.split.train], device),
-                        p.train_set.labels[p.split.train].to(device),
-                        images_on(p.val_source.images[p.split.val], device),
-                        p.val_source.labels[p.split.val].to(device),
-                        p.mean, p.std, p.config.data.image_size, num_classes=p.num_classes,
-                        train_masks=(p.train_set.masks[p.split.train].to(device)
-                                     if p.train_set.masks is not None else None))
+    data = TrainingData(
+        images_on(p.train_set.images[p.split.train], device),
+        p.train_set.labels[p.split.train].to(device),
+        images_on(p.val_source.images[p.split.val], device),
+        p.val_source.labels[p.split.val].to(device),
+        p.mean,
+        p.std,
+        p.config.data.image_size,
+        num_classes=p.num_classes,
+        train_masks=(p.train_set.masks[p.split.train].to(device) if p.train_set.masks is not None else None),
+    )
     return permuted_label_data(p.config, data) if permuted_labels else data
 
 
@@ -54,8 +67,11 @@ def permuted_label_data(config: StudyConfig, data: TrainingData) -> TrainingData
     generator = torch.Generator().manual_seed(config.data.split_seed + 1)
     train = torch.randperm(len(data.train_labels), generator=generator)
     val = torch.randperm(len(data.val_labels), generator=generator)
-    return replace(data, train_labels=data.train_labels[train.to(data.train_labels.device)],
-                   val_labels=data.val_labels[val.to(data.val_labels.device)])
+    return replace(
+        data,
+        train_labels=data.train_labels[train.to(data.train_labels.device)],
+        val_labels=data.val_labels[val.to(data.val_labels.device)],
+    )
 
 
 def train_settings(config: StudyConfig, ordering_seed: int | None = None) -> TrainSettings:
@@ -63,9 +79,18 @@ def train_settings(config: StudyConfig, ordering_seed: int | None = None) -> Tra
     model's own (a baseline replica's differs), else the section's."""
     t = config.training
     ordering_seed = t.ordering_seed if ordering_seed is None else ordering_seed
-    return TrainSettings(t.epochs, t.batch_size, t.lr, t.weight_decay, ordering_seed, t.copies,
-                         t.eval_batch_size, t.steps_per_epoch, **{name: getattr(t, name) for name in RECIPE_FIELDS},
-                         base_augmentations=tuple(entry.build() for entry in t.base_augmentations))
+    return TrainSettings(
+        t.epochs,
+        t.batch_size,
+        t.lr,
+        t.weight_decay,
+        ordering_seed,
+        t.copies,
+        t.eval_batch_size,
+        t.steps_per_epoch,
+        **{name: getattr(t, name) for name in RECIPE_FIELDS},
+        base_augmentations=tuple(entry.build() for entry in t.base_augmentations),
+    )
 
 
 @dataclass
@@ -83,9 +108,17 @@ class TrainOutcome:
         return self.meta["status"]
 
 
-def train_one_model(prepared: PreparedStudy, run: ModelRun, device: torch.device, resume: TrainState | None = None,
-                    *, data: TrainingData | None = None, on_epoch=None, on_batch=None,
-                    on_checkpoint=None) -> TrainOutcome:
+def train_one_model(
+    prepared: PreparedStudy,
+    run: ModelRun,
+    device: torch.device,
+    resume: TrainState | None = None,
+    *,
+    data: TrainingData | None = None,
+    on_epoch=None,
+    on_batch=None,
+    on_checkpoint=None,
+) -> TrainOutcome:
     """Train one model of the plan on `device`, from its first epoch or from `resume` (a state
     `on_checkpoint` received), and return its weights, history and meta. Touches no file; a model
     whose loss diverges gives an outcome with status "diverged" and the error."""
@@ -96,28 +129,58 @@ def train_one_model(prepared: PreparedStudy, run: ModelRun, device: torch.device
     augmentation = run.entry.build() if run.entry is not None else None
     guided = None
     if run.guided is not None:
-        guided = GuidedTraining(run.guided.loss, run.guided.weight, run.guided.ce_weight,
-                                guided_feature_layer(c, run.guided))
-    meta = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
-            **({"replica": run.replica} if run.replica else {}),
-            **({"permuted_labels": True} if run.permuted_labels else {}),
-            "key": model_key(c, p.data_fingerprint, run.entry, run.seed, init_seed=run.init_seed,
-                             ordering_seed=run.ordering_seed, permuted_labels=run.permuted_labels,
-                             guided=run.guided),
-            "device": str(device), "training_code_version": TRAINING_CODE_VERSION}
+        guided = GuidedTraining(
+            run.guided.loss, run.guided.weight, run.guided.ce_weight, guided_feature_layer(c, run.guided)
+        )
+    meta = {
+        "model_id": run.model_id,
+        "augmentation": run.augmentation,
+        "seed": run.seed,
+        **({"replica": run.replica} if run.replica else {}),
+        **({"permuted_labels": True} if run.permuted_labels else {}),
+        "key": model_key(
+            c,
+            p.data_fingerprint,
+            run.entry,
+            run.seed,
+            init_seed=run.init_seed,
+            ordering_seed=run.ordering_seed,
+            permuted_labels=run.permuted_labels,
+            guided=run.guided,
+        ),
+        "device": str(device),
+        "training_code_version": TRAINING_CODE_VERSION,
+    }
     try:
-        result = train_model(model, data, train_settings(c, run.ordering_seed), augmentation,
-                             run.seed if run.seed is not None else 0, on_epoch=on_epoch, on_batch=on_batch,
-                             on_checkpoint=on_checkpoint, resume=resume, guided=guided)
+        result = train_model(
+            model,
+            data,
+            train_settings(c, run.ordering_seed),
+            augmentation,
+            run.seed if run.seed is not None else 0,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+            guided=guided,
+        )
     except TrainingDiverged as err:
         return TrainOutcome({**meta, "status": "diverged", "error": str(err)})
     return TrainOutcome(
-        {**meta, "status": "complete", "best_epoch": result.best_epoch,
-         "best_val_accuracy": result.best_val_accuracy, "train_seconds": round(result.seconds, 3),
-         "initial_weights_sha256": result.initial_digest, "epochs": len(result.history),
-         **({"resumed_after_epoch": resume.epochs_done} if resume is not None else {})},
-        result.best_state, result.history, result.seconds)
-
+        {
+            **meta,
+            "status": "complete",
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "train_seconds": round(result.seconds, 3),
+            "initial_weights_sha256": result.initial_digest,
+            "epochs": len(result.history),
+            **({"resumed_after_epoch": resume.epochs_done} if resume is not None else {}),
+        },
+        result.best_state,
+        result.history,
+        result.seconds,
+    )
 
 
 # --- CAM sets ------------------------------------------------------------------------------------
@@ -133,23 +196,37 @@ def cam_key(prepared: PreparedStudy, run: ModelRun, method: str | None = None) -
     """Everything a stored CAM set depends on: the model, the test images, and the CAM settings
     (the batch size too, since batched convolutions may round differently)."""
     p, c = prepared, prepared.config
-    return digest({"model_id": run.model_id, "test": p.split.test.tolist(),
-                   "test_fingerprint": p.test_fingerprint, "method": method or c.cam.method,
-                   "layer": p.target_layer, "target": c.cam.target, "image_size": c.data.image_size,
-                   "batch_size": c.cam.batch_size, "linear_head": linear_head(c) is not None,
-                   "optimize": c.cam.optimize})
+    return digest(
+        {
+            "model_id": run.model_id,
+            "test": p.split.test.tolist(),
+            "test_fingerprint": p.test_fingerprint,
+            "method": method or c.cam.method,
+            "layer": p.target_layer,
+            "target": c.cam.target,
+            "image_size": c.data.image_size,
+            "batch_size": c.cam.batch_size,
+            "linear_head": linear_head(c) is not None,
+            "optimize": c.cam.optimize,
+        }
+    )
 
 
 def load_model(prepared: PreparedStudy, weights: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
     c = prepared.config
-    model = build_model(c.model.name, prepared.train_set.images.shape[1], prepared.num_classes,
-                        c.training.init_seed)
+    model = build_model(c.model.name, prepared.train_set.images.shape[1], prepared.num_classes, c.training.init_seed)
     model.load_state_dict(weights)
     return model.to(device)
 
 
-def compute_cam_set(prepared: PreparedStudy, run: ModelRun, model: torch.nn.Module, device: torch.device,
-                    method: str | None = None, after_batch=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def compute_cam_set(
+    prepared: PreparedStudy,
+    run: ModelRun,
+    model: torch.nn.Module,
+    device: torch.device,
+    method: str | None = None,
+    after_batch=None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The CAM set of one model for every test image, by the study's CAM method or by `method` (one
     of cam.extra_methods): raw maps at the layer's resolution, logits, predictions, targets, with
     the metadata (CAM key) it is stored with. `after_batch(number, size)` follows each batch."""
@@ -164,20 +241,31 @@ def compute_cam_set(prepared: PreparedStudy, run: ModelRun, model: torch.nn.Modu
     if c.cam.optimize:  # one copy for all batches (raw_cams would make one per call)
         model, layer = inference_copy(model, layer)
     for number, start in enumerate(range(0, len(test_images), batch), start=1):
-        inputs = prepare_inputs(images_on(test_images[start:start + batch], device), mean, std, c.data.image_size)
-        wanted = labels[start:start + batch].to(device) if c.cam.target == "label" else None
-        batch_maps, batch_logits = raw_cams(method or c.cam.method, model, layer, inputs, wanted,
-                                            batch, head=linear_head(c), optimize=False)
+        inputs = prepare_inputs(images_on(test_images[start : start + batch], device), mean, std, c.data.image_size)
+        wanted = labels[start : start + batch].to(device) if c.cam.target == "label" else None
+        batch_maps, batch_logits = raw_cams(
+            method or c.cam.method, model, layer, inputs, wanted, batch, head=linear_head(c), optimize=False
+        )
         maps.append(batch_maps.cpu())
         logits.append(batch_logits.cpu())
         targets.append((wanted if wanted is not None else batch_logits.argmax(1)).cpu())
         if after_batch is not None:
             after_batch(number, len(inputs))
     logits_all = torch.cat(logits)
-    tensors = {"raw": torch.cat(maps).float(), "logits": logits_all.float(), "predictions": logits_all.argmax(1),
-               "targets": torch.cat(targets), "image_index": p.split.test.clone()}
-    metadata = {"cam_key": cam_key(p, run, method), "method": method or c.cam.method,
-                "target_layer": p.target_layer, "target": c.cam.target, "model_id": run.model_id}
+    tensors = {
+        "raw": torch.cat(maps).float(),
+        "logits": logits_all.float(),
+        "predictions": logits_all.argmax(1),
+        "targets": torch.cat(targets),
+        "image_index": p.split.test.clone(),
+    }
+    metadata = {
+        "cam_key": cam_key(p, run, method),
+        "method": method or c.cam.method,
+        "target_layer": p.target_layer,
+        "target": c.cam.target,
+        "model_id": run.model_id,
+    }
     return tensors, metadata
 
 
@@ -225,9 +313,16 @@ class ChainHooks(Protocol):
     def cam_batch(self, run: ModelRun, images: int) -> None: ...
 
 
-def run_chain(prepared: PreparedStudy, job: ChainJob, hooks: ChainHooks, device: torch.device, *,
-              weights: dict[str, torch.Tensor] | None = None, base_cams: dict[str, torch.Tensor] | None = None,
-              data: TrainingData | None = None) -> ChainResult:
+def run_chain(
+    prepared: PreparedStudy,
+    job: ChainJob,
+    hooks: ChainHooks,
+    device: torch.device,
+    *,
+    weights: dict[str, torch.Tensor] | None = None,
+    base_cams: dict[str, torch.Tensor] | None = None,
+    data: TrainingData | None = None,
+) -> ChainResult:
     """Train one model (resuming from its checkpoint when `hooks` has one), compute its CAM sets
     and its metrics against `base_cams`; `weights`: the finished model's, when `job.train` is
     False; `data`: the study's training data on `device`, if the caller keeps it between models."""
@@ -249,9 +344,16 @@ def run_chain(prepared: PreparedStudy, job: ChainJob, hooks: ChainHooks, device:
 
         if data is not None and run.permuted_labels:
             data = permuted_label_data(prepared.config, data)
-        outcome = train_one_model(prepared, run, device, resume, data=data,
-                                  on_epoch=lambda row: hooks.epoch(run, row),
-                                  on_batch=lambda images: hooks.batch(run, images), on_checkpoint=on_checkpoint)
+        outcome = train_one_model(
+            prepared,
+            run,
+            device,
+            resume,
+            data=data,
+            on_epoch=lambda row: hooks.epoch(run, row),
+            on_batch=lambda images: hooks.batch(run, images),
+            on_checkpoint=on_checkpoint,
+        )
         if outcome.best_state is not None:
             outcome.best_state = {name: value.cpu() for name, value in outcome.best_state.items()}
         result.outcome = outcome
@@ -271,6 +373,7 @@ def run_chain(prepared: PreparedStudy, job: ChainJob, hooks: ChainHooks, device:
             result.cams[method] = compute_cam_set(prepared, run, model, device, method, after_batch)
         result.cam_seconds = time.perf_counter() - started
     if job.compare and base_cams is not None and None in result.cams:
-        result.metrics = study_cam_metrics(prepared.config, base_cams, result.cams[None][0], prepared.input_size,
-                                           device)
+        result.metrics = study_cam_metrics(
+            prepared.config, base_cams, result.cams[None][0], prepared.input_size, device
+        )
     return result

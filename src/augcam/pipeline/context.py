@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from augcam.atomic import read_tensors
 from augcam.config import StudyConfig
@@ -33,7 +32,7 @@ class StageContext:
     device: torch.device
     console: Console
     manifest: Manifest
-    executor: "Executor"
+    executor: Executor
     # Handed on by the stages: the models whose training is complete (train), the per-image metrics
     # against the baseline that the model chains computed (model id → metric → values; compare and
     # controls compute the others from the stored CAM sets), and the tables a StudyResult returns.
@@ -83,9 +82,18 @@ class StageContext:
 
 
 def progress_bar(console: Console, disable: bool = False) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console, transient=False, disable=disable)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=disable,
+    )
 
 
 def labels(runs: list[ModelRun], limit: int = 8) -> str:
@@ -97,5 +105,7 @@ def labels(runs: list[ModelRun], limit: int = 8) -> str:
 
 def metric_summary(table: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     """NaN and ±inf counts per metric column, for the manifest."""
-    return {"undefined_values": {col: int(table[col].isna().sum()) for col in columns},
-            "infinite_values": {col: int(np.isinf(table[col].to_numpy()).sum()) for col in columns}}
+    return {
+        "undefined_values": {col: int(table[col].isna().sum()) for col in columns},
+        "infinite_values": {col: int(np.isinf(table[col].to_numpy()).sum()) for col in columns},
+    }

@@ -36,43 +36,74 @@ def versions() -> dict[str, str]:
     import safetensors
     import torchvision
 
-    return {"augcam": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "kornia": kornia.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "pyarrow": pyarrow.__version__, "safetensors": safetensors.__version__,
-            "pydantic": pydantic.__version__}
+    return {
+        "augcam": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "kornia": kornia.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pyarrow.__version__,
+        "safetensors": safetensors.__version__,
+        "pydantic": pydantic.__version__,
+    }
 
 
 def deterministic_flags() -> dict[str, Any]:
-    return {"use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "cudnn_deterministic": torch.backends.cudnn.deterministic,
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 class Manifest(dict):
     """The run's manifest.json, written through on every change."""
 
-    def __init__(self, run_dir: RunDir, prepared: PreparedStudy, device: torch.device, executor: str,
-                 executor_info: dict[str, Any] | None, console: Console):
+    def __init__(
+        self,
+        run_dir: RunDir,
+        prepared: PreparedStudy,
+        device: torch.device,
+        executor: str,
+        executor_info: dict[str, Any] | None,
+        console: Console,
+    ):
         config = prepared.config
-        super().__init__({
-            "augcam_version": __version__, "study": config.name, "config_hash": config.config_hash(),
-            "training_code_version": TRAINING_CODE_VERSION,
-            "versions": versions(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-            or platform.machine(),
-            "host": platform.node(), "pid": os.getpid(),
-            "torch_threads": torch.get_num_threads(),
-            "deterministic": deterministic_flags(),
-            "seeds": {"split": config.data.split_seed, "init": config.training.init_seed,
-                      "ordering": config.training.ordering_seed, "augmentation": config.seeds},
-            "data": {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint},
-            "started": now(), "status": "running", "stages": {}, "models": {},
-            "executor": executor,
-        })
+        super().__init__(
+            {
+                "augcam_version": __version__,
+                "study": config.name,
+                "config_hash": config.config_hash(),
+                "training_code_version": TRAINING_CODE_VERSION,
+                "versions": versions(),
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine(),
+                "host": platform.node(),
+                "pid": os.getpid(),
+                "torch_threads": torch.get_num_threads(),
+                "deterministic": deterministic_flags(),
+                "seeds": {
+                    "split": config.data.split_seed,
+                    "init": config.training.init_seed,
+                    "ordering": config.training.ordering_seed,
+                    "augmentation": config.seeds,
+                },
+                "data": {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint},
+                "started": now(),
+                "status": "running",
+                "stages": {},
+                "models": {},
+                "executor": executor,
+            }
+        )
         if executor_info is not None:
             self[executor] = executor_info
         self.path = run_dir.manifest_file

@@ -57,9 +57,17 @@ class ModelRun:
         return self.augmentation if self.is_baseline else f"{self.augmentation} seed {self.seed}"
 
 
-def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationConfig | None,
-              seed: int | None, *, init_seed: int | None = None, ordering_seed: int | None = None,
-              permuted_labels: bool = False, guided: GuidedConfig | None = None) -> dict[str, Any]:
+def model_key(
+    config: StudyConfig,
+    data_fingerprint: str,
+    entry: AugmentationConfig | None,
+    seed: int | None,
+    *,
+    init_seed: int | None = None,
+    ordering_seed: int | None = None,
+    permuted_labels: bool = False,
+    guided: GuidedConfig | None = None,
+) -> dict[str, Any]:
     """Everything that determines a model's trained weights, and nothing else.
 
     Not in the key, on purpose: analysis settings (model.target_layer, cam, metrics), the device
@@ -72,11 +80,15 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
         "training_code": TRAINING_CODE_VERSION,
         "data": {"fingerprint": data_fingerprint, "image_size": config.data.image_size},
         "model": config.model.name,
-        "training": {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
-                     "weight_decay": t.weight_decay,
-                     "init_seed": t.init_seed if init_seed is None else init_seed,
-                     "ordering_seed": t.ordering_seed if ordering_seed is None else ordering_seed,
-                     "eval_batch_size": t.eval_batch_size},
+        "training": {
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "lr": t.lr,
+            "weight_decay": t.weight_decay,
+            "init_seed": t.init_seed if init_seed is None else init_seed,
+            "ordering_seed": t.ordering_seed if ordering_seed is None else ordering_seed,
+            "eval_batch_size": t.eval_batch_size,
+        },
         "augmentation": None,
     }
     if t.steps_per_epoch is not None:  # only when set, so that existing model ids do not change
@@ -84,20 +96,25 @@ def model_key(config: StudyConfig, data_fingerprint: str, entry: AugmentationCon
     if t.recipe():  # only when set: the reference loop's ids stay what they were
         key["training"]["recipe"] = t.recipe()
     if t.base_augmentations:  # likewise
-        key["training"]["base_augmentations"] = [{"name": base.name, "params": base.resolved_params()}
-                                                 for base in t.base_augmentations]
+        key["training"]["base_augmentations"] = [
+            {"name": base.name, "params": base.resolved_params()} for base in t.base_augmentations
+        ]
     if permuted_labels:
         key["permuted_labels"] = True
     if entry is not None:
-        key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies,
-                               "seed": seed}
+        key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies, "seed": seed}
         if uses_targets(entry.build()):
             # Trained on probability targets: not the weights an earlier augcam gave the same entry
             # with the original labels.
             key["augmentation"]["targets"] = "mixed"
     if guided is not None:  # absent otherwise, so the ids of models without a guided loss stay as they were
-        key["guided"] = {"loss": guided.loss, "weight": guided.weight, "ce_weight": guided.ce_weight,
-                         "feature_layer": guided_feature_layer(config, guided), "seed": seed}
+        key["guided"] = {
+            "loss": guided.loss,
+            "weight": guided.weight,
+            "ce_weight": guided.ce_weight,
+            "feature_layer": guided_feature_layer(config, guided),
+            "seed": seed,
+        }
     return key
 
 
@@ -120,8 +137,17 @@ def guided_runs(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
         for seed in config.seeds:
             ordering_seed = t.ordering_seed + seed
             key = digest(model_key(config, data_fingerprint, None, seed, ordering_seed=ordering_seed, guided=entry))
-            runs.append(ModelRun(f"{entry.loss}-s{seed}-{key[:12]}", entry.display, seed, None,
-                                 init_seed=t.init_seed, ordering_seed=ordering_seed, guided=entry))
+            runs.append(
+                ModelRun(
+                    f"{entry.loss}-s{seed}-{key[:12]}",
+                    entry.display,
+                    seed,
+                    None,
+                    init_seed=t.init_seed,
+                    ordering_seed=ordering_seed,
+                    guided=entry,
+                )
+            )
     return runs
 
 
@@ -146,15 +172,31 @@ def plan_controls(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
     runs = []
     for i in range(1, config.controls.baseline_replicas + 1):
         shift = (i + 1) // 2
-        init_seed, ordering_seed = (t.init_seed, t.ordering_seed + shift) if i % 2 else \
-            (t.init_seed + shift, t.ordering_seed)
+        init_seed, ordering_seed = (
+            (t.init_seed, t.ordering_seed + shift) if i % 2 else (t.init_seed + shift, t.ordering_seed)
+        )
         replica = f"ordering+{shift}" if i % 2 else f"init+{shift}"
-        key = digest(model_key(config, data_fingerprint, None, None, init_seed=init_seed,
-                               ordering_seed=ordering_seed))
-        runs.append(ModelRun(f"{BASELINE}-{replica.replace('+', '')}-{key[:12]}", BASELINE, None,
-                             init_seed=init_seed, ordering_seed=ordering_seed, replica=replica))
+        key = digest(model_key(config, data_fingerprint, None, None, init_seed=init_seed, ordering_seed=ordering_seed))
+        runs.append(
+            ModelRun(
+                f"{BASELINE}-{replica.replace('+', '')}-{key[:12]}",
+                BASELINE,
+                None,
+                init_seed=init_seed,
+                ordering_seed=ordering_seed,
+                replica=replica,
+            )
+        )
     if config.controls.data_randomization:
         key = digest(model_key(config, data_fingerprint, None, None, permuted_labels=True))
-        runs.append(ModelRun(f"{BASELINE}-permuted-{key[:12]}", BASELINE, None, init_seed=t.init_seed,
-                             ordering_seed=t.ordering_seed, permuted_labels=True))
+        runs.append(
+            ModelRun(
+                f"{BASELINE}-permuted-{key[:12]}",
+                BASELINE,
+                None,
+                init_seed=t.init_seed,
+                ordering_seed=t.ordering_seed,
+                permuted_labels=True,
+            )
+        )
     return runs

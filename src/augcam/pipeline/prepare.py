@@ -78,8 +78,10 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise AugcamError(f"device {requested!r} was requested but no CUDA GPU is available "
-                          "(use --device cpu, or device: auto in the study file)")
+        raise AugcamError(
+            f"device {requested!r} was requested but no CUDA GPU is available "
+            "(use --device cpu, or device: auto in the study file)"
+        )
     if requested == "mps" and not torch.backends.mps.is_available():
         raise AugcamError("device 'mps' was requested but Apple's MPS backend is not available")
     device = torch.device(requested)
@@ -137,8 +139,10 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
         raise ConfigError(f"data: {err}") from None
     mean, std = channel_stats(train_set.images[split.train])
     if min(std) == 0:
-        raise DataError(f"data.dataset {d.dataset!r}: a channel of the training images is constant "
-                        "(standard deviation 0), so they cannot be normalised")
+        raise DataError(
+            f"data.dataset {d.dataset!r}: a channel of the training images is constant "
+            "(standard deviation 0), so they cannot be normalised"
+        )
     spec = MODELS.lookup(config.model.name, where="model.name")
     target_layer = config.model.target_layer or spec.target_layer
     height, width = test_set.images.shape[-2:]
@@ -147,8 +151,20 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
     if config.guided:
         check_guided(config, train_set, input_size)
     fingerprint = _data_fingerprint(train_set, split, val_set)
-    prepared = PreparedStudy(config, train_set, test_set, split, mean, std, target_layer, input_size,
-                             layer_size, fingerprint, _fingerprint(test_set, split.test), val_set=val_set)
+    prepared = PreparedStudy(
+        config,
+        train_set,
+        test_set,
+        split,
+        mean,
+        std,
+        target_layer,
+        input_size,
+        layer_size,
+        fingerprint,
+        _fingerprint(test_set, split.test),
+        val_set=val_set,
+    )
     prepared.runs = plan(config, fingerprint)
     prepared.controls = plan_controls(config, fingerprint)
     return prepared
@@ -158,42 +174,53 @@ def check_guided(config: StudyConfig, train_set: ImageSet, input_size: tuple[int
     """What the guided entries need from the data and the model, as ConfigErrors."""
     d = config.data
     if train_set.masks is None:
-        raise ConfigError(f"guided: mask-guided losses need ROI masks, but data.dataset {d.dataset!r} has none "
-                          "(a dataset with masks: crosses)")
+        raise ConfigError(
+            f"guided: mask-guided losses need ROI masks, but data.dataset {d.dataset!r} has none "
+            "(a dataset with masks: crosses)"
+        )
     if tuple(input_size) != tuple(train_set.images.shape[-2:]):
-        raise ConfigError(f"guided: data.image_size {d.image_size} resizes the inputs but not the masks; "
-                          "leave data.image_size out for mask-guided training")
+        raise ConfigError(
+            f"guided: data.image_size {d.image_size} resizes the inputs but not the masks; "
+            "leave data.image_size out for mask-guided training"
+        )
     model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
     modules = dict(model.named_modules())
     for entry in config.guided:
         layer = entry.feature_layer
         if layer is not None and layer not in modules:
-            raise ConfigError(f"guided[{entry.display}].feature_layer: {layer!r} is not a module of "
-                              f"{config.model.name} (modules: {', '.join(name for name in modules if name)})")
+            raise ConfigError(
+                f"guided[{entry.display}].feature_layer: {layer!r} is not a module of "
+                f"{config.model.name} (modules: {', '.join(name for name in modules if name)})"
+            )
 
 
-def target_layer_size(config: StudyConfig, train_set: ImageSet, target_layer: str,
-                      input_size: tuple[int, int]) -> tuple[int, int]:
+def target_layer_size(
+    config: StudyConfig, train_set: ImageSet, target_layer: str, input_size: tuple[int, int]
+) -> tuple[int, int]:
     """Spatial size of the target layer's output; refuses a layer where a CAM would be constant."""
-    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes),
-                        config.training.init_seed)
+    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
     layer = get_layer(model, target_layer)
     model.eval()
     with capture_output(layer) as outputs, torch.no_grad():
         try:
             model(torch.zeros(2, train_set.images.shape[1], *input_size))
         except RuntimeError as err:
-            raise ConfigError(f"model.name: {config.model.name} cannot take {input_size[0]}×{input_size[1]} "
-                              f"inputs ({err}); set data.image_size") from None
+            raise ConfigError(
+                f"model.name: {config.model.name} cannot take {input_size[0]}×{input_size[1]} "
+                f"inputs ({err}); set data.image_size"
+            ) from None
     if not outputs or outputs[0].dim() != 4:
         shape = tuple(outputs[0].shape) if outputs else "nothing"
-        raise ConfigError(f"model.target_layer: {target_layer!r} outputs {shape}; a CAM needs a "
-                          "convolutional layer with (batch, channels, height, width) output")
+        raise ConfigError(
+            f"model.target_layer: {target_layer!r} outputs {shape}; a CAM needs a "
+            "convolutional layer with (batch, channels, height, width) output"
+        )
     size = tuple(int(s) for s in outputs[0].shape[-2:])
     if size[0] * size[1] == 1:
         raise ConfigError(
             f"model.target_layer: {target_layer!r} of {config.model.name} is 1×1 at "
             f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant (a CAM is a weighted "
             "sum of the layer's maps, and a 1×1 map has one pixel: upsampled, it is flat and normalises "
-            "to zero); set data.image_size larger (e.g. 64) or choose an earlier layer")
+            "to zero); set data.image_size larger (e.g. 64) or choose an earlier layer"
+        )
     return size  # type: ignore[return-value]

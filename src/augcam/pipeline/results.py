@@ -38,8 +38,12 @@ def store_chain_result(ctx: StageContext, run: ModelRun, result: ChainResult) ->
 
 def report_trained(ctx: StageContext, run: ModelRun, outcome: TrainOutcome, where: str = "") -> None:
     if outcome.status != "complete":
-        ctx.console.print(f"[red]model {run.label} ({run.model_id}) diverged[/]: {outcome.meta.get('error')}; "
-                          "the study goes on without it")
+        ctx.console.print(
+            f"[red]model {run.label} ({run.model_id}) diverged[/]: {outcome.meta.get('error')}; "
+            "the study goes on without it"
+        )
         return
-    ctx.console.print(f"  trained {run.model_id}: best val accuracy {outcome.meta['best_val_accuracy']:.4f} "
-                      f"at epoch {outcome.meta['best_epoch']} ({outcome.seconds:.1f} s{where})")
+    ctx.console.print(
+        f"  trained {run.model_id}: best val accuracy {outcome.meta['best_val_accuracy']:.4f} "
+        f"at epoch {outcome.meta['best_epoch']} ({outcome.seconds:.1f} s{where})"
+    )

@@ -64,9 +64,16 @@ def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
     manifest.ended("complete")
 
 
-def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, device: str | None = None,
-              force: bool = False, console: Console | None = None, executor: str = "local",
-              address: str | None = None) -> StudyResult:
+def run_study(
+    config: StudyConfig | str | Path | dict,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    force: bool = False,
+    console: Console | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> StudyResult:
     """Run a whole study into `out` and return its tables. Public entry point of the Python API.
 
     `executor="ray"` trains and explains the models as tasks on a Ray cluster (docs/cluster.md):
@@ -95,28 +102,34 @@ def run_study(config: StudyConfig | str | Path | dict, out: str | Path, *, devic
         runner.close()
 
 
-def _run_in(prepared: PreparedStudy, out: str | Path, executor: Executor, console: Console, force: bool,
-            started: float) -> StudyResult:
+def _run_in(
+    prepared: PreparedStudy, out: str | Path, executor: Executor, console: Console, force: bool, started: float
+) -> StudyResult:
     config = prepared.config
     run_dir = RunDir(out)
     run_dir.create()
     with RunLock(run_dir.lock_file) as lock:
         run_dir.check_study(config.name, force)
         if lock.previous_holder:
-            console.print(f"taking over the lock of a run that ended without releasing it "
-                          f"({describe_holder(lock.previous_holder)})", highlight=False)
+            console.print(
+                f"taking over the lock of a run that ended without releasing it "
+                f"({describe_holder(lock.previous_holder)})",
+                highlight=False,
+            )
         stale = run_dir.remove_stale_temp_files()
         if stale:
             console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
-        controls = (f" + {len(prepared.controls)} control baselines" if prepared.controls else "")
-        console.print(f"[bold]study[/] {config.name}: {len(prepared.all_runs)} models "
-                      f"(baseline + {len(config.study_augmentations)} augmentations"
-                      + (f" + {len(config.guided)} guided losses" if config.guided else "")
-                      + f" × {len(config.seeds)} seeds"
-                      f"{controls}), "
-                      f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
-                      f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
-                      f"({prepared.layer_size[0]}×{prepared.layer_size[1]})")
+        controls = f" + {len(prepared.controls)} control baselines" if prepared.controls else ""
+        console.print(
+            f"[bold]study[/] {config.name}: {len(prepared.all_runs)} models "
+            f"(baseline + {len(config.study_augmentations)} augmentations"
+            + (f" + {len(config.guided)} guided losses" if config.guided else "")
+            + f" × {len(config.seeds)} seeds"
+            f"{controls}), "
+            f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
+            f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
+            f"({prepared.layer_size[0]}×{prepared.layer_size[1]})"
+        )
         run_dir.write_study(config.resolved())
         device: torch.device = executor.driver_device
         manifest = Manifest(run_dir, prepared, device, executor.name, executor.manifest_info(), console)
@@ -124,5 +137,6 @@ def _run_in(prepared: PreparedStudy, out: str | Path, executor: Executor, consol
         run_stages(ctx)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest.write()
-    return StudyResult(run_dir.root, ctx.tables["performance"], ctx.tables["metrics"], ctx.tables["aggregated"],
-                       dict(manifest))
+    return StudyResult(
+        run_dir.root, ctx.tables["performance"], ctx.tables["metrics"], ctx.tables["aggregated"], dict(manifest)
+    )

@@ -21,8 +21,9 @@ def summary_tables(result: StudyResult) -> list[Table]:
         perf_table.add_column(col, justify="left" if col == "augmentation" else "right")
     means, counts = by_aug.mean(), by_aug.size()
     for aug, row in means.iterrows():
-        perf_table.add_row(str(aug), str(counts[aug]), f"{row.test_accuracy:.4f}", f"{row.f1:.4f}",
-                           f"{row.best_val_accuracy:.4f}")
+        perf_table.add_row(
+            str(aug), str(counts[aug]), f"{row.test_accuracy:.4f}", f"{row.f1:.4f}", f"{row.best_val_accuracy:.4f}"
+        )
     tables = [perf_table]
     if not result.aggregated.empty:
         columns = metric_columns(result.metrics)
@@ -36,7 +37,10 @@ def summary_tables(result: StudyResult) -> list[Table]:
         noise_path = RunDir(result.out).table(NOISE_FLOOR_TABLE)
         if noise_path.exists():
             noise = noise_floor(pd.read_parquet(noise_path), columns).median()
-            metric_table.add_row("[italic]noise floor (baseline replicas)[/]",
-                                 *(f"{noise[col]:.4f}" for col in columns), end_section=False)
+            metric_table.add_row(
+                "[italic]noise floor (baseline replicas)[/]",
+                *(f"{noise[col]:.4f}" for col in columns),
+                end_section=False,
+            )
         tables.append(metric_table)
     return tables

@@ -9,21 +9,63 @@
 """
 
 from augcam.training.guided import GUIDED_LOSSES, GuidedTraining, guided_loss, register_guided_loss
-from augcam.training.loop import (TrainingData, TrainingDiverged, TrainResult, TrainSettings, evaluate,
-                                  prepare_inputs, train_model, uses_targets)
-from augcam.training.ordering import (augmentation_generator, base_augment, derived_seed, epoch_order,
-                                      epoch_positions, guided_generator)
-from augcam.training.recipe import (OPTIMIZERS, PRECISIONS, SCHEDULES, make_optimizer, precision_context,
-                                    scheduled_lr)
-from augcam.training.state import (TrainState, load_train_state, save_train_state, state_digest,
-                                   train_state_from_bytes, train_state_to_bytes)
+from augcam.training.loop import (
+    TrainingData,
+    TrainingDiverged,
+    TrainResult,
+    TrainSettings,
+    evaluate,
+    prepare_inputs,
+    train_model,
+    uses_targets,
+)
+from augcam.training.ordering import (
+    augmentation_generator,
+    base_augment,
+    derived_seed,
+    epoch_order,
+    epoch_positions,
+    guided_generator,
+)
+from augcam.training.recipe import OPTIMIZERS, PRECISIONS, SCHEDULES, make_optimizer, precision_context, scheduled_lr
+from augcam.training.state import (
+    TrainState,
+    load_train_state,
+    save_train_state,
+    state_digest,
+    train_state_from_bytes,
+    train_state_to_bytes,
+)
 
 __all__ = [
-    "TrainingData", "TrainSettings", "TrainResult", "TrainingDiverged", "train_model", "evaluate",
-    "prepare_inputs", "uses_targets",
-    "derived_seed", "epoch_order", "epoch_positions", "augmentation_generator", "guided_generator", "base_augment",
-    "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "make_optimizer", "scheduled_lr", "precision_context",
-    "TrainState", "save_train_state", "load_train_state", "train_state_to_bytes", "train_state_from_bytes",
+    "TrainingData",
+    "TrainSettings",
+    "TrainResult",
+    "TrainingDiverged",
+    "train_model",
+    "evaluate",
+    "prepare_inputs",
+    "uses_targets",
+    "derived_seed",
+    "epoch_order",
+    "epoch_positions",
+    "augmentation_generator",
+    "guided_generator",
+    "base_augment",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "PRECISIONS",
+    "make_optimizer",
+    "scheduled_lr",
+    "precision_context",
+    "TrainState",
+    "save_train_state",
+    "load_train_state",
+    "train_state_to_bytes",
+    "train_state_from_bytes",
     "state_digest",
-    "GUIDED_LOSSES", "GuidedTraining", "guided_loss", "register_guided_loss",
+    "GUIDED_LOSSES",
+    "GuidedTraining",
+    "guided_loss",
+    "register_guided_loss",
 ]

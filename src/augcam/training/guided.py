@@ -34,8 +34,9 @@ in eval mode and the tests check them there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +44,32 @@ from torch import Tensor, nn
 
 from augcam.registry import Registry
 
-__all__ = ["GUIDED_LOSSES", "register_guided_loss", "guided_loss", "penultimate_features", "shuffle_outside",
-           "actdiff", "gradmask", "rrr", "classify_masked", "GuidedTraining", "guided_step"]
+__all__ = [
+    "GUIDED_LOSSES",
+    "register_guided_loss",
+    "guided_loss",
+    "penultimate_features",
+    "shuffle_outside",
+    "actdiff",
+    "gradmask",
+    "rrr",
+    "classify_masked",
+    "GuidedTraining",
+    "guided_step",
+]
 
 
 class GuidedLoss(Protocol):
-    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
-                 generator: torch.Generator | None = None, feature_layer: str | None = None) -> Tensor: ...
+    def __call__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        masks: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        feature_layer: str | None = None,
+    ) -> Tensor: ...
 
 
 GUIDED_LOSSES: Registry[GuidedLoss] = Registry("guided loss")
@@ -59,8 +79,16 @@ def register_guided_loss(name: str) -> Callable[[GuidedLoss], GuidedLoss]:
     return GUIDED_LOSSES.register(name)
 
 
-def guided_loss(name: str, model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
-                generator: torch.Generator | None = None, feature_layer: str | None = None) -> Tensor:
+def guided_loss(
+    name: str,
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    feature_layer: str | None = None,
+) -> Tensor:
     """The registered loss `name` (ConfigError listing the valid names if unknown)."""
     fn = GUIDED_LOSSES.lookup(name, where="training.guided.loss")
     return fn(model, images, labels, masks, generator=generator, feature_layer=feature_layer)
@@ -71,8 +99,9 @@ def _mask4(masks: Tensor, images: Tensor) -> Tensor:
     if masks.dim() == 3:
         masks = masks.unsqueeze(1)
     if masks.shape != (images.shape[0], 1, *images.shape[2:]):
-        raise ValueError(f"masks must be (B, H, W) or (B, 1, H, W) matching images {tuple(images.shape)}, "
-                         f"got {tuple(masks.shape)}")
+        raise ValueError(
+            f"masks must be (B, H, W) or (B, 1, H, W) matching images {tuple(images.shape)}, got {tuple(masks.shape)}"
+        )
     return masks.to(device=images.device, dtype=torch.bool)
 
 
@@ -92,14 +121,16 @@ def penultimate_features(model: nn.Module, images: Tensor, feature_layer: str | 
     """(B, F) input of the feature module (see module docstring), flattened, with its graph."""
     captured: list[Tensor] = []
     handle = _feature_module(model, feature_layer).register_forward_hook(
-        lambda module, inputs, output: captured.append(inputs[0]))
+        lambda module, inputs, output: captured.append(inputs[0])
+    )
     try:
         model(images)
     finally:
         handle.remove()
     if len(captured) != 1:
-        raise ValueError(f"the feature layer ran {len(captured)} times in one forward pass; name another "
-                         "with feature_layer")
+        raise ValueError(
+            f"the feature layer ran {len(captured)} times in one forward pass; name another with feature_layer"
+        )
     return captured[0].flatten(1)
 
 
@@ -123,8 +154,15 @@ def shuffle_outside(images: Tensor, masks: Tensor, generator: torch.Generator) -
 
 
 @register_guided_loss("actdiff")
-def actdiff(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
-            generator: torch.Generator | None = None, feature_layer: str | None = None) -> Tensor:
+def actdiff(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    feature_layer: str | None = None,
+) -> Tensor:
     if generator is None:
         raise ValueError("actdiff needs a CPU generator to shuffle the pixels outside the mask")
     shuffled = shuffle_outside(images, masks, generator)
@@ -141,8 +179,15 @@ def _input_gradient_outside(images: Tensor, masks: Tensor, objective: Callable[[
 
 
 @register_guided_loss("gradmask")
-def gradmask(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
-             generator: torch.Generator | None = None, feature_layer: str | None = None) -> Tensor:
+def gradmask(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    feature_layer: str | None = None,
+) -> Tensor:
     def contrast(x: Tensor) -> Tensor:
         logits = model(x)
         true = logits.gather(1, labels.view(-1, 1))[:, 0]
@@ -153,8 +198,15 @@ def gradmask(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
 
 
 @register_guided_loss("rrr")
-def rrr(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
-        generator: torch.Generator | None = None, feature_layer: str | None = None) -> Tensor:
+def rrr(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    feature_layer: str | None = None,
+) -> Tensor:
     def summed_log_probabilities(x: Tensor) -> Tensor:
         return F.log_softmax(model(x), dim=1).sum()
 
@@ -162,8 +214,15 @@ def rrr(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
 
 
 @register_guided_loss("classify_masked")
-def classify_masked(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor, *,
-                    generator: torch.Generator | None = None, feature_layer: str | None = None) -> Tensor:
+def classify_masked(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    feature_layer: str | None = None,
+) -> Tensor:
     return F.cross_entropy(model(images * _mask4(masks, images).to(images.dtype)), labels)
 
 
@@ -179,8 +238,9 @@ class GuidedTraining:
     feature_layer: str | None = None
 
 
-def guided_step(guided: GuidedTraining, model: nn.Module, inputs: Tensor, labels: Tensor,
-                masks: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def guided_step(
+    guided: GuidedTraining, model: nn.Module, inputs: Tensor, labels: Tensor, masks: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """(logits of the plain inputs, for the train accuracy; the batch's loss). The plain forward
     pass comes first, then the guided loss's own passes. With ce_weight 0 the model must not see the
     plain inputs in training (Viviano's "masked" model sees only x · mask, BatchNorm statistics
@@ -192,8 +252,9 @@ def guided_step(guided: GuidedTraining, model: nn.Module, inputs: Tensor, labels
         model.train()
     else:
         logits = model(inputs)
-    extra = guided.weight * guided_loss(guided.loss, model, inputs, labels, masks, generator=generator,
-                                        feature_layer=guided.feature_layer)
+    extra = guided.weight * guided_loss(
+        guided.loss, model, inputs, labels, masks, generator=generator, feature_layer=guided.feature_layer
+    )
     if guided.ce_weight == 0:
         return logits, extra
     return logits, guided.ce_weight * F.cross_entropy(logits, labels) + extra

@@ -26,8 +26,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,13 @@ from torch import nn
 
 from augcam.augment.mixing import MixingAugmentation, augment_batch
 from augcam.training.guided import GuidedTraining, guided_step
-from augcam.training.ordering import (augmentation_generator, base_augment, derived_seed, epoch_positions,
-                                      guided_generator)
+from augcam.training.ordering import (
+    augmentation_generator,
+    base_augment,
+    derived_seed,
+    epoch_positions,
+    guided_generator,
+)
 from augcam.training.recipe import SCHEDULES, make_optimizer, precision_context
 from augcam.training.state import TrainState, capture_rng_state, restore_rng_state, state_digest
 
@@ -85,7 +91,7 @@ class TrainSettings:
     compile: bool = False  # torch.compile the training forward pass (evaluation stays eager)
     # Applied to every training image of every model, before the model's own augmentation
     # (`base_augment`); empty: the loop as before base augmentations existed.
-    base_augmentations: tuple["Augmentation", ...] = ()
+    base_augmentations: tuple[Augmentation, ...] = ()
 
 
 @dataclass
@@ -98,31 +104,38 @@ class TrainResult:
     initial_digest: str = ""
 
 
-def uses_targets(augmentation: "Augmentation | None") -> bool:
+def uses_targets(augmentation: Augmentation | None) -> bool:
     """Whether training with `augmentation` uses probability targets (a mixing augmentation, see
     `augcam.augment.mixing`) instead of the integer labels."""
     return isinstance(augmentation, MixingAugmentation)
 
 
-def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   image_size: int | None) -> torch.Tensor:
+def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, image_size: int | None) -> torch.Tensor:
     """[0, 1] images → normalised model inputs, resized if the study asks for it."""
     if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
-                               align_corners=False, antialias=True)
+        images = F.interpolate(
+            images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        )
     return (images - mean) / std
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-             std: torch.Tensor, image_size: int | None, batch_size: int) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    image_size: int | None,
+    batch_size: int,
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode, without gradients."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            logits = model(prepare_inputs(images[start:start + batch_size], mean, std, image_size))
-            target = labels[start:start + batch_size]
+            logits = model(prepare_inputs(images[start : start + batch_size], mean, std, image_size))
+            target = labels[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
             correct += (logits.argmax(1) == target).sum().item()
     model.train(was_training)
@@ -134,11 +147,18 @@ BatchCallback = Callable[[int], None]
 CheckpointCallback = Callable[[TrainState], None]
 
 
-def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
-                augmentation: "Augmentation | None", seed: int,
-                on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-                on_checkpoint: CheckpointCallback | None = None, resume: TrainState | None = None,
-                guided: GuidedTraining | None = None) -> TrainResult:
+def train_model(
+    model: nn.Module,
+    data: TrainingData,
+    settings: TrainSettings,
+    augmentation: Augmentation | None,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    resume: TrainState | None = None,
+    guided: GuidedTraining | None = None,
+) -> TrainResult:
     """Train `model` (already on the data's device, with the study's initial weights).
 
     `on_checkpoint` receives the training state after every epoch; `resume` (a state it received)
@@ -156,10 +176,18 @@ def train_model(model: nn.Module, data: TrainingData, settings: TrainSettings,
         return _train(model, data, settings, augmentation, seed, on_epoch, on_batch, on_checkpoint, resume, guided)
 
 
-def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmentation: "Augmentation | None",
-           seed: int, on_epoch: EpochCallback | None, on_batch: BatchCallback | None,
-           on_checkpoint: CheckpointCallback | None, resume: TrainState | None,
-           guided: GuidedTraining | None = None) -> TrainResult:
+def _train(
+    model: nn.Module,
+    data: TrainingData,
+    settings: TrainSettings,
+    augmentation: Augmentation | None,
+    seed: int,
+    on_epoch: EpochCallback | None,
+    on_batch: BatchCallback | None,
+    on_checkpoint: CheckpointCallback | None,
+    resume: TrainState | None,
+    guided: GuidedTraining | None = None,
+) -> TrainResult:
     device = data.train_images.device
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
@@ -176,8 +204,7 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     total_steps = settings.epochs * batches_per_epoch
     # The compiled module shares the model's parameters; evaluation and the saved state use `model`.
     forward = torch.compile(model) if settings.compile else model
-    result = TrainResult(best_state={}, best_epoch=-1, best_val_accuracy=-math.inf,
-                         initial_digest=state_digest(model))
+    result = TrainResult(best_state={}, best_epoch=-1, best_val_accuracy=-math.inf, initial_digest=state_digest(model))
     first_epoch, seconds_before = 0, 0.0
     if resume is not None:
         if resume.initial_digest != result.initial_digest:
@@ -193,13 +220,14 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         model.train()
-        order_cpu = epoch_positions(num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch,
-                                    settings.batch_size)
+        order_cpu = epoch_positions(
+            num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch, settings.batch_size
+        )
         order = order_cpu.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch, start in enumerate(range(0, len(order), settings.batch_size)):
-            positions = order[start:start + settings.batch_size]
+            positions = order[start : start + settings.batch_size]
             sources = positions % num_sources
             images = data.train_images[sources]
             labels = data.train_labels[sources]
@@ -209,7 +237,7 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
             if copies:
                 # Which rows are copies is read from the CPU order: testing it on the device would
                 # make every batch wait for the GPU (the rows are the same, so are the numbers).
-                copy_rows = torch.nonzero(order_cpu[start:start + settings.batch_size] >= num_sources).squeeze(1)
+                copy_rows = torch.nonzero(order_cpu[start : start + settings.batch_size] >= num_sources).squeeze(1)
                 if len(copy_rows):
                     generator = augmentation_generator(seed, epoch, batch)
                     rows = copy_rows.to(device)
@@ -218,7 +246,8 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
                         # Partners are drawn among the batch's copies; originals keep one-hot targets.
                         targets = F.one_hot(labels, num_classes).to(images.dtype)
                         images[rows], targets[rows] = augment_batch(
-                            augmentation, images[rows], labels[rows], num_classes, generator)
+                            augmentation, images[rows], labels[rows], num_classes, generator
+                        )
                     else:
                         images[rows] = augmentation(images[rows], generator)
             inputs = prepare_inputs(images, mean, std, data.image_size)
@@ -229,11 +258,13 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
                     logits = forward(inputs)
                     # Integer labels unless a mixing augmentation made targets: the path of every other
                     # augmentation stays bit-identical.
-                    loss = F.cross_entropy(logits, labels if targets is None else targets,
-                                           label_smoothing=settings.label_smoothing)
+                    loss = F.cross_entropy(
+                        logits, labels if targets is None else targets, label_smoothing=settings.label_smoothing
+                    )
                 else:  # a guided model trains on the original images only (no augmentation, no mixing)
-                    logits, loss = guided_step(guided, model, inputs, labels, data.train_masks[sources],
-                                               guided_generator(seed, epoch, batch))
+                    logits, loss = guided_step(
+                        guided, model, inputs, labels, data.train_masks[sources], guided_generator(seed, epoch, batch)
+                    )
             lr = schedule(settings, epoch * batches_per_epoch + batch, total_steps)
             if lr is not None:  # None: the schedule leaves the learning rate as the optimizer was built
                 for group in optimizer.param_groups:
@@ -249,25 +280,41 @@ def _train(model: nn.Module, data: TrainingData, settings: TrainSettings, augmen
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}")
         with precision_context(device, settings.precision):
-            val_loss, val_accuracy = evaluate(model, data.val_images, data.val_labels, mean, std,
-                                              data.image_size, settings.eval_batch_size)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": correct.item() / len(order),
-               "val_loss": val_loss, "val_accuracy": val_accuracy,
-               "seconds": time.perf_counter() - epoch_started, "images": len(order)}
+            val_loss, val_accuracy = evaluate(
+                model, data.val_images, data.val_labels, mean, std, data.image_size, settings.eval_batch_size
+            )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_accuracy": correct.item() / len(order),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": time.perf_counter() - epoch_started,
+            "images": len(order),
+        }
         result.history.append(row)
         if val_accuracy > result.best_val_accuracy:
             result.best_val_accuracy = val_accuracy
             result.best_epoch = epoch + 1
-            result.best_state = {k: v.detach().clone(memory_format=torch.contiguous_format)
-                                 for k, v in model.state_dict().items()}
+            result.best_state = {
+                k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
+            }
         if on_checkpoint is not None:
             # A snapshot (copies, not the live tensors and list), so that a caller may keep it.
-            on_checkpoint(TrainState(
-                epochs_done=epoch + 1, model=copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()}),
-                optimizer=copy.deepcopy(optimizer.state_dict()), best_state=result.best_state,
-                best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy,
-                history=[dict(row) for row in result.history], rng=capture_rng_state(device),
-                initial_digest=result.initial_digest, seconds=seconds_before + time.perf_counter() - started))
+            on_checkpoint(
+                TrainState(
+                    epochs_done=epoch + 1,
+                    model=copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()}),
+                    optimizer=copy.deepcopy(optimizer.state_dict()),
+                    best_state=result.best_state,
+                    best_epoch=result.best_epoch,
+                    best_val_accuracy=result.best_val_accuracy,
+                    history=[dict(row) for row in result.history],
+                    rng=capture_rng_state(device),
+                    initial_digest=result.initial_digest,
+                    seconds=seconds_before + time.perf_counter() - started,
+                )
+            )
         if on_epoch is not None:
             on_epoch(row)
     result.seconds = seconds_before + time.perf_counter() - started

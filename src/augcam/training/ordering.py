@@ -38,8 +38,9 @@ def epoch_order(num_sources: int, copies: int, ordering_seed: int, epoch: int) -
     return torch.randperm(num_sources * (1 + copies), generator=generator)
 
 
-def epoch_positions(num_sources: int, copies: int, ordering_seed: int, epoch: int,
-                    steps_per_epoch: int | None, batch_size: int) -> torch.Tensor:
+def epoch_positions(
+    num_sources: int, copies: int, ordering_seed: int, epoch: int, steps_per_epoch: int | None, batch_size: int
+) -> torch.Tensor:
     """The positions visited in `epoch`: `epoch_order` alone, or, with `steps_per_epoch`, the first
     steps·batch_size positions of successive passes (pass 0 is `epoch_order` itself, so an epoch of
     exactly one pass is the same with or without the setting)."""
@@ -63,8 +64,9 @@ def guided_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed("guided", seed, epoch, batch))
 
 
-def base_augment(images: torch.Tensor, augmentations: tuple["Augmentation", ...], ordering_seed: int, epoch: int,
-                 batch: int) -> torch.Tensor:
+def base_augment(
+    images: torch.Tensor, augmentations: tuple[Augmentation, ...], ordering_seed: int, epoch: int, batch: int
+) -> torch.Tensor:
     """`images` (a training batch, originals and copies) through the base augmentations in turn.
 
     The randomness comes from (ordering seed, epoch, batch) and not from the model's seed: the

@@ -13,7 +13,9 @@ The defaults ("adam", "constant", "fp32") are the reference study's loop, bit fo
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -31,7 +33,7 @@ OptimizerFactory = Callable[[nn.Module, "TrainSettings"], torch.optim.Optimizer]
 # learning rate as it was built.
 Schedule = Callable[["TrainSettings", int, int], "float | None"]
 # device → the context the forward pass and the loss run in.
-Precision = Callable[[torch.device], ContextManager]
+Precision = Callable[[torch.device], AbstractContextManager]
 
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
 SCHEDULES: Registry[Schedule] = Registry("schedule")
@@ -39,24 +41,25 @@ PRECISIONS: Registry[Precision] = Registry("precision")
 
 
 @OPTIMIZERS.register("adam")
-def adam(model: nn.Module, settings: "TrainSettings") -> torch.optim.Optimizer:
+def adam(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 @OPTIMIZERS.register("sgd_nesterov")
-def sgd_nesterov(model: nn.Module, settings: "TrainSettings") -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True,
-                           weight_decay=settings.weight_decay)
+def sgd_nesterov(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay
+    )
 
 
 @SCHEDULES.register("constant")
-def constant(settings: "TrainSettings", step: int, total_steps: int) -> None:
+def constant(settings: TrainSettings, step: int, total_steps: int) -> None:
     # The learning rate is never touched, so the reference loop's optimizer state is exactly as built.
     return None
 
 
 @SCHEDULES.register("onecycle")
-def onecycle(settings: "TrainSettings", step: int, total_steps: int) -> float:
+def onecycle(settings: TrainSettings, step: int, total_steps: int) -> float:
     """Linear from lr/10 up to lr over the warm-up, then linear down to 0. A function of the step
     alone, so that resuming at an epoch needs no scheduler state."""
     warmup = max(1, round(settings.warmup_fraction * total_steps))
@@ -66,26 +69,26 @@ def onecycle(settings: "TrainSettings", step: int, total_steps: int) -> float:
 
 
 @PRECISIONS.register("fp32")
-def fp32(device: torch.device) -> ContextManager:
+def fp32(device: torch.device) -> AbstractContextManager:
     # Nothing at all: the default path is untouched.
     return contextlib.nullcontext()
 
 
 @PRECISIONS.register("bf16")
-def bf16(device: torch.device) -> ContextManager:
+def bf16(device: torch.device) -> AbstractContextManager:
     """Autocast of the forward pass and the loss; the weights stay float32."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def make_optimizer(model: nn.Module, settings: "TrainSettings") -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     return OPTIMIZERS.lookup(settings.optimizer, where="training.optimizer")(model, settings)
 
 
-def scheduled_lr(settings: "TrainSettings", step: int, total_steps: int) -> float | None:
+def scheduled_lr(settings: TrainSettings, step: int, total_steps: int) -> float | None:
     """The learning rate of `settings.schedule` at `step` (0-based) of `total_steps`; None when the
     schedule leaves it as the optimizer was built."""
     return SCHEDULES.lookup(settings.schedule, where="training.schedule")(settings, step, total_steps)
 
 
-def precision_context(device: torch.device, precision: str) -> ContextManager:
+def precision_context(device: torch.device, precision: str) -> AbstractContextManager:
     return PRECISIONS.lookup(precision, where="training.precision")(device)

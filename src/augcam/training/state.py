@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,10 +90,18 @@ def _state_tensors(state: TrainState, identity: dict[str, Any]) -> tuple[dict[st
                 tensors[f"optimizer/{index}/{key}"] = value
             else:
                 optimizer_values.setdefault(str(index), {})[key] = value
-    info = {"format": STATE_FORMAT, "identity": identity, "epochs_done": state.epochs_done,
-            "best_epoch": state.best_epoch, "best_val_accuracy": state.best_val_accuracy,
-            "history": state.history, "initial_digest": state.initial_digest, "seconds": state.seconds,
-            "optimizer_param_groups": state.optimizer["param_groups"], "optimizer_values": optimizer_values}
+    info = {
+        "format": STATE_FORMAT,
+        "identity": identity,
+        "epochs_done": state.epochs_done,
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_val_accuracy,
+        "history": state.history,
+        "initial_digest": state.initial_digest,
+        "seconds": state.seconds,
+        "optimizer_param_groups": state.optimizer["param_groups"],
+        "optimizer_values": optimizer_values,
+    }
     return tensors, {"train_state": json.dumps(info)}
 
 
@@ -109,14 +118,15 @@ def train_state_from_bytes(data: bytes, identity: dict[str, Any]) -> TrainState:
 
     try:
         size = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + size]).get("__metadata__") or {}
+        metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"not an augcam training checkpoint ({err})") from None
     return _state_from("checkpoint", metadata, lambda: load(data), identity)
 
 
-def _state_from(where: str, metadata: dict[str, str], tensors: Callable[[], dict[str, torch.Tensor]],
-                identity: dict[str, Any]) -> TrainState:
+def _state_from(
+    where: str, metadata: dict[str, str], tensors: Callable[[], dict[str, torch.Tensor]], identity: dict[str, Any]
+) -> TrainState:
     try:
         info = json.loads(metadata["train_state"])
     except (KeyError, json.JSONDecodeError) as err:
@@ -136,8 +146,14 @@ def _state_from(where: str, metadata: dict[str, str], tensors: Callable[[], dict
     for index, values in info["optimizer_values"].items():
         optimizer_state.setdefault(int(index), {}).update(values)
     return TrainState(
-        epochs_done=info["epochs_done"], model=parts["model"],
+        epochs_done=info["epochs_done"],
+        model=parts["model"],
         optimizer={"state": optimizer_state, "param_groups": info["optimizer_param_groups"]},
-        best_state=parts["best"], best_epoch=info["best_epoch"], best_val_accuracy=info["best_val_accuracy"],
-        history=info["history"], rng=parts["rng"], initial_digest=info["initial_digest"],
-        seconds=info["seconds"])
+        best_state=parts["best"],
+        best_epoch=info["best_epoch"],
+        best_val_accuracy=info["best_val_accuracy"],
+        history=info["history"],
+        rng=parts["rng"],
+        initial_digest=info["initial_digest"],
+        seconds=info["seconds"],
+    )

@@ -4,8 +4,9 @@ them and reports progress."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from rich.console import Console
@@ -44,7 +45,7 @@ class Executor:
         """Raise an AugcamError if this executor cannot run here (e.g. an optional library is missing)."""
 
     @classmethod
-    def for_config(cls, config: StudyConfig) -> "Executor":
+    def for_config(cls, config: StudyConfig) -> Executor:
         """The executor for `config`, after the checks that need no data (e.g. the device exists)."""
         raise NotImplementedError
 
@@ -55,7 +56,7 @@ class Executor:
         """What manifest.json records about the executor under its name (None: nothing)."""
         return None
 
-    def chains(self, ctx: "StageContext", jobs: list[ChainJob]) -> AbstractContextManager[Chains]:
+    def chains(self, ctx: StageContext, jobs: list[ChainJob]) -> AbstractContextManager[Chains]:
         """A context in which a stage runs `jobs` (in one or more `Chains.run` calls)."""
         raise NotImplementedError
 

@@ -4,8 +4,9 @@ device; checkpoints go straight into the run directory."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from rich.progress import Progress
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 class LocalHooks:
     """The chain's checkpoints in the run directory; its progress on the console's bars."""
 
-    def __init__(self, ctx: "StageContext", progress: Progress, train_task, cam_task):
+    def __init__(self, ctx: StageContext, progress: Progress, train_task, cam_task):
         self.ctx = ctx
         self.progress = progress
         self.train_task = train_task
@@ -65,7 +66,7 @@ class LocalHooks:
 
 
 class LocalChains(Chains):
-    def __init__(self, ctx: "StageContext", device: torch.device, hooks: LocalHooks):
+    def __init__(self, ctx: StageContext, device: torch.device, hooks: LocalHooks):
         super().__init__()
         self.ctx = ctx
         self.device = device
@@ -83,16 +84,20 @@ class LocalChains(Chains):
                 self.hooks.model(run, job.epochs_done + 1)
             else:
                 weights = self.ctx.weights(run)
-            on_result(run, run_chain(p, job, self.hooks, self.device, weights=weights, base_cams=base_cams,
-                                     data=self.data))
+            on_result(
+                run, run_chain(p, job, self.hooks, self.device, weights=weights, base_cams=base_cams, data=self.data)
+            )
 
 
-def images_to_train(ctx: "StageContext", job: ChainJob) -> int:
+def images_to_train(ctx: StageContext, job: ChainJob) -> int:
     """How many training images the job's chain still has to see (for the progress bar)."""
     p, t = ctx.prepared, ctx.config.training
     run = p.all_runs[job.run_index]
-    per_epoch = len(p.split.train) * (1 if run.entry is None else 1 + t.copies) if t.steps_per_epoch is None \
+    per_epoch = (
+        len(p.split.train) * (1 if run.entry is None else 1 + t.copies)
+        if t.steps_per_epoch is None
         else t.steps_per_epoch * t.batch_size
+    )
     return (t.epochs - job.epochs_done) * per_epoch
 
 
@@ -104,11 +109,11 @@ class LocalExecutor(Executor):
         self.where = str(device)
 
     @classmethod
-    def for_config(cls, config: StudyConfig) -> "LocalExecutor":
+    def for_config(cls, config: StudyConfig) -> LocalExecutor:
         return cls(resolve_device(config.device))
 
     @contextmanager
-    def chains(self, ctx: "StageContext", jobs: list[ChainJob]) -> Iterator[LocalChains]:
+    def chains(self, ctx: StageContext, jobs: list[ChainJob]) -> Iterator[LocalChains]:
         n_test = len(ctx.prepared.split.test)
         train_images = sum(images_to_train(ctx, job) for job in jobs if job.train)
         cam_images = sum(len(job.cam_methods) for job in jobs) * n_test

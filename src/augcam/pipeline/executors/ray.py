@@ -26,22 +26,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from augcam.atomic import atomic_path
 from augcam.config import StudyConfig, digest
 from augcam.errors import AugcamError
-from augcam.pipeline.chain import ChainJob, ChainResult, run_chain
+from augcam.pipeline.chain import ChainJob
 from augcam.pipeline.executors.base import Chains, Executor, OnResult
+from augcam.pipeline.executors.ray_worker import Coordinator, chain_task
 from augcam.pipeline.kill_points import KILL_AT_ENV
 from augcam.pipeline.plan import ModelRun
-from augcam.pipeline.prepare import PreparedStudy, set_deterministic
-from augcam.rundir import RunDir
 
 if TYPE_CHECKING:
     from augcam.pipeline.context import StageContext
@@ -69,103 +68,24 @@ def check_address(address: str | None) -> None:
     if address in (None, "auto", "local"):
         return
     if address.startswith("ray://"):
-        raise AugcamError(f"--address {address}: Ray Client addresses (ray://) are not supported, because the "
-                          "driver writes the run directory on its own node; run augcam on a node of the cluster "
-                          "(e.g. the head) with --address auto, or submit it with `ray job submit`")
+        raise AugcamError(
+            f"--address {address}: Ray Client addresses (ray://) are not supported, because the "
+            "driver writes the run directory on its own node; run augcam on a node of the cluster "
+            "(e.g. the head) with --address auto, or submit it with `ray job submit`"
+        )
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise AugcamError(f"--address {address!r}: expected auto or HOST:PORT of the cluster's head node "
-                          "(its GCS port, 6379 by default)")
+        raise AugcamError(
+            f"--address {address!r}: expected auto or HOST:PORT of the cluster's head node "
+            "(its GCS port, 6379 by default)"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as err:
-        raise AugcamError(f"--address {address}: cannot reach a Ray cluster there ({err.strerror or err}); "
-                          "check the address, or start one with `ray start --head`") from None
-
-
-# --- the task: one model's chain in a worker --------------------------------------------------------
-
-
-class RayHooks:
-    """The chain's checkpoints and progress, through the driver's coordinator actor."""
-
-    def __init__(self, coordinator: Any):
-        self.coordinator = coordinator
-
-    def checkpoint(self, run: ModelRun) -> bytes | None:
-        import ray
-
-        return ray.get(self.coordinator.checkpoint.remote(run.model_id))
-
-    def save_checkpoint(self, run: ModelRun, epochs_done: int, data: bytes) -> None:
-        import ray
-
-        ray.get(self.coordinator.save_checkpoint.remote(run.model_id, epochs_done, data))
-
-    def epoch(self, run: ModelRun, row: dict) -> None:
-        self.coordinator.epoch.remote(run.model_id, row["epoch"])
-
-    def batch(self, run: ModelRun, images: int) -> None:
-        pass
-
-    def stage(self, run: ModelRun, name: str) -> None:
-        self.coordinator.stage.remote(run.model_id, name)
-
-    def cam_batch(self, run: ModelRun, images: int) -> None:
-        pass
-
-
-def chain_task(prepared: PreparedStudy, job: ChainJob, weights: dict | None, base_cams: dict | None,
-               coordinator: Any, device_type: str, threads: int) -> ChainResult:
-    """The body of one model's task on a worker: `run_chain` with the coordinator's hooks."""
-    import ray
-
-    # Ray starts workers with one thread; CPU results depend on the thread count, so use the driver's.
-    torch.set_num_threads(threads)
-    set_deterministic()
-    device = torch.device(device_type)  # "cuda": the GPU Ray assigned to this task (CUDA_VISIBLE_DEVICES)
-    run = prepared.all_runs[job.run_index]
-    node = ray.util.get_node_ip_address()
-    ray.get(coordinator.started.remote(run.model_id, os.getpid(), node, ray.get_runtime_context().get_node_id()))
-    result = run_chain(prepared, job, RayHooks(coordinator), device, weights=weights, base_cams=base_cams)
-    result.node, result.pid = node, os.getpid()
-    return result
-
-
-class Coordinator:
-    """A Ray actor on the driver's node: writes each epoch's checkpoint into the run directory
-    (atomically, the file the local executor writes), hands it back to a retried task, and keeps
-    each model's status for the driver's progress display."""
-
-    def __init__(self, root: str):
-        self.run_dir = RunDir(root)
-        self.models: dict[str, dict] = {}
-
-    def _model(self, model_id: str) -> dict:
-        return self.models.setdefault(model_id, {"state": "queued", "attempts": 0})
-
-    def started(self, model_id: str, pid: int, node: str, node_id: str) -> None:
-        model = self._model(model_id)
-        model.update(state="train", pid=pid, node=node, node_id=node_id, epoch=None)
-        model["attempts"] += 1
-
-    def epoch(self, model_id: str, epoch: int) -> None:
-        self._model(model_id)["epoch"] = epoch
-
-    def stage(self, model_id: str, stage: str) -> None:
-        self._model(model_id)["state"] = stage
-
-    def save_checkpoint(self, model_id: str, epochs_done: int, data: bytes) -> None:
-        with atomic_path(self.run_dir.checkpoint_file(model_id)) as tmp:
-            tmp.write_bytes(data)
-        self._model(model_id)["checkpoint_epoch"] = epochs_done
-
-    def checkpoint(self, model_id: str) -> bytes | None:
-        path = self.run_dir.checkpoint_file(model_id)
-        return path.read_bytes() if path.exists() else None
-
-    def snapshot(self) -> dict[str, dict]:
-        return {model_id: dict(model) for model_id, model in self.models.items()}
+        raise AugcamError(
+            f"--address {address}: cannot reach a Ray cluster there ({err.strerror or err}); "
+            "check the address, or start one with `ray start --head`"
+        ) from None
 
 
 # --- the driver side -------------------------------------------------------------------------------
@@ -195,11 +115,13 @@ class RayExecutor(Executor):
         import_ray()
 
     @classmethod
-    def for_config(cls, config: StudyConfig) -> "RayExecutor":
+    def for_config(cls, config: StudyConfig) -> RayExecutor:
         """Config-level checks (Ray installed, a device Ray can schedule), before data is loaded."""
         if config.device == "mps":
-            raise AugcamError("device 'mps' cannot be used with --executor ray (Ray schedules CPUs and CUDA "
-                              "GPUs); use device cpu, cuda or auto")
+            raise AugcamError(
+                "device 'mps' cannot be used with --executor ray (Ray schedules CPUs and CUDA "
+                "GPUs); use device cpu, cuda or auto"
+            )
         return cls(config)
 
     def connect(self, address: str | None, console: Console) -> None:
@@ -215,8 +137,10 @@ class RayExecutor(Executor):
                 ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False, **options)
             except ConnectionError as err:
                 where = "on this machine" if address == "auto" else f"at {address}"
-                raise AugcamError(f"--address {address}: no running Ray cluster found {where} ({err}); start one "
-                                  "with `ray start --head`, or leave out --address to start a local one") from None
+                raise AugcamError(
+                    f"--address {address}: no running Ray cluster found {where} ({err}); start one "
+                    "with `ray start --head`, or leave out --address to start a local one"
+                ) from None
             self.owns_connection = True
             self.started_cluster = address is None
         context = ray.get_runtime_context()
@@ -230,30 +154,49 @@ class RayExecutor(Executor):
             gpus = 1.0 if device.startswith("cuda") or (device == "auto" and total.get("GPU", 0) > 0) else 0.0
         self.gpus = gpus
         self.model_device = "cuda" if gpus > 0 else "cpu"
-        self.driver_device = torch.device("cuda" if self.model_device == "cuda" and torch.cuda.is_available()
-                                          else "cpu")
+        self.driver_device = torch.device(
+            "cuda" if self.model_device == "cuda" and torch.cuda.is_available() else "cpu"
+        )
         largest = {kind: max((node["Resources"].get(kind, 0) for node in nodes), default=0) for kind in ("CPU", "GPU")}
         wanted = {"CPU": r.cpus_per_model, "GPU": gpus}
-        short = [f"{kind.lower()}s_per_model {wanted[kind]:g} (the largest node has {largest[kind]:g} {kind})"
-                 for kind in ("CPU", "GPU") if wanted[kind] > largest[kind]]
+        short = [
+            f"{kind.lower()}s_per_model {wanted[kind]:g} (the largest node has {largest[kind]:g} {kind})"
+            for kind in ("CPU", "GPU")
+            if wanted[kind] > largest[kind]
+        ]
         if short:
             message = f"resources: no node of the Ray cluster can run a model: {'; '.join(short)}"
             if self.started_cluster:
                 raise AugcamError(message)
             console.print(f"[yellow]warning[/]: {message}; the tasks wait until such a node joins", highlight=False)
         self.info = {
-            "address": self.address, "started_local_cluster": self.started_cluster, "ray_version": ray.__version__,
-            "nodes": [{"node_ip": node["NodeManagerAddress"], "resources": {
-                k: v for k, v in node["Resources"].items() if k in ("CPU", "GPU", "memory")}} for node in nodes],
-            "cluster_resources": {k: v for k, v in total.items() if k in ("CPU", "GPU", "memory", "object_store_memory")},
-            "cpus_per_model": r.cpus_per_model, "gpus_per_model": gpus, "max_retries": r.max_retries,
-            "model_device": self.model_device, "worker_torch_threads": self.threads,
+            "address": self.address,
+            "started_local_cluster": self.started_cluster,
+            "ray_version": ray.__version__,
+            "nodes": [
+                {
+                    "node_ip": node["NodeManagerAddress"],
+                    "resources": {k: v for k, v in node["Resources"].items() if k in ("CPU", "GPU", "memory")},
+                }
+                for node in nodes
+            ],
+            "cluster_resources": {
+                k: v for k, v in total.items() if k in ("CPU", "GPU", "memory", "object_store_memory")
+            },
+            "cpus_per_model": r.cpus_per_model,
+            "gpus_per_model": gpus,
+            "max_retries": r.max_retries,
+            "model_device": self.model_device,
+            "worker_torch_threads": self.threads,
         }
         self.where = f"ray ({self.model_device}, {len(nodes)} node(s))"
-        console.print(f"[bold]ray[/]: {'started a local cluster' if self.started_cluster else 'connected to'} "
-                      f"{self.address} — {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs; "
-                      f"each model asks for {r.cpus_per_model:g} CPU(s) and {gpus:g} GPU(s), trains on "
-                      f"{self.model_device} with {self.threads} torch thread(s)", highlight=False)
+        console.print(
+            f"[bold]ray[/]: {'started a local cluster' if self.started_cluster else 'connected to'} "
+            f"{self.address} — {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs; "
+            f"each model asks for {r.cpus_per_model:g} CPU(s) and {gpus:g} GPU(s), trains on "
+            f"{self.model_device} with {self.threads} torch thread(s)",
+            highlight=False,
+        )
 
     def manifest_info(self) -> dict[str, Any]:
         return dict(self.info)
@@ -263,15 +206,21 @@ class RayExecutor(Executor):
             self.ray.shutdown()
 
     @contextmanager
-    def chains(self, ctx: "StageContext", jobs: list[ChainJob]) -> Iterator["RayChains"]:
+    def chains(self, ctx: StageContext, jobs: list[ChainJob]) -> Iterator[RayChains]:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray = self.ray
         # On the driver's node, so that it writes into the run directory the driver owns.
-        coordinator = ray.remote(Coordinator).options(
-            name=coordinator_name(ctx.run_dir.root), num_cpus=0, max_restarts=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        ).remote(str(ctx.run_dir.root.resolve()))
+        coordinator = (
+            ray.remote(Coordinator)
+            .options(
+                name=coordinator_name(ctx.run_dir.root),
+                num_cpus=0,
+                max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+            )
+            .remote(str(ctx.run_dir.root.resolve()))
+        )
         chains = RayChains(self, ctx, coordinator)
         try:
             with _progress(ctx.console, disable=not jobs) as progress:
@@ -285,7 +234,7 @@ class RayExecutor(Executor):
 
 
 class RayChains(Chains):
-    def __init__(self, executor: RayExecutor, ctx: "StageContext", coordinator: Any):
+    def __init__(self, executor: RayExecutor, ctx: StageContext, coordinator: Any):
         super().__init__()
         self.executor = executor
         self.ray = executor.ray
@@ -295,8 +244,11 @@ class RayChains(Chains):
         self.progress: Progress | None = None
         self.bar: Any = None
         self._prepared_ref: Any = None
-        options: dict[str, Any] = {"num_cpus": ctx.config.resources.cpus_per_model, "num_gpus": executor.gpus,
-                                   "max_retries": ctx.config.resources.max_retries}
+        options: dict[str, Any] = {
+            "num_cpus": ctx.config.resources.cpus_per_model,
+            "num_gpus": executor.gpus,
+            "max_retries": ctx.config.resources.max_retries,
+        }
         if os.environ.get(KILL_AT_ENV):  # the test-only hook reaches the workers' kill points too
             options["runtime_env"] = {"env_vars": {KILL_AT_ENV: os.environ[KILL_AT_ENV]}}
         self.task = self.ray.remote(chain_task).options(**options)
@@ -311,8 +263,15 @@ class RayChains(Chains):
         for job in jobs:
             run = ctx.prepared.all_runs[job.run_index]
             weights = None if job.train else ray.put(ctx.weights(run))
-            ref = self.task.remote(self._prepared_ref, job, weights, base_ref, self.coordinator,
-                                   self.executor.model_device, self.executor.threads)
+            ref = self.task.remote(
+                self._prepared_ref,
+                job,
+                weights,
+                base_ref,
+                self.coordinator,
+                self.executor.model_device,
+                self.executor.threads,
+            )
             self.pending[ref] = run
         self._collect(on_result)
 
@@ -335,23 +294,30 @@ class RayChains(Chains):
                     raise AugcamError(
                         f"{run.label}: its task failed {ctx.config.resources.max_retries + 1} time(s) "
                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); rerun the "
-                        "command to resume from its last checkpoint") from None
+                        "command to resume from its last checkpoint"
+                    ) from None
                 on_result(run, result)
                 progress.advance(self.bar)
             status = ray.get(self.coordinator.snapshot.remote())
             for model_id, model in status.items():
                 self.details.setdefault(model_id, {}).update(
-                    {"node": model.get("node"), "node_id": model.get("node_id"), "attempts": model.get("attempts")})
-            running = [f"{self._label(ctx, mid)} {self._state(m, epochs)}" for mid, m in status.items()
-                       if any(r.model_id == mid for r in pending.values()) and m.get("state") != "queued"]
+                    {"node": model.get("node"), "node_id": model.get("node_id"), "attempts": model.get("attempts")}
+                )
+            running = [
+                f"{self._label(ctx, mid)} {self._state(m, epochs)}"
+                for mid, m in status.items()
+                if any(r.model_id == mid for r in pending.values()) and m.get("state") != "queued"
+            ]
             queued = len(pending) - len(running)
-            progress.update(self.bar, status=f"running {len(running)}" + (f" ({', '.join(running[:4])}"
-                                                                          f"{', …' if len(running) > 4 else ''})"
-                                                                          if running else "")
-                            + f" · queued {queued}")
+            progress.update(
+                self.bar,
+                status=f"running {len(running)}"
+                + (f" ({', '.join(running[:4])}{', …' if len(running) > 4 else ''})" if running else "")
+                + f" · queued {queued}",
+            )
 
     @staticmethod
-    def _label(ctx: "StageContext", model_id: str) -> str:
+    def _label(ctx: StageContext, model_id: str) -> str:
         return next((run.label for run in ctx.prepared.all_runs if run.model_id == model_id), model_id)
 
     @staticmethod
@@ -366,5 +332,13 @@ class RayChains(Chains):
 
 def _progress(console: Console, disable: bool = False) -> Progress:
     """Models done / all, and what the cluster is doing: the models running (epoch, node) and queued."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"), console=console, transient=False, disable=disable)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
+        disable=disable,
+    )

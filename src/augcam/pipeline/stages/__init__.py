@@ -30,7 +30,17 @@ from augcam.pipeline.stages.localise import LocaliseStage
 from augcam.pipeline.stages.reporting import ReportStage
 from augcam.pipeline.stages.train import TrainStage
 
-STAGES: tuple[Stage, ...] = (TrainStage(), ExplainStage(), CompareStage(), EvaluateStage(), LocaliseStage(),
-                             AggregateStage(), ControlsStage(), SanityStage(), FaithfulnessStage(), ReportStage())
+STAGES: tuple[Stage, ...] = (
+    TrainStage(),
+    ExplainStage(),
+    CompareStage(),
+    EvaluateStage(),
+    LocaliseStage(),
+    AggregateStage(),
+    ControlsStage(),
+    SanityStage(),
+    FaithfulnessStage(),
+    ReportStage(),
+)
 
 __all__ = ["STAGES", "Stage", "StudyStopped"]

@@ -54,9 +54,16 @@ class NormalisedModel(nn.Module):
         return self.model(prepare_inputs(images, self.mean, self.std, self.image_size))
 
 
-def faithfulness_rows(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw_cams: torch.Tensor,
-                      settings, mean: tuple[float, ...], std: tuple[float, ...],
-                      image_size: int | None) -> dict[str, dict[str, torch.Tensor]]:
+def faithfulness_rows(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    raw_cams: torch.Tensor,
+    settings,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    image_size: int | None,
+) -> dict[str, dict[str, torch.Tensor]]:
     """fill → column → float64 Tensor[N] for one model. `images` are [0, 1] (N, C, H, W) on the
     model's device, `raw_cams` the stored raw maps of the same images, `settings` the study's
     FaithfulnessConfig."""
@@ -65,15 +72,24 @@ def faithfulness_rows(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     common = {"mean": mean, "blur_sigma": settings.blur_sigma, "batch_size": settings.batch_size}
     out: dict[str, dict[str, torch.Tensor]] = {}
     for fill in settings.fills:
-        columns = faithfulness(wrapped, images, labels, attributions, percentages=settings.percentages,
-                               draws=settings.draws, fill=fill,
-                               generator=torch.Generator().manual_seed(derived_seed("faithfulness", fill)), **common)
+        columns = faithfulness(
+            wrapped,
+            images,
+            labels,
+            attributions,
+            percentages=settings.percentages,
+            draws=settings.draws,
+            fill=fill,
+            generator=torch.Generator().manual_seed(derived_seed("faithfulness", fill)),
+            **common,
+        )
         curves = deletion_insertion(wrapped, images, labels, attributions, steps=settings.steps, fill=fill, **common)
         columns.update(deletion_auc=curves["deletion_auc"], insertion_auc=curves["insertion_auc"])
         for q in settings.occlusion_percentages:
             generator = torch.Generator().manual_seed(derived_seed("occlusion", fill, float(q)))
             columns[f"occlusion_accuracy_{float(q):g}"] = accuracy_under_random_occlusion(
-                wrapped, images, labels, q, generator=generator, fill=fill, draws=settings.draws, **common)
+                wrapped, images, labels, q, generator=generator, fill=fill, draws=settings.draws, **common
+            )
         out[fill] = columns
     return out
 
@@ -93,8 +109,11 @@ def model_means(rows: pd.DataFrame) -> pd.DataFrame:
 class FaithfulnessStage(Stage):
     name = "faithfulness"
     reads = ("models/<model_id>/weights.safetensors", "cams/<model_id>.safetensors")
-    writes = ("faithfulness/<model_id>.safetensors", f"tables/{FAITHFULNESS_TABLE}",
-              f"tables/{FAITHFULNESS_MODELS_TABLE}")
+    writes = (
+        "faithfulness/<model_id>.safetensors",
+        f"tables/{FAITHFULNESS_TABLE}",
+        f"tables/{FAITHFULNESS_MODELS_TABLE}",
+    )
     tables = (FAITHFULNESS_TABLE, FAITHFULNESS_MODELS_TABLE)
 
     def enabled(self, ctx: StageContext) -> bool:
@@ -104,8 +123,7 @@ class FaithfulnessStage(Stage):
         p, f = ctx.prepared, ctx.config.faithfulness
         models = [run for run in p.runs if ctx.is_complete(run)]
         n_images = len(p.split.test) if f.images is None else min(f.images, len(p.split.test))
-        ctx.print(f"[bold]faithfulness[/]: {len(models)} models on {n_images} test images, "
-                  f"fills {', '.join(f.fills)}")
+        ctx.print(f"[bold]faithfulness[/]: {len(models)} models on {n_images} test images, fills {', '.join(f.fills)}")
         index = p.split.test[:n_images]
         images = ctx.images(p.test_set.images[index])
         labels = p.test_set.labels[index].to(ctx.device)
@@ -117,31 +135,46 @@ class FaithfulnessStage(Stage):
                 progress.update(task, description=f"faithfulness {run.label}")
                 # Cached per model, keyed by its CAM set and the stage's settings: a rerun, or a study
                 # that gains an augmentation, computes only what changed.
-                key = digest({"cam_key": cam_key(p, run), "settings": f.model_dump(mode="json"),
-                              "images": n_images})
+                key = digest({"cam_key": cam_key(p, run), "settings": f.model_dump(mode="json"), "images": n_images})
                 path = ctx.run_dir.faithfulness_file(run.model_id)
                 stored_meta = read_tensor_metadata(path) if path.exists() else {}
                 if stored_meta.get("faithfulness_key") == key:
                     stored = read_tensors(path)
                     # The file's tensors come back sorted by name; the column order is in its metadata.
-                    by_fill = {fill: {column: stored[f"{fill}/{column}"] for column in json.loads(stored_meta["columns"])}
-                               for fill in f.fills}
+                    by_fill = {
+                        fill: {column: stored[f"{fill}/{column}"] for column in json.loads(stored_meta["columns"])}
+                        for fill in f.fills
+                    }
                     reused += 1
                 else:
                     raw = ctx.cam_set(run)["raw"][:n_images]
                     with torch.no_grad():
-                        by_fill = faithfulness_rows(ctx.load_model(run), images, labels, raw, f, p.mean, p.std,
-                                                    ctx.config.data.image_size)
-                    write_tensors(path, {f"{fill}/{name}": value for fill, columns in by_fill.items()
-                                         for name, value in columns.items()},
-                                  metadata={"faithfulness_key": key,
-                                            "columns": json.dumps(list(next(iter(by_fill.values()))))})
+                        by_fill = faithfulness_rows(
+                            ctx.load_model(run), images, labels, raw, f, p.mean, p.std, ctx.config.data.image_size
+                        )
+                    write_tensors(
+                        path,
+                        {
+                            f"{fill}/{name}": value
+                            for fill, columns in by_fill.items()
+                            for name, value in columns.items()
+                        },
+                        metadata={"faithfulness_key": key, "columns": json.dumps(list(next(iter(by_fill.values()))))},
+                    )
                 for fill, columns in by_fill.items():
-                    frames.append(pd.DataFrame({
-                        "model_id": run.model_id, "augmentation": run.augmentation,
-                        "seed": pd.array([run.seed] * n_images, dtype="Int64"), "fill": fill,
-                        "image_index": index.numpy(), "label": labels.cpu().numpy(),
-                        **{name: value.cpu().numpy() for name, value in columns.items()}}))
+                    frames.append(
+                        pd.DataFrame(
+                            {
+                                "model_id": run.model_id,
+                                "augmentation": run.augmentation,
+                                "seed": pd.array([run.seed] * n_images, dtype="Int64"),
+                                "fill": fill,
+                                "image_index": index.numpy(),
+                                "label": labels.cpu().numpy(),
+                                **{name: value.cpu().numpy() for name, value in columns.items()},
+                            }
+                        )
+                    )
                 progress.update(task, advance=1)
         rows = pd.concat(frames, ignore_index=True)
         write_parquet(ctx.run_dir.table(FAITHFULNESS_TABLE), rows)

@@ -31,8 +31,9 @@ def metric_columns(metrics: pd.DataFrame) -> list[str]:
     return [col for col in metrics.columns if col not in ID_COLUMNS]
 
 
-def vs_baseline(ctx: StageContext, run: ModelRun, base: dict[str, torch.Tensor],
-                other: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def vs_baseline(
+    ctx: StageContext, run: ModelRun, base: dict[str, torch.Tensor], other: dict[str, torch.Tensor]
+) -> dict[str, np.ndarray]:
     """Per-image metrics of `run`'s CAM set (`other`) against the baseline's (`base`): those its
     chain computed, or computed here from the stored CAM sets."""
     if run.model_id in ctx.vs_baseline:
@@ -48,9 +49,11 @@ class CompareStage(Stage):
     def run(self, ctx: StageContext) -> dict[str, Any]:
         p = ctx.prepared
         augmented = [run for run in ctx.complete if run.is_intervention]
-        ctx.print(f"[bold]compare[/]: {len(augmented)} models vs the baseline on {len(p.split.test)} "
-                  "test images, from the stored CAM sets (always recomputed: metrics settings may have "
-                  "changed, and it takes seconds)")
+        ctx.print(
+            f"[bold]compare[/]: {len(augmented)} models vs the baseline on {len(p.split.test)} "
+            "test images, from the stored CAM sets (always recomputed: metrics settings may have "
+            "changed, and it takes seconds)"
+        )
         base = ctx.cam_set(p.baseline)
         labels = p.test_set.labels[p.split.test]
         nonfinite_logits = {}
@@ -64,22 +67,35 @@ class CompareStage(Stage):
             if bad:
                 nonfinite_logits[run.model_id] = bad
             values = vs_baseline(ctx, run, base, other)
-            frames.append(pd.DataFrame({
-                "model_id": run.model_id, "augmentation": run.augmentation,
-                "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
-                "image_index": p.split.test.numpy(), "label": labels.numpy(),
-                "baseline_pred": base["predictions"].numpy(), "model_pred": other["predictions"].numpy(),
-                **values}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model_id": run.model_id,
+                        "augmentation": run.augmentation,
+                        "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
+                        "image_index": p.split.test.numpy(),
+                        "label": labels.numpy(),
+                        "baseline_pred": base["predictions"].numpy(),
+                        "model_pred": other["predictions"].numpy(),
+                        **values,
+                    }
+                )
+            )
             kill_point("compare", p.all_runs.index(run))
         metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         write_parquet(ctx.run_dir.table(METRICS_TABLE), metrics)
         ctx.tables["metrics"] = metrics
         self.compare_extra_methods(ctx, augmented)
         if nonfinite_logits:
-            ctx.console.print(f"[yellow]warning[/]: non-finite logits (NaN or ±inf) for some test images: "
-                              f"{nonfinite_logits}; their metrics are NaN (counted in manifest.json)")
-        return {"rows": len(metrics), **metric_summary(metrics, metric_columns(metrics)),
-                "nonfinite_logits": nonfinite_logits}
+            ctx.console.print(
+                f"[yellow]warning[/]: non-finite logits (NaN or ±inf) for some test images: "
+                f"{nonfinite_logits}; their metrics are NaN (counted in manifest.json)"
+            )
+        return {
+            "rows": len(metrics),
+            **metric_summary(metrics, metric_columns(metrics)),
+            "nonfinite_logits": nonfinite_logits,
+        }
 
     @staticmethod
     def compare_extra_methods(ctx: StageContext, augmented: list[ModelRun]) -> None:
@@ -95,8 +111,16 @@ class CompareStage(Stage):
             base = ctx.cam_set(p.baseline, method)
             for run in augmented:
                 values = study_cam_metrics(c, base, ctx.cam_set(run, method), p.input_size, ctx.device)
-                frames.append(pd.DataFrame({
-                    "method": method, "model_id": run.model_id, "augmentation": run.augmentation,
-                    "seed": pd.array([run.seed] * len(p.split.test), dtype="Int64"),
-                    "image_index": p.split.test.numpy(), **values}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "method": method,
+                            "model_id": run.model_id,
+                            "augmentation": run.augmentation,
+                            "seed": pd.array([run.seed] * len(p.split.test), dtype="Int64"),
+                            "image_index": p.split.test.numpy(),
+                            **values,
+                        }
+                    )
+                )
         write_parquet(path, pd.concat(frames, ignore_index=True))

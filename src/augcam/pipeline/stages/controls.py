@@ -32,10 +32,17 @@ class ControlsStage(Stage):
             if run.is_intervention and ctx.is_complete(run):
                 by_aug.setdefault(run.augmentation, {})[run.seed] = run
         names = list(by_aug)
-        pairs = [(a, b, seed) for i, a in enumerate(names) for b in names[i + 1:]
-                 for seed in c.seeds if seed in by_aug[a] and seed in by_aug[b]]
-        ctx.print(f"[bold]controls[/]: noise floor from {len(replicas)} baseline replica(s); "
-                  f"{len(pairs)} augmentation-vs-augmentation comparisons")
+        pairs = [
+            (a, b, seed)
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+            for seed in c.seeds
+            if seed in by_aug[a] and seed in by_aug[b]
+        ]
+        ctx.print(
+            f"[bold]controls[/]: noise floor from {len(replicas)} baseline replica(s); "
+            f"{len(pairs)} augmentation-vs-augmentation comparisons"
+        )
         test_index = p.split.test.numpy()
         labels = p.test_set.labels[p.split.test].numpy()
         cams: dict[str, dict[str, torch.Tensor]] = {}
@@ -53,10 +60,23 @@ class ControlsStage(Stage):
         noise_path = ctx.run_dir.table(NOISE_FLOOR_TABLE)
         if replicas:
             base = cam_set(p.baseline)
-            noise = pd.concat([pd.DataFrame({
-                "model_id": run.model_id, "replica": run.replica, "image_index": test_index, "label": labels,
-                "baseline_pred": base["predictions"].numpy(), "model_pred": cam_set(run)["predictions"].numpy(),
-                **values(p.baseline, run)}) for run in replicas], ignore_index=True)
+            noise = pd.concat(
+                [
+                    pd.DataFrame(
+                        {
+                            "model_id": run.model_id,
+                            "replica": run.replica,
+                            "image_index": test_index,
+                            "label": labels,
+                            "baseline_pred": base["predictions"].numpy(),
+                            "model_pred": cam_set(run)["predictions"].numpy(),
+                            **values(p.baseline, run),
+                        }
+                    )
+                    for run in replicas
+                ],
+                ignore_index=True,
+            )
             write_parquet(noise_path, noise)
         else:
             noise_path.unlink(missing_ok=True)  # a table from an earlier config would be stale
@@ -64,9 +84,17 @@ class ControlsStage(Stage):
         if pairs:
             frames = []
             for a, b, seed in pairs:
-                frames.append(pd.DataFrame({
-                    "augmentation_a": a, "augmentation_b": b, "seed": pd.array([seed] * len(test_index), dtype="Int64"),
-                    "image_index": test_index, **values(by_aug[a][seed], by_aug[b][seed])}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "augmentation_a": a,
+                            "augmentation_b": b,
+                            "seed": pd.array([seed] * len(test_index), dtype="Int64"),
+                            "image_index": test_index,
+                            **values(by_aug[a][seed], by_aug[b][seed]),
+                        }
+                    )
+                )
                 # Keep at most the CAM sets of one seed in memory.
                 cams = {key: value for key, value in cams.items() if key == p.baseline.model_id}
             write_parquet(between_path, pd.concat(frames, ignore_index=True))

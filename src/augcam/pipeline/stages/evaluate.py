@@ -30,18 +30,31 @@ class EvaluateStage(Stage):
         rows = []
         for run in p.runs:
             meta = json.loads(ctx.run_dir.meta_file(run.model_id).read_text())
-            row = {"model_id": run.model_id, "augmentation": run.augmentation, "seed": run.seed,
-                   "status": meta["status"], "test_accuracy": np.nan, "precision": np.nan, "recall": np.nan,
-                   "f1": np.nan, "best_epoch": meta.get("best_epoch"),
-                   "best_val_accuracy": meta.get("best_val_accuracy", np.nan),
-                   "train_seconds": meta.get("train_seconds", np.nan), "roc_auc": np.nan}
+            row = {
+                "model_id": run.model_id,
+                "augmentation": run.augmentation,
+                "seed": run.seed,
+                "status": meta["status"],
+                "test_accuracy": np.nan,
+                "precision": np.nan,
+                "recall": np.nan,
+                "f1": np.nan,
+                "best_epoch": meta.get("best_epoch"),
+                "best_val_accuracy": meta.get("best_val_accuracy", np.nan),
+                "train_seconds": meta.get("train_seconds", np.nan),
+                "roc_auc": np.nan,
+            }
             if ctx.is_complete(run):
                 cam_set = ctx.cam_set(run)
                 scores = performance(labels, cam_set["predictions"], p.num_classes)
-                row.update(test_accuracy=scores["accuracy"], precision=scores["precision"],
-                           recall=scores["recall"], f1=scores["f1"],
-                           # of the softmax probabilities, as scikit-learn's roc_auc_score takes them
-                           roc_auc=roc_auc(labels, torch.softmax(cam_set["logits"].double(), dim=1)))
+                row.update(
+                    test_accuracy=scores["accuracy"],
+                    precision=scores["precision"],
+                    recall=scores["recall"],
+                    f1=scores["f1"],
+                    # of the softmax probabilities, as scikit-learn's roc_auc_score takes them
+                    roc_auc=roc_auc(labels, torch.softmax(cam_set["logits"].double(), dim=1)),
+                )
             rows.append(row)
         table = pd.DataFrame(rows).astype({"seed": "Int64", "best_epoch": "Int64"})
         write_parquet(ctx.run_dir.table(PERFORMANCE_TABLE), table)

@@ -34,7 +34,9 @@ def stored_cam_key(ctx: StageContext, run: ModelRun, method: str | None = None) 
         return None
 
 
-def cam_jobs(ctx: StageContext, runs: list[ModelRun], quiet: bool = False) -> tuple[list[tuple[ModelRun, str | None]], int]:
+def cam_jobs(
+    ctx: StageContext, runs: list[ModelRun], quiet: bool = False
+) -> tuple[list[tuple[ModelRun, str | None]], int]:
     """The CAM sets to compute — (model, None) for the study's CAM method, (model, method) for one
     of cam.extra_methods — and how many are reused (printed unless `quiet`)."""
     p, cam = ctx.prepared, ctx.config.cam
@@ -43,12 +45,17 @@ def cam_jobs(ctx: StageContext, runs: list[ModelRun], quiet: bool = False) -> tu
     extra = [(run, method) for method in cam.extra_methods for run in runs if run in p.runs]
     extra_todo = [(run, method) for run, method in extra if stored_cam_key(ctx, run, method) != cam_key(p, run, method)]
     if not quiet:
-        ctx.console.print(f"[bold]explain[/]: {cam.method} on {len(p.split.test)} test images — "
-                          f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute"
-                          + (f" ({labels(todo)})" if todo else ""), highlight=False)
+        ctx.console.print(
+            f"[bold]explain[/]: {cam.method} on {len(p.split.test)} test images — "
+            f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute" + (f" ({labels(todo)})" if todo else ""),
+            highlight=False,
+        )
         if extra:
-            ctx.console.print(f"  extra methods {', '.join(cam.extra_methods)}: {len(extra) - len(extra_todo)}"
-                              f" CAM sets reused, {len(extra_todo)} to compute", highlight=False)
+            ctx.console.print(
+                f"  extra methods {', '.join(cam.extra_methods)}: {len(extra) - len(extra_todo)}"
+                f" CAM sets reused, {len(extra_todo)} to compute",
+                highlight=False,
+            )
     jobs = [(run, None) for run in todo] + extra_todo
     return jobs, len(runs) - len(todo) + len(extra) - len(extra_todo)
 
@@ -66,13 +73,21 @@ class ExplainStage(Stage):
             methods: dict[str, list[str | None]] = {}
             for run, method in missing:
                 methods.setdefault(run.model_id, []).append(method)
-            jobs = [ChainJob(p.all_runs.index(run), False, methods[run.model_id])
-                    for run in p.all_runs if run.model_id in methods]
+            jobs = [
+                ChainJob(p.all_runs.index(run), False, methods[run.model_id])
+                for run in p.all_runs
+                if run.model_id in methods
+            ]
             with ctx.executor.chains(ctx, jobs) as chains:
                 chains.run(jobs, None, lambda run, result: store_chain_result(ctx, run, result))
-        sets = len(ctx.complete) + sum(1 for method in ctx.config.cam.extra_methods for run in ctx.complete
-                                       if run in ctx.prepared.runs)
+        sets = len(ctx.complete) + sum(
+            1 for method in ctx.config.cam.extra_methods for run in ctx.complete if run in ctx.prepared.runs
+        )
         # The stage's own seconds are those of the sets it filled in; the chains' CAM time is part of
         # the train stage's seconds and is recorded here apart.
-        return {"computed": ctx.cams_computed, "reused": sets - ctx.cams_computed,
-                "computed_in_chains": chained, "seconds_in_chains": round(chained_seconds, 3)}
+        return {
+            "computed": ctx.cams_computed,
+            "reused": sets - ctx.cams_computed,
+            "computed_in_chains": chained,
+            "seconds_in_chains": round(chained_seconds, 3),
+        }

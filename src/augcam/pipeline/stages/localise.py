@@ -36,11 +36,19 @@ class LocaliseStage(Stage):
             cam_set = ctx.cam_set(run)
             maps = upsample(cam_set["raw"].to(ctx.device), tuple(masks.shape[-2:]))
             values = {name: value.cpu().numpy() for name, value in localisation(maps, masks.to(ctx.device)).items()}
-            frames.append(pd.DataFrame({
-                "model_id": run.model_id, "augmentation": run.augmentation,
-                "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
-                "image_index": p.split.test.numpy(), "label": labels, "model_pred": cam_set["predictions"].numpy(),
-                **values}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model_id": run.model_id,
+                        "augmentation": run.augmentation,
+                        "seed": pd.array([run.seed] * len(labels), dtype="Int64"),
+                        "image_index": p.split.test.numpy(),
+                        "label": labels,
+                        "model_pred": cam_set["predictions"].numpy(),
+                        **values,
+                    }
+                )
+            )
         table = pd.concat(frames, ignore_index=True)
         write_parquet(ctx.run_dir.table(LOCALISATION_TABLE), table)
         return {"rows": len(table)}

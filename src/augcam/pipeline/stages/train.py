@@ -67,13 +67,20 @@ def training_plan(ctx: StageContext) -> TrainingPlan:
         if state is not None:
             resumable[run.model_id] = state
     plan = TrainingPlan(finished, resumable, [run for run in p.all_runs if run.model_id not in finished])
-    failed_before = [run for run in p.all_runs if finished.get(run.model_id, {}).get("status") not in
-                     (None, "complete")]
-    lines = [f"[bold]train[/]: {len(p.all_runs)} models — {len(finished)} reused from {ctx.run_dir.root}"
-             + (f" ({len(failed_before)} of them failed earlier: {labels(failed_before)})" if failed_before else "")]
+    failed_before = [
+        run for run in p.all_runs if finished.get(run.model_id, {}).get("status") not in (None, "complete")
+    ]
+    lines = [
+        f"[bold]train[/]: {len(p.all_runs)} models — {len(finished)} reused from {ctx.run_dir.root}"
+        + (f" ({len(failed_before)} of them failed earlier: {labels(failed_before)})" if failed_before else "")
+    ]
     if plan.resumed:
-        lines.append("  resume: " + ", ".join(f"{run.label} after epoch {resumable[run.model_id].epochs_done}/"
-                                              f"{t.epochs}" for run in plan.resumed))
+        lines.append(
+            "  resume: "
+            + ", ".join(
+                f"{run.label} after epoch {resumable[run.model_id].epochs_done}/{t.epochs}" for run in plan.resumed
+            )
+        )
     if plan.new:
         lines.append(f"  train on {ctx.executor.where}: {len(plan.new)} ({labels(plan.new)})")
     ctx.console.print("\n".join(lines), highlight=False)
@@ -94,11 +101,17 @@ class TrainStage(Stage):
         for run, method in cam_jobs(ctx, candidates)[0]:
             methods.setdefault(run.model_id, []).append(method)
         todo = {run.model_id for run in plan.todo}
-        jobs = {run.model_id: ChainJob(p.all_runs.index(run), run.model_id in todo, methods.get(run.model_id, []),
-                                       compare=not run.is_baseline,
-                                       epochs_done=(plan.resumable[run.model_id].epochs_done
-                                                    if run.model_id in plan.resumable else 0))
-                for run in candidates if run.model_id in todo or run.model_id in methods}
+        jobs = {
+            run.model_id: ChainJob(
+                p.all_runs.index(run),
+                run.model_id in todo,
+                methods.get(run.model_id, []),
+                compare=not run.is_baseline,
+                epochs_done=(plan.resumable[run.model_id].epochs_done if run.model_id in plan.resumable else 0),
+            )
+            for run in candidates
+            if run.model_id in todo or run.model_id in methods
+        }
         baseline = p.baseline
         with ctx.executor.chains(ctx, list(jobs.values())) as chains:
             if baseline.model_id in jobs:
@@ -115,21 +128,34 @@ class TrainStage(Stage):
         p = ctx.prepared
         metas = {run.model_id: ctx.meta(run) or {} for run in p.all_runs}
         ctx.manifest["models"] = {
-            run.model_id: {"augmentation": run.augmentation, "seed": run.seed,
-                           "status": metas[run.model_id].get("status"),
-                           **({"error": metas[run.model_id]["error"]} if "error" in metas[run.model_id] else {}),
-                           **({"resumed_after_epoch": plan.resumable[run.model_id].epochs_done}
-                              if run.model_id in plan.resumable else {}),
-                           **({"replica": run.replica} if run.replica else {}),
-                           **({"permuted_labels": True} if run.permuted_labels else {}),
-                           **details.get(run.model_id, {})}
-            for run in p.all_runs}
+            run.model_id: {
+                "augmentation": run.augmentation,
+                "seed": run.seed,
+                "status": metas[run.model_id].get("status"),
+                **({"error": metas[run.model_id]["error"]} if "error" in metas[run.model_id] else {}),
+                **(
+                    {"resumed_after_epoch": plan.resumable[run.model_id].epochs_done}
+                    if run.model_id in plan.resumable
+                    else {}
+                ),
+                **({"replica": run.replica} if run.replica else {}),
+                **({"permuted_labels": True} if run.permuted_labels else {}),
+                **details.get(run.model_id, {}),
+            }
+            for run in p.all_runs
+        }
         statuses = {mid: meta.get("status") for mid, meta in metas.items()}
-        record = {"trained": len(plan.new), "reused": len(plan.finished), "resumed": len(plan.resumed),
-                  "failed": sum(s != "complete" for s in statuses.values())}
+        record = {
+            "trained": len(plan.new),
+            "reused": len(plan.finished),
+            "resumed": len(plan.resumed),
+            "failed": sum(s != "complete" for s in statuses.values()),
+        }
         if statuses[p.baseline.model_id] != "complete":
-            raise StudyStopped(f"the baseline model failed ({statuses[p.baseline.model_id]}: "
-                               f"{metas[p.baseline.model_id].get('error', '')}); nothing can be compared with it",
-                               record)
+            raise StudyStopped(
+                f"the baseline model failed ({statuses[p.baseline.model_id]}: "
+                f"{metas[p.baseline.model_id].get('error', '')}); nothing can be compared with it",
+                record,
+            )
         ctx.complete = [run for run in p.all_runs if statuses[run.model_id] == "complete"]
         return record
