@@ -369,6 +369,61 @@ def test_elastic_without_strength_is_identity():
     torch.testing.assert_close(build_augmentation("elastic", {"alpha": 0.0})(x, gen(0)), x, rtol=0, atol=1e-5)
 
 
+def test_identity_without_noise_returns_its_input_and_draws_nothing():
+    x = images(7, 3)
+    g = gen(4)
+    before = g.get_state()
+    aug = build_augmentation("identity")
+    assert aug(x, g) is x
+    assert torch.equal(g.get_state(), before), "noise_std 0 must not consume the stream"
+    # Left out of the dump, so the model key of a study listing `identity` is the one it had.
+    assert aug.model_dump(mode="json") == {}
+    assert build_augmentation("identity", {"noise_std": 1e-3}).model_dump(mode="json") == {"noise_std": 1e-3}
+
+
+def test_identity_noise_is_the_generator_s_gaussian_scaled_and_clipped():
+    sigma = 1e-3
+    x = torch.full((6, 3, 32, 32), 0.5, dtype=torch.float64)
+    x[0] = 0.0  # clipped at the bottom
+    x[1] = 1.0  # and at the top
+    aug = build_augmentation("identity", {"noise_std": sigma})
+    out = aug(x, gen(5))
+    # Oracle: the draw the docstring states, one (B, C, H, W) standard normal tensor.
+    expected = (x + sigma * torch.randn(x.shape, generator=gen(5), dtype=torch.float64)).clamp(0, 1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    diff = (out - x)[2:]
+    assert diff.abs().max() <= 5.5 * sigma and diff.abs().max() > 2 * sigma
+    assert abs(diff.mean().item()) < 4 * sigma / math.sqrt(diff.numel())
+    assert diff.std().item() == pytest.approx(sigma, rel=0.03)
+    assert out[0].min() == 0 and out[0].max() > 0 and out[1].max() == 1 and out[1].min() < 1
+    torch.testing.assert_close(aug(x, gen(5)), out, rtol=0, atol=0)  # reproducible for a seed
+    assert not torch.equal(aug(x, gen(6))[2:], out[2:])  # and another seed, other noise
+
+
+def test_noisy_identity_draws_from_the_generator_alone_by_shape():
+    aug = build_augmentation("identity", {"noise_std": 1e-3})
+    g1, g2 = gen(3), gen(3)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    aug(images(7, 3, seed=0), g1)
+    aug(images(7, 3, seed=1), g2)
+    assert torch.equal(torch.get_rng_state(), state), "the global RNG was consumed"
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_noisy_identity_is_the_same_on_cuda():
+    aug = build_augmentation("identity", {"noise_std": 1e-3})
+    x = images(7, 3)
+    torch.testing.assert_close(aug(x.cuda(), gen(4)).cpu(), aug(x, gen(4)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.01, 0.5, -1e-4])
+def test_identity_refuses_perceptible_or_negative_noise(value):
+    with pytest.raises(ConfigError, match=r"augmentations\.noise_std: must be >= 0 and < 0\.01.*imperceptible"):
+        build_augmentation("identity", {"noise_std": value})
+
+
 def test_small_images_shrink_the_blur_kernels():
     x = torch.rand(3, 3, 8, 8, generator=gen(0))
     for name in ("elastic", "gaussian_blur"):
@@ -533,7 +588,7 @@ def test_parameters_must_be_a_mapping():
 
 def test_parameterless_augmentation_rejects_parameters():
     with pytest.raises(ConfigError, match=r"unknown parameter 'strength'.*\(valid: none\)"):
-        build_augmentation("identity", {"strength": 1})
+        build_augmentation("equalization", {"strength": 1})
 
 
 # --- user-defined augmentations ---------------------------------------------------------------

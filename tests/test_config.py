@@ -119,6 +119,13 @@ def test_short_and_long_augmentation_forms():
             r"controls\.sanity_imgs: unknown key; did you mean 'sanity_images'",
         ),
         ({**MINIMAL, "controls": {"identity": "often"}}, r"controls\.identity: Input should be a valid boolean"),
+        ({**MINIMAL, "controls": {"null_models": -1}}, r"controls\.null_models: .*greater than or equal to 0"),
+        ({**MINIMAL, "controls": {"null_noise_std": 0.01}}, r"controls\.null_noise_std: must be > 0 .* and < 0\.01"),
+        ({**MINIMAL, "controls": {"null_noise_std": 0.0}}, r"controls\.null_noise_std: must be > 0 \(without noise"),
+        (
+            {"name": "t", "augmentations": [{"name": "identity", "noise_std": 0.02}], "controls": {"identity": False}},
+            r"augmentations\[identity\]\.noise_std: must be >= 0 and < 0\.01",
+        ),
         # Base augmentations (every model, the baseline included).
         (
             {**MINIMAL, "training": {"base_augmentations": ["cutmix"]}},
@@ -206,6 +213,76 @@ def test_controls_are_on_by_default_and_identity_may_be_listed_when_they_are_off
     assert [entry.display for entry in off.study_augmentations] == ["affine", "identity"]
     for name in ("quick", "fashion-mnist", "thesis-cifar10"):
         assert load_config(name).controls.identity, f"preset {name} runs the identity control"
+
+
+def _null_entry(config):
+    entry = config.study_augmentations[-1]
+    assert config.is_null_control(entry)
+    return entry
+
+
+@pytest.mark.parametrize(
+    "seeds,null_models,expected",
+    [
+        ([0, 1, 2], 6, [0, 1, 2, 3, 4, 5]),
+        ([2, 7], 4, [2, 7, 0, 1]),
+        ([5, 0, 3], 5, [5, 0, 3, 1, 2]),
+        ([0, 1, 2], 2, [0, 1]),
+        ([4], 1, [4]),
+    ],
+)
+def test_null_models_take_the_study_seeds_first_then_the_smallest_unused(seeds, null_models, expected):
+    config = load_config({**MINIMAL, "seeds": seeds, "controls": {"null_models": null_models}})
+    assert config.seeds_of(_null_entry(config)) == expected
+    assert config.seeds_of(config.augmentations[0]) == seeds
+
+
+def test_null_models_default_to_six_with_a_quarter_grey_level_of_noise():
+    config = load_config(MINIMAL)
+    assert (config.controls.null_models, config.controls.null_noise_std) == (6, 1e-3)
+    entry = _null_entry(config)
+    assert (entry.name, entry.display) == ("identity", "identity")
+    assert entry.resolved_params() == {"noise_std": 1e-3}
+    assert entry.build().noise_std == 1e-3
+    assert config.seeds_of(entry) == [0, 1, 2, 3, 4, 5]
+    assert config.resolved()["controls"]["null_models"] == 6
+
+
+@pytest.mark.parametrize("controls", [{"null_models": 0}, {"identity": False}])
+def test_no_null_models_means_no_identity_control(controls):
+    config = load_config({**MINIMAL, "controls": controls})
+    assert [entry.display for entry in config.study_augmentations] == ["affine"]
+
+
+def test_a_listed_identity_is_an_augmentation_like_any_other():
+    config = load_config({"name": "t", "augmentations": ["identity"], "controls": {"identity": False}, "seeds": [3]})
+    entry = config.study_augmentations[0]
+    assert not config.is_null_control(entry) and config.seeds_of(entry) == [3]
+    assert entry.resolved_params() == {}, "noise_std 0 stays out of the model key"
+
+
+def test_plan_trains_one_null_model_per_null_seed_with_distinct_ids():
+    from augcam.pipeline.plan import model_key, plan
+
+    config = load_config({**MINIMAL, "seeds": [2, 7], "controls": {"null_models": 4}})
+    runs = plan(config, "fingerprint")
+    nulls = [run for run in runs if run.augmentation == "identity"]
+    assert [run.seed for run in nulls] == [2, 7, 0, 1]
+    assert [run.seed for run in runs if run.augmentation == "affine"] == [2, 7]
+    assert len({run.model_id for run in runs}) == len(runs) == 1 + 2 + 4
+    assert all(run.model_id.startswith(f"identity-s{run.seed}-") for run in nulls)
+    # Same init and order as every other model: the random stream is all that differs.
+    assert {(run.init_seed, run.ordering_seed) for run in runs} == {(0, 0)}
+    key = model_key(config, "fingerprint", nulls[0].entry, 2)
+    assert key["augmentation"]["params"] == {"noise_std": 1e-3} and key["augmentation"]["seed"] == 2
+    # The noise is in the id: another null_noise_std trains other null models and nothing else.
+    other = plan(
+        load_config({**MINIMAL, "seeds": [2, 7], "controls": {"null_models": 4, "null_noise_std": 2e-3}}), "fingerprint"
+    )
+    assert [r.model_id for r in other if r.augmentation != "identity"] == [
+        r.model_id for r in runs if r.augmentation != "identity"
+    ]
+    assert not {r.model_id for r in other} & {r.model_id for r in nulls}
 
 
 def test_device_override_is_validated_with_the_rest_of_the_config():

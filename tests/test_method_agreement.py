@@ -77,7 +77,8 @@ def test_study_computes_every_metric_with_each_extra_method(tmp_path, fashion_mn
         "augmentations": ["affine", "cutmix"],
         "data": {"dataset": "fashion-mnist", "train_size": 300, "val_size": 100, "test_size": 60},
         "training": {"epochs": 1, "batch_size": 32},
-        "controls": {"baseline_replicas": 0, "sanity_images": 0},
+        # One null model (the identity control under seed 0): 3 compared models, as the counts below.
+        "controls": {"baseline_replicas": 0, "sanity_images": 0, "null_models": 1},
         "cam": {"extra_methods": ["xgradcam", "gradcampp"]},
     }
     result = run_study(config, tmp_path / "out", device="cpu")

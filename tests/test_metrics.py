@@ -519,6 +519,24 @@ def test_class_kld_matches_numpy(eps):
     assert (got > 0.01).all()  # different distributions: clearly positive
 
 
+def test_class_kld_equals_scipys_relative_entropy():
+    # Σ Q log(Q / P) with Q = the augmented model's probabilities (second argument) and P = the
+    # baseline's: with eps = 0 it is KL(Q ‖ P), SciPy's rel_entr(q, p) summed and entropy(q, p).
+    # The two arguments swapped give another (asymmetric) number, so the order is checked too.
+    from scipy import special, stats
+
+    p, q = probabilities(50, 10, 7), probabilities(50, 10, 8)
+    got = class_kld(p, q, eps=0.0).numpy()
+    np.testing.assert_allclose(got, special.rel_entr(q.numpy(), p.numpy()).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(got, stats.entropy(q.numpy(), p.numpy(), axis=1), rtol=1e-10)
+    assert np.abs(got - special.rel_entr(p.numpy(), q.numpy()).sum(1)).max() > 0.1
+    # With eps > 0 the thesis definition: eps inside the log, Σ Q log(eps + Q / P).
+    eps = 1e-3
+    expected = (q.numpy() * np.log(eps + q.numpy() / p.numpy())).sum(1)
+    np.testing.assert_allclose(class_kld(p, q, eps=eps).numpy(), expected, rtol=1e-12)
+    assert (class_kld(p, q, eps=eps).numpy() > got).all()
+
+
 def test_class_kld_float32_inputs():
     p, q = probabilities(8, 5, 2, torch.float32), probabilities(8, 5, 3, torch.float32)
     np.testing.assert_allclose(

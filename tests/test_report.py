@@ -327,6 +327,11 @@ def test_report_is_one_self_contained_file_in_the_contracted_order(reported):
     ):
         assert expected in footer
     assert "could not be loaded" not in html  # the image folder is there, so the grids show the images
+    # The study has baseline replicas but no null models: the section says there is no model-level test.
+    noise = html[html.index('<section id="noise">') : html.index('<section id="sanity">')]
+    assert "This run has no null models (controls.identity, controls.null_models)" in noise
+    assert "How much the baseline itself depends on its init seed and data order" in noise
+    assert "Which images changed: per-image tests (descriptive)" in noise
 
 
 def test_cli_report_recreates_identical_tables_and_figures(reported, tmp_path):

@@ -1,9 +1,11 @@
 """The cascading-randomisation sanity check passes for Grad-CAM on a trained model and fails for
 a 'CAM' that ignores the model (an edge detector)."""
 
+import pandas as pd
+import pytest
 import torch
 
-from augcam.cams.sanity import cascading_randomization, layers_in_forward_order, sanity_verdict
+from augcam.cams.sanity import cascading_randomization, layers_in_forward_order, sanity_verdict, spearman_summary
 from augcam.models import build_model
 
 
@@ -64,3 +66,22 @@ def test_layers_are_randomised_from_the_output_down():
     assert sorted(order) == sorted(owners)
     table = cascading_randomization(model, "layer4", torch.rand(4, 3, 32, 32), method="gradcam")
     assert table["layer"].iloc[1] == "fc" and len(table) == len(order) + 1
+
+
+@pytest.mark.parametrize(("final_spearman", "passes"), [(-0.9, False), (0.9, False), (0.3, True), (-0.3, True)])
+def test_verdict_is_on_the_absolute_spearman(final_spearman, passes):
+    # Maps inverted by the randomisation (Spearman −0.9) still carry the trained model's structure:
+    # the check must fail on them exactly as on +0.9. A verdict on the signed median would pass them.
+    generator = torch.Generator().manual_seed(0)
+    spread = 0.02 * torch.randn(40, generator=generator, dtype=torch.float64)
+    table = pd.DataFrame(
+        [
+            spearman_summary(0, "(trained model)", torch.ones(40, dtype=torch.float64)),
+            spearman_summary(1, "fc", torch.full((40,), 0.5 * final_spearman, dtype=torch.float64) + spread),
+            spearman_summary(2, "features", torch.full((40,), final_spearman, dtype=torch.float64) + spread),
+        ]
+    )
+    verdict = sanity_verdict(table)
+    assert verdict["passes"] is passes
+    assert verdict["final_median"] == pytest.approx(abs(final_spearman), abs=0.02)
+    assert verdict["steps"] == 2

@@ -1,11 +1,14 @@
-"""Statistics against independent oracles: exact Wilcoxon p-values worked out by hand, Holm on a
-textbook example, a NumPy-only percentile bootstrap, and a planted effect."""
+"""Statistics against independent oracles: exact Wilcoxon p-values worked out by hand and SciPy's
+zero handling, Holm on a textbook example and against statsmodels, a NumPy-only and SciPy's
+percentile bootstrap at more than one confidence level, and a planted effect."""
 
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from augcam.analysis.statistics import (
     SIGNIFICANCE_COLUMNS,
@@ -29,6 +32,27 @@ def test_holm_caps_at_one_and_keeps_nan_out_of_the_family():
     assert math.isnan(adjusted[1])
     np.testing.assert_allclose(adjusted[[0, 2]], [0.8, 0.8])
     assert holm([0.9, 0.8, 0.7]).max() == 1.0
+
+
+def test_holm_equals_statsmodels_and_ignores_nan():
+    rng = np.random.default_rng(0)
+    p = np.r_[rng.uniform(0, 0.02, 10), rng.uniform(0, 1, 30), [0.01, 0.01]]  # ties included
+    np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=1e-12)
+    p[[2, 11]] = np.nan
+    defined = ~np.isnan(p)
+    adjusted = holm(p)
+    assert np.isnan(adjusted[~defined]).all()
+    np.testing.assert_allclose(adjusted[defined], multipletests(p[defined], method="holm")[1], rtol=1e-12)
+
+
+def test_paired_test_drops_zero_differences_like_wilcoxons_original_test():
+    # Eight zero differences: dropping them ("wilcox"), ranking them ("pratt") or splitting their
+    # ranks ("zsplit") give clearly different p-values; the documented treatment is the first.
+    difference = np.array([0.0] * 8 + [0.5, 1.0, -0.25, 1.5, 2.0, 0.75, -0.5, 1.25, 1.75, 2.5, 0.25, 3.0])
+    got = paired_test(difference + 0.5, np.full(len(difference), 0.5))
+    assert got == pytest.approx(stats.wilcoxon(difference, zero_method="wilcox").pvalue, rel=1e-9)
+    for other in ("pratt", "zsplit"):
+        assert abs(got - stats.wilcoxon(difference, zero_method=other).pvalue) > 0.2 * got
 
 
 def test_paired_test_exact_small_sample():
@@ -61,6 +85,34 @@ def test_bootstrap_ci_agrees_with_a_numpy_percentile_bootstrap():
     assert abs(low - oracle_low) <= 0.25 * (high - low) + 0.1
     assert abs(high - oracle_high) <= 0.25 * (high - low) + 0.1
     assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
+
+
+@pytest.mark.parametrize("engine", ["order-statistics", "scipy"])
+def test_bootstrap_ci_honours_the_confidence_level(engine):
+    # SciPy's percentile bootstrap at 0.9 is the oracle; the 0.95 interval is clearly wider, so an
+    # interval computed at the wrong level lands outside the tolerance.
+    values = np.random.default_rng(1).normal(0.6, 0.2, size=401)
+
+    def scipy_interval(confidence):
+        interval = stats.bootstrap(
+            (values,),
+            np.median,
+            confidence_level=confidence,
+            n_resamples=20_000,
+            method="percentile",
+            vectorized=True,
+            rng=np.random.default_rng(2),
+        ).confidence_interval
+        return interval.low, interval.high
+
+    oracle_90, oracle_95 = scipy_interval(0.9), scipy_interval(0.95)
+    low, high = bootstrap_ci(values, confidence=0.9, n_resamples=20_000, seed=3, engine=engine)
+    gap = (oracle_95[1] - oracle_95[0]) - (oracle_90[1] - oracle_90[0])
+    assert gap > 0.15 * (oracle_90[1] - oracle_90[0])
+    assert abs((high - low) - (oracle_90[1] - oracle_90[0])) < 0.3 * gap
+    assert abs(low - oracle_90[0]) < 0.5 * gap and abs(high - oracle_90[1]) < 0.5 * gap
+    low_95, high_95 = bootstrap_ci(values, confidence=0.95, n_resamples=20_000, seed=3, engine=engine)
+    assert low_95 < low and high < high_95
 
 
 def test_bootstrap_ci_degenerate_inputs():

@@ -19,7 +19,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "augcam.config": ("load_config", "StudyConfig", "preset_names", "preset_summary"),
     "augcam.errors": ("AugcamError", "ConfigError", "DataError"),
-    "augcam.pipeline": ("run_study", "prepare", "PreparedStudy", "StudyResult", "summary_tables"),
+    "augcam.pipeline": (
+        "run_study",
+        "prepare",
+        "PreparedStudy",
+        "StudyResult",
+        "summary_tables",
+        "study_design_limits",
+    ),
     "augcam.pipeline.executors": ("EXECUTORS", "executor_class"),
     "augcam.analysis": ("write_report", "load_run"),
 }

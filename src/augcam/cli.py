@@ -110,10 +110,33 @@ def validate(
                 f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
                 f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})"
             )
+            limits = prepared.design_limits
         else:
             out_console.print(f"{config}: valid")
+            limits = augcam.study_design_limits(study)
     except AugcamError as err:
         _fail(err, debug)
+        return
+    _print_design_limits(limits)
+
+
+def _print_design_limits(limits: dict | None) -> None:
+    """The model-level test's limits in this design, and a warning when it cannot find anything."""
+    if limits is None:
+        return
+    out_console.print(f"design limits: {limits['message']}", highlight=False, soft_wrap=True)
+    if not limits["reachable"]:
+        fix = f"train at least {limits['null_models_needed']} null models (controls.null_models)"
+        if limits["m"] == 0:
+            fix += " with controls.identity: true"
+        if limits["seeds_needed"] is not None:
+            fix += f" or {limits['seeds_needed']} seeds"
+        out_console.print(
+            f"warning: this study cannot find any augmentation different from retraining noise "
+            f"(p < {limits['alpha']:g}) by design; {fix}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

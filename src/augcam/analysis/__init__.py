@@ -47,6 +47,14 @@ _EXPORTS = {
         "significance_vs_identity",
         "noise_verdicts",
     ),
+    "augcam.analysis.model_tests": (
+        "model_level_table",
+        "model_summaries",
+        "permutation_test",
+        "hierarchical_bootstrap_ci",
+        "design_limits",
+        "min_p_value",
+    ),
     "augcam.analysis.impact_profiles": ("impact_clusters_table",),
     "augcam.analysis.plots": (
         "performance_bars",

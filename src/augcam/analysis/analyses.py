@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 
 from augcam.analysis.impact_profiles import impact_clusters_table
-from augcam.analysis.run_tables import RunTables, augmentation_order
+from augcam.analysis.model_tests import design_limits, model_level_table, model_summaries
+from augcam.analysis.run_tables import BASELINE, CONTROL, RunTables, augmentation_order
 from augcam.analysis.statistics import (
     noise_floor_summary,
     noise_verdicts,
@@ -36,6 +37,7 @@ __all__ = ["Analyses", "analyse", "DEFAULT_PAIRS", "DEFAULT_RESAMPLES"]
 
 DEFAULT_PAIRS = 4
 DEFAULT_RESAMPLES = 2000  # bootstrap resamples of every CI of the significance table
+MIN_NULL_MODELS = 2  # the model-level test needs a spread of the null models
 
 
 @dataclass
@@ -54,6 +56,12 @@ class Analyses:
     extremes: pd.DataFrame
     summary: pd.DataFrame
     clusters: pd.DataFrame
+    # The model-level test: each augmentation's models against the null models (the identity
+    # control's models); None when the run has fewer than MIN_NULL_MODELS of them.
+    null_models: int = 0
+    model_level: pd.DataFrame | None = None
+    model_summaries: pd.DataFrame | None = None  # one row per model: its mean per-image value per metric
+    design: dict | None = None  # design_limits(smallest models per augmentation, null models)
     # From the controls' tables; None when the run has no such table (controls off).
     noise_summary: pd.DataFrame | None = None
     significance: pd.DataFrame | None = None
@@ -80,6 +88,7 @@ class Analyses:
             }
         )
         optional = {
+            "model_tests.csv": self.model_level,
             "noise_floor_summary.csv": self.noise_summary,
             "significance.csv": self.significance,
             "significance_vs_identity.csv": self.significance_identity,
@@ -97,7 +106,7 @@ def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS, n_resamples: int = DE
     metrics = tables.metric_names
     correlations = correlation_maps(tables.aggregated, order)
     strongest, weakest = pair_frequencies(correlations, pairs)
-    controls: dict[str, Any] = {}
+    controls: dict[str, Any] = _model_level(tables, metrics, n_resamples)
     if tables.noise is not None:
         significance = significance_vs_noise(tables.aggregated, tables.noise, metrics, order, n_resamples=n_resamples)
         controls.update(
@@ -127,3 +136,21 @@ def analyse(tables: RunTables, pairs: int = DEFAULT_PAIRS, n_resamples: int = DE
         clusters=impact_clusters_table(tables.aggregated, metrics, order),
         **controls,
     )
+
+
+def _model_level(tables: RunTables, metrics: list[str], n_resamples: int) -> dict[str, Any]:
+    """The model-level test's fields of `Analyses`: the number of null models, the design limits
+    (smallest number of models of an augmentation against the null models), and the table and the
+    per-model summaries when there are at least MIN_NULL_MODELS null models."""
+    per_augmentation = tables.metrics.groupby("augmentation", sort=False)["model_id"].nunique()
+    null = int(per_augmentation.get(CONTROL, 0))
+    others = per_augmentation.drop([CONTROL, BASELINE], errors="ignore")
+    fields: dict[str, Any] = {"null_models": null}
+    if len(others):
+        fields["design"] = design_limits(int(others.min()), null, rows=len(others) * len(metrics))
+    if null >= MIN_NULL_MODELS:
+        fields["model_level"] = model_level_table(
+            tables.metrics, null_label=CONTROL, metrics_cols=metrics, n_resamples=n_resamples
+        )
+        fields["model_summaries"] = model_summaries(tables.metrics, metrics)
+    return fields

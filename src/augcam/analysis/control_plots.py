@@ -17,7 +17,7 @@ from augcam.analysis.plots import augmentation_colors
 from augcam.analysis.run_tables import CONTROL, augmentation_label
 from augcam.analysis.tables import SANITY_THRESHOLD, between_matrix
 
-__all__ = ["significance_forest", "cluster_dendrograms", "between_heatmaps", "sanity_curve"]
+__all__ = ["model_summary_dots", "significance_forest", "cluster_dendrograms", "between_heatmaps", "sanity_curve"]
 
 
 # --- 8. is it more than noise? ---------------------------------------------------------------
@@ -36,10 +36,79 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
     return -(-n // ncols), ncols
 
 
+def model_summary_dots(
+    summaries: pd.DataFrame,
+    model_level: pd.DataFrame,
+    metrics: Sequence[str],
+    order: Sequence[str],
+    null_label: str = CONTROL,
+) -> Figure:
+    """Per metric, one row per augmentation: each model's summary (mean over the test images of its
+    per-image value against the baseline) as a dot, the null models grey in every row's background
+    band and in their own row, and the augmentation's mean as a bar; the model-level test compares
+    the coloured dots with the grey ones. Filled dots: the test finds a difference (BH-adjusted)."""
+    augs = [a for a in order if a in set(summaries["augmentation"]) and a != null_label]
+    colors = augmentation_colors(augs)
+    rows, cols = _grid(len(metrics), 4)
+    fig = Figure(figsize=(3.3 * cols + 1.2, max(2.0, 0.3 * (len(augs) + 1) + 1.0) * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
+    verdict = model_level.set_index(["augmentation", "metric"])["significant"].astype(bool).to_dict()
+    null = summaries[summaries["augmentation"] == null_label]
+    labels = [*augs, null_label]
+    y = np.arange(len(labels))[::-1]
+    for ax, metric in zip(axes, metrics):
+        null_values = null[metric].dropna().to_numpy(np.float64)
+        if len(null_values):
+            ax.axvspan(null_values.min(), null_values.max(), color="#bbb", alpha=0.35, linewidth=0)
+        for yi, aug in zip(y, labels):
+            values = summaries.loc[summaries["augmentation"] == aug, metric].dropna().to_numpy(np.float64)
+            if not len(values):
+                continue
+            color = "#777" if aug == null_label else colors[aug]
+            filled = aug == null_label or verdict.get((aug, metric), False)
+            ax.plot(
+                values,
+                np.full(len(values), yi),
+                marker="o",
+                markersize=5,
+                linestyle="none",
+                markeredgecolor=color,
+                markerfacecolor=color if filled else "white",
+                alpha=0.9,
+            )
+            ax.plot([values.mean()] * 2, [yi - 0.3, yi + 0.3], color=color, linewidth=1.6)
+        closer = "closer to baseline →" if higher_is_better(metric) else "← closer to baseline"
+        ax.set_title(f"{display_name(metric)}: model means\n{closer}", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in axes[len(metrics) :]:
+        ax.set_axis_off()
+    axes[0].set_yticks(y, [f"{a} (null models)" if a == null_label else augmentation_label(a) for a in labels])
+    axes[0].set_ylim(-0.7, len(labels) - 0.3)
+    for ax in axes:
+        ax.tick_params(axis="y", labelsize=8)
+    fig.legend(
+        handles=[
+            _legend_marker("differs from retraining noise (BH, 0.05)", True),
+            _legend_marker("not distinguishable", False),
+        ],
+        loc="outside lower center",
+        ncols=2,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        _fit("One dot per trained model: its mean over the test images; grey band = the null models' range", fig),
+        fontsize=10,
+    )
+    return fig
+
+
 def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], order: Sequence[str]) -> Figure:
     """Per metric, one row per augmentation: the effect (median over test images of augmentation −
-    noise floor) with its bootstrap 95% CI; 0 is the noise floor. Filled markers are significant
-    after Holm's adjustment, hollow ones are not; the control (identity) is drawn in black."""
+    noise floor) with its bootstrap 95% CI; 0 is the noise floor. Filled markers: per-image Wilcoxon
+    p < 0.05 after Holm's adjustment, hollow ones not — a description of these models' test images,
+    not a verdict about the augmentation; the control (identity) is drawn in black."""
     augs = [a for a in order if a in set(significance["augmentation"])]
     colors = augmentation_colors(augs)
     rows, cols = _grid(len(metrics), 4)
@@ -55,7 +124,7 @@ def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], orde
             color = "black" if aug == CONTROL else colors[aug]
             if np.isfinite(row["effect_ci_low"]) and np.isfinite(row["effect_ci_high"]):
                 ax.plot([row["effect_ci_low"], row["effect_ci_high"]], [yi, yi], color=color, linewidth=1.6)
-            significant = bool(row["significant"])
+            shifted = bool(row["significant"])
             ax.plot(
                 [row["effect"]],
                 [yi],
@@ -63,7 +132,7 @@ def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], orde
                 markersize=6,
                 linestyle="none",
                 markeredgecolor=color,
-                markerfacecolor=color if significant else "white",
+                markerfacecolor=color if shifted else "white",
                 markeredgewidth=1.4,
             )
         ax.axvline(0, color="#666", linewidth=1, linestyle="--")
@@ -85,7 +154,10 @@ def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], orde
     for ax in axes:
         ax.tick_params(axis="y", labelsize=8)
     fig.legend(
-        handles=[_legend_marker("significant (Holm, 0.05)", True), _legend_marker("not significant", False)],
+        handles=[
+            _legend_marker("per-image Wilcoxon p_adj < 0.05 (Holm)", True),
+            _legend_marker("p_adj ≥ 0.05", False),
+        ],
         loc="outside lower center",
         ncols=2,
         fontsize=8,
@@ -93,7 +165,8 @@ def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], orde
     )
     fig.suptitle(
         _fit(
-            "Effect vs the noise floor: median of (augmentation − noise floor) per test image, with 95% bootstrap CI",
+            "Per-image shift vs the replicas' noise floor (descriptive): median of (augmentation − noise floor) "
+            "per test image, with 95% bootstrap CI",
             fig,
         ),
         fontsize=10,

@@ -36,6 +36,7 @@ __all__ = ["write_report", "render_report", "OPTIONAL_TABLES", "OPTIONAL_FIGURES
 
 # Written only when the run has what they need (the controls' tables, two augmentations or more).
 OPTIONAL_TABLES = (
+    "model_tests.csv",
     "noise_floor_summary.csv",
     "significance.csv",
     "significance_vs_identity.csv",
@@ -46,7 +47,7 @@ OPTIONAL_TABLES = (
     "published_comparison.csv",
     "faithfulness_summary.csv",
 )
-OPTIONAL_FIGURES = ("clusters", "between_augmentations", "noise_effects", "sanity")
+OPTIONAL_FIGURES = ("clusters", "between_augmentations", "model_summaries", "noise_effects", "sanity")
 
 
 def write_report(

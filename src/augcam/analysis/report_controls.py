@@ -1,12 +1,14 @@
-"""The report's controls sections: is an augmentation's effect more than noise, do the impact
-profiles cluster, does the CAM method pass the sanity checks — as tables and sentences."""
+"""The report's controls sections: is an augmentation's effect more than retraining noise (the
+model-level test, with the per-image tables as description), do the impact profiles cluster, does
+the CAM method pass the sanity checks — as tables and sentences."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from augcam.analysis.names import display_name, method_name
-from augcam.analysis.run_tables import CONTROL, RunTables, augmentation_label
+from augcam.analysis.run_tables import CONTROL, RunTables, augmentation_label, ordered_like
 
 
 def noise_summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
@@ -27,8 +29,114 @@ def noise_summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
     return {"columns": columns, "rows": rows}
 
 
+def _signed(value: float) -> str:
+    return f"{value:+.3g}"
+
+
+def model_level_display(table: pd.DataFrame, metrics: list[str], order: list[str]) -> dict:
+    """The model-level test as a table: one row per augmentation, per metric the effect (mean of
+    its models' summaries − mean of the null models') and the BH-adjusted p, marked * where the
+    test finds a difference."""
+    columns = ["augmentation", "models vs null models"] + [display_name(m) for m in metrics] + ["differs in"]
+    rows = []
+    for aug in ordered_like(table["augmentation"], order):
+        group = table[table["augmentation"] == aug].set_index("metric")
+        first = group.iloc[0]
+        cells = [augmentation_label(aug), f"{int(first['n_models'])} vs {int(first['n_null'])}"]
+        for m in metrics:
+            if m not in group.index or pd.isna(group.loc[m, "effect"]):
+                cells.append("")
+                continue
+            row = group.loc[m]
+            p = "" if pd.isna(row["p_adjusted"]) else f" (p_adj {row['p_adjusted']:.2g})"
+            cells.append(f"{row['effect']:+.4f}{p}" + (" *" if bool(row["significant"]) else ""))
+        tested = group["p_value"].notna()
+        cells.append(f"{int(group['significant'].astype(bool).sum())} of {int(tested.sum())}")
+        rows.append(cells)
+    return {"columns": columns, "rows": rows}
+
+
+def model_level_sentences(table: pd.DataFrame, order: list[str]) -> list[str]:
+    """Per augmentation, what the model-level test says: in which metrics it differs from
+    retraining noise (effect with its CI, in null-model SDs, direction, adjusted p), or that it is
+    not distinguishable from it with this many models."""
+    sentences = []
+    for aug in ordered_like(table["augmentation"], order):
+        group = table[table["augmentation"] == aug]
+        label = augmentation_label(aug)
+        k, m = int(group["n_models"].iloc[0]), int(group["n_null"].iloc[0])
+        if group["p_value"].isna().all():
+            notes = [n for n in group.get("note", pd.Series(dtype=object)).dropna().unique() if n]
+            sentences.append(f"{label}: not tested ({'; '.join(notes) or 'no p-value'}).")
+            continue
+        differ = group[group["significant"].astype(bool)]
+        if not len(differ):
+            sentences.append(
+                f"{label} is not distinguishable from retraining noise with {k} model{'s' * (k != 1)} "
+                f"against {m} null models."
+            )
+            continue
+        parts = []
+        for row in differ.itertuples(index=False):
+            sd = (
+                ""
+                if not np.isfinite(row.standardized_effect)
+                else f", {abs(row.standardized_effect):.1f} null-model SDs"
+            )
+            parts.append(
+                f"{display_name(row.metric)} (effect {_signed(row.effect)} "
+                f"[95% CI {_signed(row.effect_ci_low)}, {_signed(row.effect_ci_high)}]{sd}, {row.direction} "
+                f"from the baseline than the null models, p_adj {row.p_adjusted:.2g})"
+            )
+        listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        sentences.append(f"{label} differs from retraining noise in {listed}.")
+    return sentences
+
+
+# An augmentation whose models vary this many times more than the null models may differ from them
+# by its spread alone: with 3 models, all on one side of tight null models is then likely.
+SPREAD_RATIO_CAVEAT = 3.0
+
+
+def spread_caveats(table: pd.DataFrame, summaries: pd.DataFrame, null_label: str = CONTROL) -> list[str]:
+    """For each augmentation found to differ, the metrics where its models' means vary more than
+    `SPREAD_RATIO_CAVEAT` times the null models' (standard deviations of the per-model means):
+    there the test may reflect the wider spread of its seeds rather than a shift of where the
+    models look (docs/trustworthy.md measures how tight the null models are)."""
+    null = summaries[summaries["augmentation"] == null_label]
+    sentences = []
+    for aug, group in table[table["significant"].astype(bool)].groupby("augmentation", sort=False):
+        models = summaries[summaries["augmentation"] == aug]
+        wide = []
+        for metric in group["metric"]:
+            null_sd, aug_sd = null[metric].std(ddof=1), models[metric].std(ddof=1)
+            if np.isfinite(null_sd) and np.isfinite(aug_sd) and aug_sd > SPREAD_RATIO_CAVEAT * null_sd:
+                ratio = "∞" if null_sd == 0 else f"{aug_sd / null_sd:.0f}"
+                wide.append(f"{display_name(metric)} ({ratio}×)")
+        if wide:
+            sentences.append(
+                f"Caveat for {augmentation_label(aug)}: its models vary more than the null models in "
+                f"{', '.join(wide)}; there the difference may come from the wider spread of its seeds, "
+                "not from a shift of where the models look."
+            )
+    return sentences
+
+
+def no_model_level_note(null_models: int) -> str:
+    """Why the run has no model-level test."""
+    have = "no null models" if null_models == 0 else f"only {null_models} null model"
+    return (
+        f"This run has {have} (controls.identity, controls.null_models), so whether an augmentation's "
+        "effect is more than retraining noise is not tested: the model-level test needs at least 2 "
+        "null models to know how much models differ from each other when nothing but the random "
+        "stream changes. The per-image tables below describe these particular models only."
+    )
+
+
 def significance_display(significance: pd.DataFrame, metrics: list[str]) -> dict:
-    columns = ["augmentation"] + [display_name(m) for m in metrics] + ["differs in"]
+    """A per-image table (descriptive): per metric the median per-image difference, marked † where
+    the Holm-adjusted per-image Wilcoxon p is below 0.05."""
+    columns = ["augmentation"] + [display_name(m) for m in metrics] + ["images shifted in"]
     rows = []
     for aug, group in significance.groupby("augmentation", sort=False):
         by_metric = group.set_index("metric")
@@ -37,9 +145,9 @@ def significance_display(significance: pd.DataFrame, metrics: list[str]) -> dict
             if m not in by_metric.index or pd.isna(by_metric.loc[m, "effect"]):
                 cells.append("")
                 continue
-            mark = " *" if bool(by_metric.loc[m, "significant"]) else ""
+            mark = " †" if bool(by_metric.loc[m, "significant"]) else ""
             cells.append(f"{by_metric.loc[m, 'effect']:+.4f}{mark}")
-        cells.append(f"{int(group['significant'].astype(bool).sum())} of {len(group)}")
+        cells.append(f"{int(group['significant'].astype(bool).sum())} of {len(group)} metrics")
         rows.append(cells)
     return {"columns": columns, "rows": rows}
 
@@ -61,42 +169,21 @@ def verdict_sentences(verdicts: pd.DataFrame, differ: str, same: str) -> list[st
 
 
 def identity_sentences(verdicts: pd.DataFrame) -> list[str]:
-    """Which augmentations' CAMs differ from the identity control's, i.e. where the transformation,
-    not the extra training steps, moves the CAMs."""
+    """Descriptive: whose per-image values moved away from the null models' seed-averaged values."""
     return verdict_sentences(
         verdicts,
-        f"Differ from the {CONTROL} control (the transformation itself moves the CAMs)",
-        f"Not distinguishable from the {CONTROL} control in any metric (what they change is "
-        "explained by the extra training steps)",
+        f"Per image, these models' CAMs moved away from the {CONTROL} control's (†)",
+        f"Per image, these models' CAMs did not move away from the {CONTROL} control's in any metric",
     )
 
 
-def noise_sentences(verdicts: pd.DataFrame, augmentations: list[str]) -> list[str]:
-    """Which augmentations differ from the noise floor in at least one metric, which do not, and
-    what the identity control says."""
-    sentences = verdict_sentences(
+def noise_sentences(verdicts: pd.DataFrame) -> list[str]:
+    """Descriptive: whose per-image values moved beyond the baseline replicas' noise floor."""
+    return verdict_sentences(
         verdicts,
-        "Differ from the noise floor in at least one metric (Holm-adjusted p < 0.05)",
-        "Not distinguishable from the noise floor in any metric",
+        "Per image, these models' CAMs moved beyond the replicas' noise floor (†)",
+        "Per image, these models' CAMs stayed within the replicas' noise floor in every metric",
     )
-    differ = verdicts[verdicts["significant"] > 0]
-    if CONTROL not in augmentations:
-        sentences.append(
-            f"This run has no {CONTROL} control (controls.identity: false), so the effect of the "
-            "augmented models' extra training steps is not separated from the transformations'."
-        )
-    elif CONTROL in set(differ["augmentation"]):
-        sentences.append(
-            f"The {CONTROL} control itself differs from the noise floor: the extra training steps "
-            f"alone move the CAMs, so read each augmentation's effect against {CONTROL}'s as well "
-            "as against 0."
-        )
-    else:
-        sentences.append(
-            f"As a control should, {CONTROL} does not: the extra training steps alone do not move "
-            "the CAMs beyond randomness."
-        )
-    return sentences
 
 
 def clusters_display(clusters: pd.DataFrame) -> dict:
@@ -134,9 +221,11 @@ def controls_note(tables: RunTables) -> str | None:
     missing = []
     if tables.noise is None:
         missing.append(
-            "no baseline replicas (controls.baseline_replicas: 0), so no noise floor and no "
-            "“Is it more than noise?” section"
+            "no baseline replicas (controls.baseline_replicas: 0), so no measure of how much the "
+            "baseline depends on its init seed and data order"
         )
+    if tables.noise is None and CONTROL not in set(tables.metrics["augmentation"]):
+        missing.append("no null models (controls.identity: false), so no “Is it more than noise?” section")
     if tables.between is None:
         missing.append("no augmentation-vs-augmentation comparison")
     if tables.sanity is None:

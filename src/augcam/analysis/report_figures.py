@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from augcam.analysis.analyses import Analyses
 from augcam.analysis.cam_grid_figures import extreme_image_figures
 from augcam.analysis.cam_grids import CamSets, TestImages
-from augcam.analysis.control_plots import between_heatmaps, cluster_dendrograms, sanity_curve, significance_forest
+from augcam.analysis.control_plots import (
+    between_heatmaps,
+    cluster_dendrograms,
+    model_summary_dots,
+    sanity_curve,
+    significance_forest,
+)
 from augcam.analysis.names import display_name
 from augcam.analysis.plots import (
     correlation_heatmap,
@@ -116,14 +122,27 @@ def build_figures(
                 "augmentations' CAMs (the colour scale is reversed for distances).",
             )
         )
+    if result.model_level is not None and result.model_summaries is not None:
+        rendered.append(
+            _render(
+                model_summary_dots(result.model_summaries, result.model_level, metrics, order),
+                "model_summaries",
+                "Each trained model's mean over the test images of each metric against the baseline: "
+                "the null models grey (and their range as a grey band), each augmentation's models in "
+                "its colour, its mean as a bar; filled = the model-level test finds a difference from "
+                "the null models (Benjamini–Hochberg, 0.05), hollow = not distinguishable.",
+            )
+        )
     if result.significance is not None:
         rendered.append(
             _render(
                 significance_forest(result.significance, metrics, order),
                 "noise_effects",
-                "Effect of each augmentation beyond randomness: median per-image difference from "
-                "the noise floor (0, dashed) with its 95% bootstrap CI; filled = significant after "
-                "Holm's adjustment, hollow = not distinguishable from retraining noise.",
+                "Descriptive: median over the test images of the per-image difference between each "
+                "augmentation's seed-averaged value and the replicas' noise floor (0, dashed), with its "
+                "95% bootstrap CI over images; filled = per-image Wilcoxon p < 0.05 after Holm's "
+                "adjustment. The test images are the only randomness here: not a verdict about the "
+                "augmentation (see the model-level test).",
             )
         )
     if result.sanity is not None:

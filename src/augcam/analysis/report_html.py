@@ -20,10 +20,14 @@ from augcam.analysis.report_controls import (
     clusters_display,
     controls_note,
     identity_sentences,
+    model_level_display,
+    model_level_sentences,
+    no_model_level_note,
     noise_sentences,
     noise_summary_display,
     sanity_sentences,
     significance_display,
+    spread_caveats,
 )
 from augcam.analysis.report_figures import RenderedFigure
 from augcam.analysis.report_text import fmt, html_table, labelled
@@ -80,21 +84,7 @@ def report_context(
         "clusters_table": clusters_display(result.clusters),
         "control": augmentation_label(CONTROL),
         "has_between": result.between is not None and len(result.between) > 0,
-        "noise": None
-        if result.significance is None
-        else {
-            "summary": noise_summary_display(result.noise_summary, metrics),
-            "significance": significance_display(result.significance, metrics),
-            "sentences": noise_sentences(result.noise_verdicts, augmentations),
-            "identity": None
-            if result.significance_identity is None
-            else {
-                "significance": significance_display(result.significance_identity, metrics),
-                "sentences": identity_sentences(noise_verdicts(result.significance_identity)),
-            },
-            "replicas": int(result.noise_summary["replica"].nunique() - 1),
-            "resamples": n_resamples,
-        },
+        "noise": _noise_section(result, augmentations, n_resamples, tables.study),
         "sanity": None
         if result.sanity is None
         else {"sentences": sanity_sentences(result.sanity_verdicts), "threshold": SANITY_THRESHOLD},
@@ -123,6 +113,60 @@ def report_context(
     )
     context.update(sections=sections, number={sid: i for i, (sid, _) in enumerate(sections, start=1)})
     return context, mask_guided_csvs
+
+
+def _noise_section(result: Analyses, augmentations: list[str], n_resamples: int, study: dict) -> dict | None:
+    """The "Is it more than noise?" section: the model-level verdicts first (or why there are none),
+    the design's limits, the baseline replicas, then the per-image tables as description. None
+    when the run has neither null models nor baseline replicas."""
+    if result.null_models == 0 and result.significance is None:
+        return None
+    metrics = result.metrics
+    design = result.design
+    section: dict = {
+        "null_models": result.null_models,
+        "noise_std": (study.get("controls") or {}).get("null_noise_std"),
+        "design": None if design is None else design["message"],
+        "unreachable": design is not None and not design["reachable"],
+        # Reachable, but one row alone cannot stay below alpha after BH over the whole table.
+        "alone": None
+        if design is None or not design["reachable"] or design["single_row_reachable"]
+        else (
+            f"After the Benjamini–Hochberg adjustment over the table's {design['rows']} rows, one difference "
+            f"alone cannot reach p_adj < {design['alpha']:g} (its p would need to be below "
+            f"{design['alpha'] / design['rows']:.2g}); differences are found when several rows lie beyond "
+            "the null models together."
+        ),
+        "model_level": None,
+        "no_model_level": None,
+        "replicas": None,
+        "vs_noise": None,
+        "vs_identity": None,
+        "resamples": n_resamples,
+    }
+    if result.model_level is not None:
+        section["model_level"] = {
+            "table": model_level_display(result.model_level, metrics, augmentations),
+            "sentences": model_level_sentences(result.model_level, augmentations)
+            + spread_caveats(result.model_level, result.model_summaries),
+        }
+    else:
+        section["no_model_level"] = no_model_level_note(result.null_models)
+    if result.significance is not None:
+        section["replicas"] = {
+            "count": int(result.noise_summary["replica"].nunique() - 1),
+            "summary": noise_summary_display(result.noise_summary, metrics),
+        }
+        section["vs_noise"] = {
+            "table": significance_display(result.significance, metrics),
+            "sentences": noise_sentences(result.noise_verdicts),
+        }
+    if result.significance_identity is not None:
+        section["vs_identity"] = {
+            "table": significance_display(result.significance_identity, metrics),
+            "sentences": identity_sentences(noise_verdicts(result.significance_identity)),
+        }
+    return section
 
 
 def render_html(context: dict, manifest: dict, report_seconds: float) -> str:
@@ -228,7 +272,8 @@ def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
 
 def _controls_summary(study: dict, tables: RunTables) -> str:
     recorded = tables.controls or (study.get("controls") or {})
-    parts = [f"identity control {'on' if CONTROL in set(tables.aggregated['augmentation']) else 'off'}"]
+    null = tables.metrics.loc[tables.metrics["augmentation"] == CONTROL, "model_id"].nunique()
+    parts = [f"{null} null model(s) ({CONTROL} control)" if null else "no null models"]
     if tables.noise is not None:
         replicas = list(dict.fromkeys(tables.noise["replica"].astype(str)))
         parts.append(f"{len(replicas)} baseline replica(s) ({', '.join(replicas)})")

@@ -1,5 +1,5 @@
 """The photometric built-in augmentations: they change pixel values in place (colour, contrast,
-histogram, blur, erasing) or nothing at all (`identity`, the control).
+histogram, blur, erasing) or nothing perceptible (`identity`, the null models' augmentation).
 
 Same conventions as the geometric ones: random parameters drawn on the CPU from the generator
 given (`sample_params`, float64), in the order each class docstring states, and the pixel work on
@@ -10,21 +10,25 @@ registers these classes, in the study's order.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import kornia
 import torch
 import torchvision.transforms.v2.functional as TF
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from augcam.augment.base import Augmentation, Params, PositiveRange, box_mask, fit_kernel, uniform
 from augcam.rundir import IDENTITY
 
-__all__ = ["ColorJitter", "Equalization", "GaussianBlur", "Identity", "RandomErasing"]
+__all__ = ["MAX_NULL_NOISE_STD", "ColorJitter", "Equalization", "GaussianBlur", "Identity", "RandomErasing"]
 
 # Weights of torchvision's rgb_to_grayscale, which ColorJitter's contrast and saturation blend
 # with (kornia's rgb_to_grayscale uses 0.299 instead of 0.2989).
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+
+# The largest perturbation `identity` accepts (exclusive): 2.5 grey levels of 255, far below what
+# any augmentation changes, so models trained with it stay null models.
+MAX_NULL_NOISE_STD = 0.01
 
 
 class ColorJitter(Augmentation):
@@ -139,13 +143,53 @@ class GaussianBlur(Augmentation):
 
 
 class Identity(Augmentation):
-    """No change: the control that adds an unchanged extra copy of each image (the same tensor is
-    returned, not a copy). No parameters; the generator is not used."""
+    """No change, or an imperceptible one: the copy of each image that the null models train on.
+
+    noise_std = 0 (the default): the same tensor is returned (not a copy) and the generator is not
+    used, so a study that lists `identity` itself trains the model it always trained.
+    noise_std > 0: Gaussian noise N(0, noise_std²) is added to every pixel, then the result is
+    clipped to [0, 1]. The noise comes from the seed's random stream, so null models trained with
+    different seeds take different training trajectories, as an augmentation's seeds do, while
+    split, initial weights and data order stay those of every other model. It must stay far below
+    what an augmentation changes: under 0.01 (2.5 grey levels of 255); the null models' default,
+    1e-3 (`controls.null_noise_std`), is a quarter of one grey level.
+
+    Draws (noise_std > 0 only): one (B, C, H, W) standard normal tensor.
+    """
 
     name: ClassVar[str] = IDENTITY
 
+    noise_std: float = 0.0
+
+    @field_validator("noise_std")
+    @classmethod
+    def _imperceptible(cls, value: float) -> float:
+        if not 0.0 <= value < MAX_NULL_NOISE_STD:
+            raise ValueError(
+                f"must be >= 0 and < {MAX_NULL_NOISE_STD}: identity's perturbation must stay "
+                f"imperceptible ({MAX_NULL_NOISE_STD} is 2.5 grey levels of 255); for visible noise "
+                "register an augmentation of its own"
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_zero_noise(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # noise_std = 0 is the identity of earlier versions: leaving it out of the dump keeps the
+        # model key, and so the model id, of a study that lists `identity` itself.
+        data = handler(self)
+        if self.noise_std == 0.0:
+            data.pop("noise_std", None)
+        return data
+
+    def sample_params(self, shape: tuple[int, ...], generator: torch.Generator) -> Params:
+        if self.noise_std == 0.0:
+            return {}
+        return {"noise": torch.randn(shape, generator=generator, dtype=torch.float64)}
+
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
-        return images
+        if self.noise_std == 0.0:
+            return images
+        return (images + self.noise_std * params["noise"]).clamp_(0.0, 1.0)
 
 
 class RandomErasing(Augmentation):

@@ -343,19 +343,43 @@ class FaithfulnessConfig(Section):
 class ControlsConfig(Section):
     """Controls that separate an augmentation's effect from everything else (docs/trustworthy.md).
 
-    identity: add the `identity` augmentation (an unchanged copy of each image), so the augmented
-    models' extra training steps are measured apart from the transformation.
+    identity: train the null models: the `identity` augmentation (a copy of each image carrying
+    Gaussian noise of std `null_noise_std`, a quarter of one grey level by default, drawn from the
+    seed's random stream) under `null_models` seeds: the study's seeds first, then the smallest
+    integers not among them. They take the augmented models' number of steps and share their split,
+    initial weights and data order, and differ from each other only through the random stream, as an
+    augmentation's seeds do; so they are the reference the model-level test compares each
+    augmentation with. null_models 0 trains none; with 0 or 1 there is no model-level test.
     baseline_replicas: baselines retrained with another ordering seed (odd replicas) or another
-    init seed (even replicas); their CAMs vs the baseline's give the noise floor of every metric.
+    init seed (even replicas): how much the baseline depends on its init and data order, which the
+    design holds fixed for every other model (so they are not the null).
     sanity_images: test images for the cascading-randomisation sanity check of the CAM method
     (0 turns it off). data_randomization: also train a baseline on permuted labels and compare its
     CAMs with the baseline's (the data-randomisation sanity check; one more model).
     """
 
     identity: bool = True
+    null_models: int = Field(6, ge=0)
+    null_noise_std: float = 1e-3
     baseline_replicas: int = Field(2, ge=0)
     sanity_images: int = Field(200, ge=0)
     data_randomization: bool = False
+
+    @field_validator("null_noise_std")
+    @classmethod
+    def _small_but_not_zero(cls, value: float) -> float:
+        from augcam.augment.photometric import MAX_NULL_NOISE_STD
+
+        if not 0.0 < value < MAX_NULL_NOISE_STD:
+            # 0 would train the very same model under every seed: null models without a spread.
+            raise ValueError(
+                f"must be > 0 (without noise every null model is the same model) and < "
+                f"{MAX_NULL_NOISE_STD} (2.5 grey levels of 255: the null models' change must stay "
+                f"imperceptible), got {value}"
+            )
+        return value
+
+    trains_null_models = property(lambda self: self.identity and self.null_models > 0)
 
 
 class ResourcesConfig(Section):

@@ -117,9 +117,35 @@ class StudyConfig(Section):
 
     @property
     def study_augmentations(self) -> list[AugmentationConfig]:
-        """The augmentations the study trains: the listed ones, then the identity control."""
-        extra = [AugmentationConfig(name=IDENTITY)] if self.controls.identity else []
+        """The augmentations the study trains: the listed ones, then the identity control (the
+        null models' augmentation) when the study trains null models."""
+        extra = (
+            [AugmentationConfig(name=IDENTITY, noise_std=self.controls.null_noise_std)]
+            if self.controls.trains_null_models
+            else []
+        )
         return list(self.augmentations) + extra
+
+    def is_null_control(self, entry: AugmentationConfig) -> bool:
+        """Whether `entry` is the identity control the config adds (not an entry the user listed)."""
+        # A listed entry cannot be labelled `identity` while the control is on (_identity_once).
+        return self.controls.trains_null_models and entry.display == IDENTITY
+
+    def seeds_of(self, entry: AugmentationConfig) -> list[int]:
+        """The seeds `entry` is trained with: the study's seeds for a listed augmentation; for the
+        identity control, `controls.null_models` seeds: the study's seeds first (null model x draws
+        from the random stream of every augmentation's seed x), then the smallest non-negative
+        integers not among them."""
+        if not self.is_null_control(entry):
+            return list(self.seeds)
+        wanted = self.controls.null_models
+        seeds = list(self.seeds[:wanted])
+        candidate = 0
+        while len(seeds) < wanted:
+            if candidate not in self.seeds:
+                seeds.append(candidate)
+            candidate += 1
+        return seeds
 
     @field_validator("seeds")
     @classmethod

@@ -8,8 +8,8 @@ stages/         the stages in run order, each declaring what it reads and writes
 runner.py       take the run directory, run the stages, keep the manifest        (run_study)
 """
 
-from augcam.pipeline.prepare import PreparedStudy, prepare
+from augcam.pipeline.prepare import PreparedStudy, prepare, study_design_limits
 from augcam.pipeline.runner import StudyResult, run_study
 from augcam.pipeline.summary import summary_tables
 
-__all__ = ["PreparedStudy", "StudyResult", "prepare", "run_study", "summary_tables"]
+__all__ = ["PreparedStudy", "StudyResult", "prepare", "run_study", "study_design_limits", "summary_tables"]

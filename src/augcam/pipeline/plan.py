@@ -152,13 +152,14 @@ def guided_runs(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
 
 
 def plan(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
-    """The baseline first, then one model per (augmentation, seed), the identity control included."""
+    """The baseline first, then one model per (augmentation, seed), then the identity control's
+    null models (one per seed of `config.seeds_of`)."""
     t = config.training
     seeds = {"init_seed": t.init_seed, "ordering_seed": t.ordering_seed}
     base_key = digest(model_key(config, data_fingerprint, None, None))
     runs = [ModelRun(f"{BASELINE}-{base_key[:12]}", BASELINE, None, **seeds)]
     for entry in config.study_augmentations:
-        for seed in config.seeds:
+        for seed in config.seeds_of(entry):
             key = digest(model_key(config, data_fingerprint, entry, seed))
             runs.append(ModelRun(f"{entry.name}-s{seed}-{key[:12]}", entry.display, seed, entry, **seeds))
     return runs + guided_runs(config, data_fingerprint)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from augcam.data.splits import Split, channel_stats, study_split
 from augcam.errors import AugcamError, ConfigError, DataError
 from augcam.models import MODELS, build_model, get_layer
 from augcam.pipeline.plan import ModelRun, plan, plan_controls
+from augcam.rundir import IDENTITY
 
 
 @dataclass
@@ -72,6 +74,33 @@ class PreparedStudy:
     @property
     def num_classes(self) -> int:
         return len(self.train_set.classes)
+
+    @property
+    def design_limits(self) -> dict | None:
+        """What the model-level test can show with this plan (`design_limits_of`)."""
+        return design_limits_of(self.runs)
+
+
+def design_limits_of(runs: list[ModelRun]) -> dict | None:
+    """`augcam.analysis.model_tests.design_limits` of a plan: the fewest models of an augmentation
+    (or mask-guided entry) against the null models (the identity control's models), with the
+    smallest p-value it can reach, whether that is below 0.05, and how many seeds or null models
+    would be. None when the plan has no augmentation besides the null models."""
+    from augcam.analysis.model_tests import design_limits
+
+    counts = Counter(run.augmentation for run in runs if run.is_intervention)
+    null = counts.pop(IDENTITY, 0)
+    if not counts:
+        return None
+    return design_limits(min(counts.values()), null)
+
+
+def study_design_limits(config: StudyConfig | str | Path | dict) -> dict | None:
+    """`design_limits_of` the study's plan, from the config alone (no data loaded): how many models
+    each augmentation gets does not depend on the data, only their ids do."""
+    if not isinstance(config, StudyConfig):
+        config = load_config(config)
+    return design_limits_of(plan(config, data_fingerprint=""))
 
 
 def resolve_device(requested: str) -> torch.device:

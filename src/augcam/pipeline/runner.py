@@ -120,12 +120,14 @@ def _run_in(
         if stale:
             console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
         controls = f" + {len(prepared.controls)} control baselines" if prepared.controls else ""
+        nulls = sum(1 for run in prepared.runs if run.entry is not None and config.is_null_control(run.entry))
         console.print(
             f"[bold]study[/] {config.name}: {len(prepared.all_runs)} models "
-            f"(baseline + {len(config.study_augmentations)} augmentations"
+            f"(baseline + {len(config.augmentations)} augmentations"
             + (f" + {len(config.guided)} guided losses" if config.guided else "")
             + f" × {len(config.seeds)} seeds"
-            f"{controls}), "
+            + (f" + {nulls} null models" if nulls else "")
+            + f"{controls}), "
             f"{len(prepared.split.train)} train / {len(prepared.split.val)} val / "
             f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
             f"({prepared.layer_size[0]}×{prepared.layer_size[1]})"

@@ -1,0 +1,399 @@
+"""Model-level statistics: does an augmentation change where models look, beyond retraining noise?
+
+The unit that varies when a study is repeated is the trained model, not the test image: the 2,000
+per-image values of one model are not 2,000 independent repetitions of the experiment. So each
+model is summarised by one number per metric (the mean over the test images of its per-image value
+against the baseline, `model_summaries`), and an augmentation's k models are compared with the m
+*null models* (the identity control trained under other seeds: models that differ from each other
+the way an augmentation's seeds make models differ) by a permutation test over the model labels:
+
+    model_level_table(run.metrics)     # one row per (augmentation, metric)
+
+Each row has the effect (mean of the augmentation's model summaries − the null models'), its
+hierarchical-bootstrap CI (images, then models), the effect in null-model standard deviations, the
+permutation p-value, the design's smallest reachable p-value and the Benjamini–Hochberg adjusted
+p-value over the table. BH (false-discovery rate), not Holm (family-wise): the permutation p-value
+of a few models has a floor (2 / C(k+m, k) = 0.024 for 3 models against 6) that Holm multiplies by
+the table's size — 56 rows for 7 augmentations × 8 metrics — so no row of a usual study could ever
+be significant; BH keeps rows reachable and bounds the expected share of false findings among them.
+
+The two-sided p-value is twice the smaller one-sided one (SciPy's convention), so its floor is
+2 / C(k+m, k) whatever the data, as `min_p_value` and `design_limits` (what a design of k against m
+models can show, for `augcam validate` and the report) promise; with k ≠ m, counting the splits with
+|T| ≥ |T_obs| would let a lopsided sample reach 1 / C(k+m, k).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from augcam.analysis.run_tables import BASELINE, CONTROL, metric_columns
+
+__all__ = [
+    "MODEL_TEST_COLUMNS",
+    "model_summaries",
+    "permutation_test",
+    "min_p_value",
+    "null_models_needed",
+    "detectable_effect",
+    "design_limits",
+    "hierarchical_bootstrap_ci",
+    "benjamini_hochberg",
+    "model_level_table",
+]
+
+MODEL_TEST_COLUMNS = [
+    "augmentation",
+    "metric",
+    "n_models",
+    "n_null",
+    "mean",
+    "null_mean",
+    "effect",
+    "effect_ci_low",
+    "effect_ci_high",
+    "standardized_effect",
+    "p_value",
+    "min_p",
+    "p_adjusted",
+    "significant",
+    "direction",
+    "note",
+]
+
+# Splits whose statistic differs from the observed one by less than this share of the data's scale
+# count as ties: sums taken in another order differ in the last bits, and a tie must never be lost.
+_TIE_TOLERANCE = 1e-12
+
+
+def model_summaries(metrics: pd.DataFrame, metrics_cols: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per model (`model_id`, `augmentation`, `seed`, then one column per metric): the mean
+    over the test images of the model's per-image values against the baseline, NaN values skipped
+    (a model whose values are all NaN gets NaN)."""
+    metrics_cols = metric_columns(metrics) if metrics_cols is None else list(metrics_cols)
+    keys = [c for c in ("model_id", "augmentation", "seed") if c in metrics.columns]
+    if "model_id" not in keys:
+        raise ValueError("the metric table has no model_id column: model summaries need one row set per model")
+    summary = metrics.groupby("model_id", sort=False).agg(
+        {**{c: "first" for c in keys if c != "model_id"}, **dict.fromkeys(metrics_cols, "mean")}
+    )
+    return summary.reset_index()[keys + metrics_cols]
+
+
+def min_p_value(k: int, m: int) -> float:
+    """The smallest two-sided p-value a permutation test of k models against m can give:
+    2 / C(k+m, k) (both extreme splits), capped at 1; 1.0 when either group is empty."""
+    if k < 1 or m < 1:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(k + m, k))
+
+
+def null_models_needed(k: int, alpha: float = 0.05) -> int:
+    """The fewest null models against which k models can reach p < alpha (significance is p < alpha)."""
+    if k < 1:
+        raise ValueError(f"need at least one model per augmentation, got {k}")
+    m = 1
+    while min_p_value(k, m) >= alpha:
+        m += 1
+    return m
+
+
+def _splits(k: int, m: int) -> np.ndarray:
+    """Every choice of k positions out of k + m, one per row: (C(k+m, k), k)."""
+    flat = itertools.chain.from_iterable(itertools.combinations(range(k + m), k))
+    return np.fromiter(flat, dtype=np.intp).reshape(-1, k)
+
+
+def permutation_test(
+    a: np.ndarray, b: np.ndarray, *, max_exact: int = 200_000, n_resamples: int = 20_000, seed: int = 0
+) -> float:
+    """Two-sided permutation p-value of mean(a) − mean(b) over the assignments of the pooled values
+    to groups of sizes len(a) and len(b): twice the smaller of P(T ≤ T_obs) and P(T ≥ T_obs),
+    capped at 1. Exact (every one of the C(k+m, k) splits) when there are at most `max_exact`
+    splits, otherwise `n_resamples` random splits with the +1 correction ((1 + count) / (1 + n)),
+    which keeps the p-value valid. Splits within a relative 1e-12 of the observed statistic count
+    as ties. NaN when a group is empty."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("the permutation test needs finite values (drop NaN models first)")
+    k, m = len(a), len(b)
+    if k == 0 or m == 0:
+        return float("nan")
+    # mean(a) − mean(b) is increasing in sum(a) for a fixed pooled sample, so sums of group a are
+    # compared; centring keeps them free of a large common offset.
+    pooled = np.concatenate([a, b])
+    pooled = pooled - np.median(pooled)
+    scale = float(np.max(np.abs(pooled))) * k
+    if scale == 0.0:
+        return 1.0  # every value equal: every split has the observed statistic
+    observed = float(np.sum(pooled[:k]))
+    tolerance = _TIE_TOLERANCE * scale
+    if math.comb(k + m, k) <= max_exact:
+        sums = pooled[_splits(k, m)].sum(axis=1)
+        low = np.count_nonzero(sums <= observed + tolerance) / len(sums)
+        high = np.count_nonzero(sums >= observed - tolerance) / len(sums)
+    else:
+        rng = np.random.default_rng(seed)
+        n_low = n_high = 0
+        chunk = max(1, 4_000_000 // (k + m))
+        for start in range(0, n_resamples, chunk):
+            rows = min(chunk, n_resamples - start)
+            # k distinct positions per row: the first k of a random permutation (argsort of uniforms).
+            chosen = np.argpartition(rng.random((rows, k + m)), k - 1, axis=1)[:, :k]
+            sums = pooled[chosen].sum(axis=1)
+            n_low += int(np.count_nonzero(sums <= observed + tolerance))
+            n_high += int(np.count_nonzero(sums >= observed - tolerance))
+        low, high = (1 + n_low) / (1 + n_resamples), (1 + n_high) / (1 + n_resamples)
+    return float(min(1.0, 2.0 * min(low, high)))
+
+
+def hierarchical_bootstrap_ci(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(model means of a) − mean(model means of b), where a model's
+    mean is over the test images (NaN skipped). `values_a` is (k models, n images), `values_b`
+    (m, n), columns the same images. Each resample draws the n images with replacement — the same
+    draw for every model, since the images are paired — then k models of a and m of b with
+    replacement (deviations scaled for small groups, `_group_means`), so the interval carries the
+    variation between models and between images. Resampling both levels counts the per-image noise
+    of each model twice, so the interval is conservative when that noise dominates.
+    (nan, nan) when a group has no model or no image has a value."""
+    values_a = np.atleast_2d(np.asarray(values_a, dtype=np.float64))
+    values_b = np.atleast_2d(np.asarray(values_b, dtype=np.float64))
+    if values_a.shape[1] != values_b.shape[1]:
+        raise ValueError(f"both groups need the same images (columns), got {values_a.shape} and {values_b.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    k, m, n = len(values_a), len(values_b), values_a.shape[1]
+    if k == 0 or m == 0 or n == 0:
+        return float("nan"), float("nan")
+    weights, rng = _image_weights(n, n_resamples, seed), np.random.default_rng([seed, 1])
+    differences = _group_means(values_a, weights, rng) - _group_means(values_b, weights, rng)
+    differences = differences[np.isfinite(differences)]
+    if len(differences) == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(differences, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(low), float(high)
+
+
+@functools.lru_cache(maxsize=1)
+def _image_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """How often each image is drawn in each resample, (n, R): the same draws for every row of a table."""
+    drawn = np.random.default_rng([seed, 0]).integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
+    weights = np.bincount(drawn.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    weights = np.ascontiguousarray(weights.T, dtype=np.float64)
+    weights.flags.writeable = False
+    return weights
+
+
+def _group_means(values: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per resample: the model means over the resampled images (NaN skipped), then their mean over
+    the group's models drawn with replacement. (R,)
+
+    The models' deviations from their group mean are first scaled by sqrt(k / (k − 1)): the mean of
+    k values drawn with replacement varies by (k − 1)/k · s²/k, a third too little with 3 models,
+    and the interval would miss the true difference far more often than its level says."""
+    present = ~np.isnan(values)
+    if present.all():  # every resample holds n images
+        model_means = values @ weights / weights.shape[0]
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            model_means = (np.where(present, values, 0.0) @ weights) / (present.astype(np.float64) @ weights)
+    k, n_resamples = values.shape[0], weights.shape[1]
+    if k > 1:
+        centre = np.nanmean(model_means, axis=0)
+        model_means = centre + math.sqrt(k / (k - 1)) * (model_means - centre)
+    picks = rng.integers(0, k, size=(n_resamples, k))
+    return np.take_along_axis(model_means.T, picks, axis=1).mean(axis=1)
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (controls the false-discovery rate). NaN p-values stay
+    NaN and do not count in the family size."""
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full_like(p, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    n = len(defined)
+    if n == 0:
+        return adjusted
+    order = defined[np.argsort(p[defined], kind="stable")]
+    # p_(i) · n / i, made monotone from the largest down so a smaller raw p never gets a larger one.
+    scaled = p[order] * n / np.arange(1, n + 1)
+    adjusted[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return adjusted
+
+
+def detectable_effect(
+    k: int, m: int, alpha: float = 0.05, power: float = 0.8, n_sim: int = 2000, seed: int = 0
+) -> float:
+    """The shift of an augmentation's model summaries, in standard deviations of the models' spread,
+    that the permutation test finds (p < alpha, before any correction) with probability `power`,
+    for normally distributed summaries with the same spread in both groups. Simulated with the exact
+    test up to 5,000 splits, the normal approximation beyond; inf when the design cannot reach alpha."""
+    if min_p_value(k, m) >= alpha:
+        return float("inf")
+    if math.comb(k + m, k) > 5_000:
+        from scipy.stats import norm
+
+        return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(1 / k + 1 / m))
+    splits = _splits(k, m)
+    noise = np.random.default_rng(seed).standard_normal((n_sim, k + m))
+    shift_a = np.r_[np.ones(k), np.zeros(m)]
+
+    def rejection_rate(shift: float) -> float:
+        data = noise + shift * shift_a
+        sums = data[:, splits].sum(axis=2)  # (n_sim, splits)
+        observed = data[:, :k].sum(axis=1, keepdims=True)
+        tolerance = _TIE_TOLERANCE * np.abs(data).max(axis=1, keepdims=True) * k
+        low, high = (sums <= observed + tolerance).mean(axis=1), (sums >= observed - tolerance).mean(axis=1)
+        return float(np.mean(np.minimum(1.0, 2 * np.minimum(low, high)) < alpha))
+
+    lo, hi = 0.0, 1.0
+    while rejection_rate(hi) < power:
+        lo, hi = hi, 2 * hi
+        if hi > 1e3:
+            return float("inf")
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if rejection_rate(mid) < power else (lo, mid)
+    return hi
+
+
+def design_limits(k: int, m: int, alpha: float = 0.05, rows: int = 1) -> dict:
+    """What a design of k models per augmentation against m null models can show: `min_p` (the
+    smallest two-sided p-value), `reachable` (min_p < alpha), `null_models_needed` and
+    `seeds_needed` (the fewest null models for k seeds / seeds for m null models that reach alpha),
+    `detectable_effect` (shift in null-model standard deviations found with 80% power),
+    `single_row_reachable` (whether one row alone can stay below alpha after Benjamini–Hochberg over
+    `rows` rows: min_p · rows < alpha) and `message`, one sentence for `augcam validate` and the report."""
+    min_p = min_p_value(k, m)
+    reachable = min_p < alpha
+    null_needed = null_models_needed(k, alpha) if k >= 1 else None
+    seeds = null_models_needed(m, alpha) if m >= 1 else None  # the test is symmetric in the groups
+    effect = detectable_effect(k, m, alpha) if k >= 1 and m >= 1 else float("inf")
+    design = f"{k} model{'s' if k != 1 else ''} per augmentation against {m} null model{'s' if m != 1 else ''}"
+    if k < 1 or m < 1:
+        needed = null_models_needed(max(k, 1), alpha)
+        message = (
+            f"{design}: no model-level test is possible; train at least {needed} null models (controls.null_models)"
+        )
+    elif reachable:
+        message = (
+            f"{design}: the smallest p-value this design can reach is {min_p:.2g} (two-sided permutation test); "
+            "a difference is found only when the augmentation's models lie (almost) all beyond the null models "
+            f"(a shift of about {effect:.1f} standard deviations of the null models is found 80% of the time)."
+        )
+    else:
+        message = (
+            f"{design}: the smallest p-value this design can reach is {min_p:.2g} (two-sided permutation test), "
+            f"so it cannot reach p < {alpha:g} by design: train at least {null_needed} null models "
+            f"(controls.null_models) or {seeds} seeds."
+        )
+    return {
+        "k": k,
+        "m": m,
+        "alpha": alpha,
+        "rows": rows,
+        "min_p": min_p,
+        "reachable": reachable,
+        "null_models_needed": null_needed,
+        "seeds_needed": seeds,
+        "detectable_effect": effect,
+        "single_row_reachable": min_p * max(rows, 1) < alpha,
+        "message": message,
+    }
+
+
+def model_level_table(
+    metrics: pd.DataFrame,
+    null_label: str = CONTROL,
+    metrics_cols: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (augmentation, metric), augmentations other than the null models in table order:
+    the augmentation's models against the null models (`null_label`) at the model level. Columns
+    `MODEL_TEST_COLUMNS`: counts, the two groups' mean model summaries, the effect (difference, in
+    the metric's units) with its hierarchical-bootstrap CI (level 1 − alpha), the effect in standard
+    deviations of the null models' summaries, the permutation p-value, the design's smallest
+    reachable p-value, the Benjamini–Hochberg adjusted p-value over the whole table, `significant`
+    (p_adjusted < alpha), `direction` ("closer" / "further" from the baseline than the null models,
+    from the metric's orientation) and `note` (why a row has no p-value: fewer than two models in a
+    group, or a model summary that is not finite). `metrics` has one row per (model, test image)."""
+    from augcam.analysis.names import higher_is_better  # loads the metric registry: only when tested
+
+    metrics_cols = metric_columns(metrics) if metrics_cols is None else list(metrics_cols)
+    metrics = metrics[metrics["augmentation"].astype(str) != BASELINE]
+    # (models, images, metrics), NaN where a model has no value for an image.
+    model_codes, model_ids = pd.factorize(metrics["model_id"])
+    image_codes, images = pd.factorize(metrics["image_index"])
+    cube = np.full((len(model_ids), len(images), len(metrics_cols)), np.nan)
+    cube[model_codes, image_codes] = metrics[metrics_cols].to_numpy(np.float64)
+    present = ~np.isnan(cube)
+    with np.errstate(invalid="ignore"):
+        summaries = np.where(present, cube, 0.0).sum(axis=1) / present.sum(axis=1)  # (models, metrics)
+    labels = pd.Series(metrics["augmentation"].to_numpy(), index=model_codes).groupby(level=0).first()
+    is_null = (labels.astype(str) == null_label).to_numpy()
+    rows = []
+    for augmentation in labels[~is_null].unique():
+        in_group = (labels == augmentation).to_numpy()
+        for j, col in enumerate(metrics_cols):
+            row = _row(cube[in_group, :, j], cube[is_null, :, j], summaries[in_group, j], summaries[is_null, j])
+            row.update(
+                augmentation=augmentation, metric=col, direction=_direction(row["effect"], higher_is_better(col))
+            )
+            if not row["note"]:
+                row["p_value"] = permutation_test(row.pop("_a"), row.pop("_b"), seed=seed)
+                low, high = hierarchical_bootstrap_ci(
+                    row.pop("_values_a"), row.pop("_values_b"), 1 - alpha, n_resamples=n_resamples, seed=seed
+                )
+                row["effect_ci_low"], row["effect_ci_high"] = low, high
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=MODEL_TEST_COLUMNS)
+    table["p_adjusted"] = benjamini_hochberg(table["p_value"].to_numpy(np.float64)) if len(table) else []
+    table["significant"] = table["p_adjusted"] < alpha
+    return table
+
+
+def _row(values_a: np.ndarray, values_b: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
+    """A row before its test: counts, means, effect, spread; a `note` when no test is possible."""
+    keep_a, keep_b = ~np.isnan(a), ~np.isnan(b)
+    a, b = a[keep_a], b[keep_b]
+    k, m = len(a), len(b)
+    row = {
+        "n_models": k,
+        "n_null": m,
+        "mean": float(np.mean(a)) if k else float("nan"),
+        "null_mean": float(np.mean(b)) if m else float("nan"),
+        "min_p": min_p_value(k, m),
+        **dict.fromkeys(["effect_ci_low", "effect_ci_high", "standardized_effect", "p_value"], float("nan")),
+        "note": "",
+    }
+    with np.errstate(invalid="ignore"):
+        row["effect"] = row["mean"] - row["null_mean"]
+    if k < 2 or m < 2:
+        row["note"] = f"fewer than 2 {'models' if k < 2 else 'null models'} with a value: no model-level test"
+    elif not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        row["note"] = "a model's mean is not finite (an infinite per-image value): no model-level test"
+    else:
+        spread = float(np.std(b, ddof=1))
+        row["standardized_effect"] = row["effect"] / spread if spread > 0 else float("nan")
+        row.update(_a=a, _b=b, _values_a=values_a[keep_a], _values_b=values_b[keep_b])
+    return row
+
+
+def _direction(effect: float, higher_is_better: bool) -> str:
+    if not np.isfinite(effect) or effect == 0:
+        return ""
+    return "closer" if (effect > 0) == higher_is_better else "further"
