@@ -84,7 +84,7 @@ class BlankCentre(Augmentation):
         return out
 
 
-def study(repeat: int, null_models: int) -> dict:
+def study(repeat: int, null_models: int | None) -> dict:
     return {
         "name": f"calibration-{repeat}",
         "data": {
@@ -98,7 +98,12 @@ def study(repeat: int, null_models: int) -> dict:
         "training": {"epochs": 2, "batch_size": 64, "init_seed": 100 + repeat, "ordering_seed": 100 + repeat},
         "augmentations": ["null_twin", "null_noise", "blank_centre"],
         "seeds": [0, 1, 2],
-        "controls": {"identity": True, "null_models": null_models, "baseline_replicas": 0, "sanity_images": 0},
+        "controls": {
+            "identity": True,
+            **({} if null_models is None else {"null_models": null_models}),
+            "baseline_replicas": 0,
+            "sanity_images": 0,
+        },
         "device": "cpu",
     }
 
@@ -116,7 +121,7 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--null-models", type=int, default=6)
+    parser.add_argument("--null-models", type=int, default=None, help="default: the config's (controls.null_models)")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"))
     args = parser.parse_args()
     print(f"# Calibration of the model-level test on {machine(torch.device('cpu'))}\n")
@@ -130,11 +135,14 @@ def main() -> None:
         print(f"repeat {repeat}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     rows = pd.concat(tables, ignore_index=True)
     print(
-        f"{args.repeats} studies, 3 models per augmentation against {args.null_models} null models, "
+        f"{args.repeats} studies, 3 models per augmentation against {int(rows['n_null'].iloc[0])} null models, "
         f"{rows['metric'].nunique()} metrics; {time.perf_counter() - started:.0f} s\n"
     )
-    print("| augmentation | rows | raw p < 0.05 | 95% CI | BH-significant | 95% CI | studies with any | 95% CI |")
-    print("|---|---:|---:|---|---:|---|---:|---|")
+    print(
+        "| augmentation | rows | raw p < 0.05 | 95% CI | BH-significant | 95% CI | studies with any | 95% CI "
+        "| spread / null models' (median) |"
+    )
+    print("|---|---:|---:|---|---:|---|---:|---|---:|")
     for name in ("null_twin", "null_noise", "blank_centre"):
         part = rows[rows["augmentation"] == name]
         raw = int((part["p_value"] < ALPHA).sum())
@@ -144,7 +152,9 @@ def main() -> None:
         for count, n in ((raw, len(part)), (significant, len(part)), (studies, args.repeats)):
             low, high = wilson(count, n)
             cells += [f"{count}/{n} = {count / max(n, 1):.3f}", f"[{low:.3f}, {high:.3f}]"]
-        print(f"| {name} | {len(part)} | " + " | ".join(cells) + " |")
+        # How widely its seeds' models spread against the null models': near 1 for a null augmentation.
+        ratio = (part["sd"] / part["null_sd"]).median()
+        print(f"| {name} | {len(part)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
     summary = args.out / "calibration.csv"
     rows.to_csv(summary, index=False)
     print(f"\nall rows: {summary}")

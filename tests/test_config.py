@@ -237,15 +237,15 @@ def test_null_models_take_the_study_seeds_first_then_the_smallest_unused(seeds, 
     assert config.seeds_of(config.augmentations[0]) == seeds
 
 
-def test_null_models_default_to_six_with_a_quarter_grey_level_of_noise():
+def test_null_models_default_to_twelve_with_a_quarter_grey_level_of_noise():
     config = load_config(MINIMAL)
-    assert (config.controls.null_models, config.controls.null_noise_std) == (6, 1e-3)
+    assert (config.controls.null_models, config.controls.null_noise_std) == (12, 1e-3)
     entry = _null_entry(config)
     assert (entry.name, entry.display) == ("identity", "identity")
     assert entry.resolved_params() == {"noise_std": 1e-3}
     assert entry.build().noise_std == 1e-3
-    assert config.seeds_of(entry) == [0, 1, 2, 3, 4, 5]
-    assert config.resolved()["controls"]["null_models"] == 6
+    assert config.seeds_of(entry) == list(range(12))
+    assert config.resolved()["controls"]["null_models"] == 12
 
 
 @pytest.mark.parametrize("controls", [{"null_models": 0}, {"identity": False}])

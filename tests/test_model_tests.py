@@ -2,7 +2,9 @@
 Benjamini–Hochberg, binomial coefficients worked out by hand, and simulations whose truth is known
 (coverage of the bootstrap interval, the false-positive rate of the whole table under the null)."""
 
+import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -10,22 +12,21 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from augcam.analysis.design import design_limits, detectable_effect, min_p_value, null_models_needed
 from augcam.analysis.model_tests import (
     MODEL_TEST_COLUMNS,
     benjamini_hochberg,
-    design_limits,
-    detectable_effect,
     hierarchical_bootstrap_ci,
-    min_p_value,
     model_level_table,
     model_summaries,
-    null_models_needed,
     permutation_test,
 )
 from augcam.analysis.statistics import paired_test
 
+ALTERNATIVES = ("two-sided", "greater", "less")
 
-def scipy_permutation_p(a, b):
+
+def scipy_permutation_p(a, b, alternative="two-sided"):
     def difference_of_means(x, y, axis):
         return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
@@ -35,32 +36,61 @@ def scipy_permutation_p(a, b):
         permutation_type="independent",
         vectorized=True,
         n_resamples=np.inf,
-        alternative="two-sided",
+        alternative=alternative,
     )
     return result.pvalue
 
 
+def rational_permutation_p(a, b, alternative):
+    """The permutation p-value of mean(a) − mean(b) by exact rational arithmetic over every split
+    (decimal strings in): no rounding, so ties are ties."""
+    pooled = [Fraction(x) for x in (*a, *b)]
+    k, n = len(a), len(a) + len(b)
+
+    def statistic(chosen):
+        first = sum(pooled[i] for i in chosen)
+        return first / k - (sum(pooled) - first) / (n - k)
+
+    observed = statistic(range(k))
+    values = [statistic(chosen) for chosen in itertools.combinations(range(n), k)]
+    greater = Fraction(sum(v >= observed for v in values), len(values))
+    less = Fraction(sum(v <= observed for v in values), len(values))
+    return {"greater": greater, "less": less}.get(alternative, min(1, 2 * min(greater, less)))
+
+
+@pytest.mark.parametrize("alternative", ALTERNATIVES)
 @pytest.mark.parametrize("seed", range(8))
-def test_permutation_test_equals_scipys_exact_test(seed):
+def test_permutation_test_equals_scipys_exact_test(seed, alternative):
     rng = np.random.default_rng(seed)
     k, m = int(rng.integers(2, 5)), int(rng.integers(2, 8))
     a = 0.9 + 0.01 * rng.normal(size=k) + 0.005 * seed
     b = 0.9 + 0.01 * rng.normal(size=m)
-    assert permutation_test(a, b) == pytest.approx(scipy_permutation_p(a, b), rel=1e-12)
+    expected = scipy_permutation_p(a, b, alternative)
+    assert permutation_test(a, b, alternative=alternative) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("alternative", ALTERNATIVES)
 @pytest.mark.parametrize("seed", range(6))
-def test_permutation_test_equals_scipy_with_ties(seed):
+def test_permutation_test_equals_scipy_with_ties(seed, alternative):
     # Few distinct values, and decimals whose sums are inexact in binary (0.1 + 0.2 ≠ 0.3): many
     # splits tie with the observed statistic, and each must be counted on both sides.
     rng = np.random.default_rng(100 + seed)
     a = rng.choice([0.1, 0.2, 0.3], size=3)
     b = rng.choice([0.1, 0.2, 0.3, 0.4], size=6)
-    expected = scipy_permutation_p(a, b)
-    assert permutation_test(a, b) == pytest.approx(expected, rel=1e-12)
-    assert permutation_test([0.1, 0.2], [0.3, 0.0, 0.15]) == pytest.approx(
-        scipy_permutation_p(np.array([0.1, 0.2]), np.array([0.3, 0.0, 0.15])), rel=1e-12
-    )
+    expected = scipy_permutation_p(a, b, alternative)
+    assert permutation_test(a, b, alternative=alternative) == pytest.approx(expected, rel=1e-12)
+    # A statistic of exactly 0 with inexact decimals: SciPy's tolerance is relative to the observed
+    # statistic, so it loses this tie one-sided; the oracle is exact rational arithmetic.
+    a, b = ["0.1", "0.2"], ["0.3", "0.0", "0.15"]
+    expected = rational_permutation_p(a, b, alternative)
+    assert expected == (1 if alternative == "two-sided" else Fraction(6, 10))  # 6 of 10 splits on each side
+    observed = permutation_test([float(x) for x in a], [float(x) for x in b], alternative=alternative)
+    assert observed == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_permutation_test_rejects_an_unknown_alternative():
+    with pytest.raises(ValueError, match="alternative"):
+        permutation_test([0.1, 0.2], [0.3, 0.4], alternative="further")
 
 
 def test_monte_carlo_path_agrees_with_the_exact_p():
@@ -77,15 +107,17 @@ def test_monte_carlo_path_agrees_with_the_exact_p():
 
 
 def test_min_p_value_and_the_counts_the_design_needs():
-    assert min_p_value(3, 3) == pytest.approx(0.1)  # 2 / C(6, 3) = 2 / 20
-    assert min_p_value(3, 6) == pytest.approx(2 / 84)
-    assert min_p_value(1, 1) == 1.0
+    # One-sided: the one split with the augmentation's models furthest from the baseline.
+    assert min_p_value(3, 3) == pytest.approx(0.05)  # 1 / C(6, 3) = 1 / 20: never below 0.05
+    assert min_p_value(3, 6) == pytest.approx(1 / 84)
+    assert min_p_value(3, 12) == pytest.approx(1 / 455)
+    assert min_p_value(1, 1) == 0.5
     assert min_p_value(0, 6) == 1.0
-    # C(3+4, 3) = 35 → 0.057 ≥ 0.05; C(3+5, 3) = 56 → 0.036: five null models for three seeds.
-    assert null_models_needed(3) == 5
-    assert null_models_needed(3, alpha=0.01) == 9  # C(11, 3) = 165 → 0.012; C(12, 3) = 220 → 0.009
-    assert null_models_needed(1) == 40  # 2 / (m + 1) < 0.05
-    assert null_models_needed(2) == 8  # C(10, 2) = 45 → 0.044; C(9, 2) = 36 → 0.056
+    # C(3+3, 3) = 20 → 0.05, not below; C(3+4, 3) = 35 → 0.029: four null models for three seeds.
+    assert null_models_needed(3) == 4
+    assert null_models_needed(3, alpha=0.01) == 7  # C(9, 3) = 84 → 0.012; C(10, 3) = 120 → 0.0083
+    assert null_models_needed(1) == 20  # 1 / (m + 1) < 0.05
+    assert null_models_needed(2) == 5  # C(6, 2) = 15 → 0.067; C(7, 2) = 21 → 0.048
 
 
 @pytest.mark.parametrize(("k", "m"), [(2, 2), (3, 3), (3, 6), (2, 5), (4, 3)])
@@ -93,10 +125,12 @@ def test_complete_separation_reaches_exactly_the_design_limit(k, m):
     rng = np.random.default_rng(k * 10 + m)
     b = rng.normal(0, 1, size=m)
     # Lopsided: the augmentation's models far away, so the mirror split is not as extreme; the
-    # two-sided p-value still never goes below the stated limit.
+    # one-sided p-value in their direction is the stated limit, the two-sided one twice that.
     a = 50 + rng.normal(0, 1, size=k)
-    assert permutation_test(a, b) == pytest.approx(min_p_value(k, m))
-    assert permutation_test(-a, b) == pytest.approx(min_p_value(k, m))
+    assert permutation_test(a, b, alternative="greater") == pytest.approx(min_p_value(k, m))
+    assert permutation_test(-a, b, alternative="less") == pytest.approx(min_p_value(k, m))
+    assert permutation_test(a, b, alternative="less") == 1.0
+    assert permutation_test(a, b) == pytest.approx(min(1.0, 2 * min_p_value(k, m)))
     assert permutation_test(a, b) == pytest.approx(scipy_permutation_p(a, b))
     assert permutation_test(np.full(k, 0.5), np.full(m, 0.5)) == 1.0
 
@@ -225,18 +259,23 @@ def test_model_level_table_on_planted_effects():
     ]
     rows = table.set_index(["augmentation", "metric"])
     assert (table["n_models"] == 3).all() and (table["n_null"] == 6).all()
-    np.testing.assert_allclose(table["min_p"], 2 / 84, rtol=1e-12)
+    np.testing.assert_allclose(table["min_p"], 1 / 84, rtol=1e-12)
     assert (table["p_value"] >= table["min_p"] - 1e-15).all()
     # The null augmentation: same distribution as the null models, nothing found.
     assert not rows.loc["null_like", "significant"].any()
-    # Complete separation: the design's smallest p-value, in both metrics, in the right direction.
-    for aug, direction in (("moves_away", "further"), ("moves_closer", "closer")):
+    # Complete separation away from the baseline: the design's smallest p-value in both metrics
+    # (lower Pearson, higher Class-KLD). Complete separation towards the baseline is described
+    # (direction, effect, CI) but is not a change of where the models look: p = 1.
+    for aug, direction, p_value in (("moves_away", "further", 1 / 84), ("moves_closer", "closer", 1.0)):
         for metric in ("pearson", "class_kld"):
             row = rows.loc[(aug, metric)]
-            assert row["p_value"] == pytest.approx(2 / 84)
+            assert row["p_value"] == pytest.approx(p_value)
             assert row["direction"] == direction
             assert row["effect_ci_low"] <= row["effect"] <= row["effect_ci_high"]
-            assert bool(row["significant"])
+            assert bool(row["significant"]) == (direction == "further")
+    mine = model_summaries(frame[frame["augmentation"].isin(["moves_away", "identity"])], ["pearson"])
+    away, null = (mine.loc[mine["augmentation"] == g, "pearson"].to_numpy() for g in ("moves_away", "identity"))
+    assert rows.loc[("moves_away", "pearson"), "p_value"] == pytest.approx(scipy_permutation_p(away, null, "less"))
     assert rows.loc[("moves_away", "pearson"), "effect"] == pytest.approx(-0.2, abs=0.03)
     assert rows.loc[("moves_away", "pearson"), "effect_ci_high"] < 0
     assert rows.loc[("moves_away", "pearson"), "standardized_effect"] < -5
@@ -289,14 +328,18 @@ def test_null_tables_are_rejected_at_most_at_the_nominal_rate():
 
 def test_design_limits_state_what_the_design_can_show():
     limits = design_limits(3, 6)
-    assert limits["min_p"] == pytest.approx(2 / 84) and limits["reachable"]
-    assert limits["null_models_needed"] == 5 and limits["seeds_needed"] == 3
-    assert "0.024" in limits["message"] and "cannot" not in limits["message"]
-    assert not design_limits(3, 6, rows=56)["single_row_reachable"]  # 56 · 0.024 ≥ 0.05
+    assert limits["min_p"] == pytest.approx(1 / 84) and limits["reachable"]
+    assert limits["null_models_needed"] == 4 and limits["seeds_needed"] == 2  # 1 / C(8, 2) = 0.036
+    assert "0.012" in limits["message"] and "cannot" not in limits["message"]
+    assert "one-sided" in limits["message"]
+    assert not design_limits(3, 6, augmentations=7)["alone_reachable"]  # 7 / 84 ≥ 0.05
+    assert "train at least 8 null models" in design_limits(3, 6, augmentations=7)["message"]  # 7 / 165 < 0.05
+    assert design_limits(3, 12, augmentations=22)["alone_reachable"]  # 22 / 455 < 0.05
+    assert not design_limits(3, 12, augmentations=23)["alone_reachable"]
     small = design_limits(3, 3)
-    assert not small["reachable"] and small["min_p"] == pytest.approx(0.1)
+    assert not small["reachable"] and small["min_p"] == pytest.approx(0.05)
     assert "cannot reach p < 0.05 by design" in small["message"]
-    assert "5 null models (controls.null_models) or 5 seeds" in small["message"]
+    assert "4 null models (controls.null_models) or 4 seeds" in small["message"]
     assert small["detectable_effect"] == math.inf
     assert "no model-level test" in design_limits(3, 0)["message"]
 
@@ -305,7 +348,29 @@ def test_detectable_effect_has_the_stated_power():
     shift = detectable_effect(3, 6)  # simulated with 2,000 draws
     rng = np.random.default_rng(9)
     trials = 3000
-    found = sum(permutation_test(rng.normal(shift, 1, 3), rng.normal(0, 1, 6)) < 0.05 for _ in range(trials))
+    found = sum(
+        permutation_test(rng.normal(shift, 1, 3), rng.normal(0, 1, 6), alternative="greater") < 0.05
+        for _ in range(trials)
+    )
     assert abs(found / trials - 0.8) < 3 * math.sqrt(0.8 * 0.2 * (1 / trials + 1 / 2000))
-    # Many models: the normal approximation, (z_0.975 + z_0.8) · sqrt(1/k + 1/m).
-    assert detectable_effect(20, 20) == pytest.approx((1.959964 + 0.841621) * math.sqrt(0.1), rel=1e-5)
+    # Many models: the normal approximation of the one-sided test, (z_0.95 + z_0.8) · sqrt(1/k + 1/m).
+    assert detectable_effect(20, 20) == pytest.approx((1.644854 + 0.841621) * math.sqrt(0.1), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "k,m,augmentations", [(3, 6, 2), (3, 6, 4), (3, 6, 5), (3, 12, 7), (3, 12, 22), (3, 12, 23), (4, 8, 5)]
+)
+def test_alone_reachable_matches_statsmodels_bh_on_a_table_with_one_augmentation_at_the_floor(k, m, augmentations):
+    # One augmentation with all 8 metric rows at the design's floor, every other row at p = 1:
+    # statsmodels' BH decides whether it passes on its own, and the design limits must agree.
+    metrics = 8
+    p = np.ones(augmentations * metrics)
+    p[:metrics] = min_p_value(k, m)
+    found = (multipletests(p, method="fdr_bh")[1][:metrics] < 0.05).all()  # significant: p_adj < alpha
+    limits = design_limits(k, m, augmentations=augmentations)
+    assert limits["alone_reachable"] == found
+    needed = limits["null_models_needed_alone"]
+    p[:metrics] = min_p_value(k, needed)
+    assert (multipletests(p, method="fdr_bh")[1][:metrics] < 0.05).all()
+    p[:metrics] = min_p_value(k, needed - 1)
+    assert not (multipletests(p, method="fdr_bh")[1][:metrics] < 0.05).any()

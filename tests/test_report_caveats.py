@@ -1,33 +1,57 @@
 """The report's caveat when an augmentation's models vary much more than the null models: there a
 model-level difference may come from the spread of its seeds, not from a shift."""
 
+import statistics
+
 import pandas as pd
 
-from augcam.analysis.report_controls import spread_caveats
+from augcam.analysis.report_controls import small_effect_caveats, spread_caveats
+
+NULL_MAD = [0.1 + i * 1e-3 for i in range(12)]
 
 
-def _summaries(aug_values, null_values):
-    rows = [{"augmentation": "wide", "pearson": v, "mad": 0.1 + i * 1e-3} for i, v in enumerate(aug_values)]
-    rows += [{"augmentation": "identity", "pearson": v, "mad": 0.1 + i * 1e-3} for i, v in enumerate(null_values)]
-    return pd.DataFrame(rows)
-
-
-def _table(significant):
+def _table(aug_pearson, null_pearson, significant):
+    """Model-level rows with the spreads of the given model summaries (sample SDs by the standard
+    library); MAD's spreads match in both groups."""
+    spreads = {
+        "pearson": (statistics.stdev(aug_pearson), statistics.stdev(null_pearson)),
+        "mad": (statistics.stdev(NULL_MAD[:3]), statistics.stdev(NULL_MAD)),
+    }
     return pd.DataFrame(
         [
-            {"augmentation": "wide", "metric": "pearson", "significant": significant},
-            {"augmentation": "wide", "metric": "mad", "significant": significant},
+            {"augmentation": "wide", "metric": metric, "significant": significant, "sd": sd, "null_sd": null_sd}
+            for metric, (sd, null_sd) in spreads.items()
         ]
     )
 
 
+NULL_PEARSON = [0.880 + i * 1e-3 for i in range(12)]
+
+
 def test_a_difference_carried_by_a_wide_spread_gets_a_caveat_naming_the_metric():
-    summaries = _summaries([0.80, 0.85, 0.90], [0.880, 0.881, 0.882, 0.883, 0.884, 0.885])
-    (sentence,) = spread_caveats(_table(True), summaries)
-    assert sentence.startswith("Caveat for wide:") and "Pearson (" in sentence and "MAD" not in sentence
+    (sentence,) = spread_caveats(_table([0.80, 0.85, 0.90], NULL_PEARSON, True))
+    assert sentence.startswith("Caveat for wide:") and "Pearson (14×)" in sentence and "MAD" not in sentence
 
 
 def test_no_caveat_when_the_spreads_match_or_nothing_differs():
-    summaries = _summaries([0.880, 0.882, 0.884], [0.880, 0.881, 0.882, 0.883, 0.884, 0.885])
-    assert spread_caveats(_table(True), summaries) == []
-    assert spread_caveats(_table(False), _summaries([0.8, 0.85, 0.9], [0.88] * 6)) == []
+    assert spread_caveats(_table([0.880, 0.884, 0.888], NULL_PEARSON, True)) == []
+    assert spread_caveats(_table([0.8, 0.85, 0.9], NULL_PEARSON, False)) == []
+
+
+def test_null_models_without_spread_give_an_infinite_ratio():
+    (sentence,) = spread_caveats(_table([0.80, 0.85, 0.90], [0.88] * 12, True))
+    assert "Pearson (∞×)" in sentence
+
+
+def test_a_significant_shift_under_two_null_model_sds_gets_a_caveat():
+    table = pd.DataFrame(
+        [
+            {"augmentation": "slight", "metric": "pearson", "significant": True, "standardized_effect": -1.3},
+            {"augmentation": "slight", "metric": "mad", "significant": True, "standardized_effect": 2.5},
+            {"augmentation": "slight", "metric": "msd", "significant": False, "standardized_effect": 0.4},
+            {"augmentation": "far", "metric": "pearson", "significant": True, "standardized_effect": -30.0},
+        ]
+    )
+    (sentence,) = small_effect_caveats(table)
+    assert sentence.startswith("Caveat for slight: in Pearson (1.3 SDs) the shift is under 2 null-model")
+    assert "MAD" not in sentence and "MSD" not in sentence

@@ -72,8 +72,8 @@ def test_cifar10_fast_preset_loads_cifar_files_and_its_layer_is_4x4(tmp_path):
     assert prepared.train_set.images.shape == (300, 3, 32, 32)
     assert prepared.input_size == (32, 32) and prepared.target_layer == "stage3"
     assert prepared.layer_size == (4, 4)
-    # Baseline + 7 augmentations × 3 seeds + the 6 null models, then the two baseline replicas.
-    assert len(prepared.runs) == 1 + 7 * 3 + 6 and len(prepared.controls) == 2
+    # Baseline + 7 augmentations × 3 seeds + the 12 null models, then the two baseline replicas.
+    assert len(prepared.runs) == 1 + 7 * 3 + 12 and len(prepared.controls) == 2
     assert [e.name for e in config.augmentations] == [
         "affine",
         "cutmix",

@@ -277,8 +277,8 @@ def test_cli_presets_and_validate(fashion_mnist_available):
         assert name in listed.stdout
     checked = subprocess.run([*AUGCAM, "validate", "quick"], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stderr
-    # baseline + 7 augmentations × 3 seeds + 6 null models + 2 baseline replicas
-    assert "30 models" in checked.stdout and "6000 train / 1000 val / 2000 test" in checked.stdout
+    # baseline + 7 augmentations × 3 seeds + 12 null models + 2 baseline replicas
+    assert "36 models" in checked.stdout and "6000 train / 1000 val / 2000 test" in checked.stdout
 
 
 # --- the reference study's preset on generated CIFAR-10 files ---------------------------------
@@ -321,9 +321,9 @@ def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
     assert prepared.test_set.images.shape == (20, 3, 32, 32)
     assert prepared.input_size == (224, 224) and prepared.layer_size == (7, 7)
     assert prepared.target_layer == "features.8"
-    # The published plan (baseline + 7 augmentations × 3 seeds), then the 6 null models (the
+    # The published plan (baseline + 7 augmentations × 3 seeds), then the 12 null models (the
     # identity control); the 2 baseline replicas are controls outside `runs`.
-    assert len(prepared.runs) == 28 and [r.augmentation for r in prepared.runs[22:]] == ["identity"] * 6
+    assert len(prepared.runs) == 34 and [r.augmentation for r in prepared.runs[22:]] == ["identity"] * 12
     assert len(prepared.controls) == 2
     t = config.training
     images = prepared.train_set.images.float() / 255

@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from augcam.analysis import ReportError, between_augmentation_medians, between_heatmaps, between_matrix, write_report
-from augcam.analysis.model_tests import MODEL_TEST_COLUMNS, min_p_value, permutation_test
+from augcam.analysis.design import min_p_value, null_models_needed
+from augcam.analysis.model_tests import MODEL_TEST_COLUMNS, permutation_test
 from augcam.analysis.statistics import SIGNIFICANCE_COLUMNS
 from augcam.cli import app
 from augcam.config import load_config
@@ -296,8 +297,8 @@ def _text(html: str) -> str:
 
 def test_model_level_test_finds_the_planted_augmentations_and_not_the_null_one(reported):
     """model_tests.csv: every augmentation's 3 models against the 6 null models; the planted groups
-    lie entirely beyond the null models (p = the design's floor 2/84, BH-adjusted below 0.05), the
-    null augmentation does not differ. Oracles: NumPy means of the planted values and the
+    lie entirely further from the baseline than the null models (p = the one-sided floor 1/84,
+    BH-adjusted below 0.05), the null augmentation does not differ. Oracles: NumPy means of the planted values and the
     permutation p-value recomputed from them."""
     table = pd.read_csv(reported / "tables/model_tests.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == MODEL_TEST_COLUMNS
@@ -311,11 +312,12 @@ def test_model_level_test_finds_the_planted_augmentations_and_not_the_null_one(r
             null = np.array([model[m].mean() for model in values["identity"]])
             row = rows.loc[(aug, m)]
             assert row["effect"] == pytest.approx(mine.mean() - null.mean(), abs=1e-12)
-            assert row["p_value"] == pytest.approx(permutation_test(mine, null), rel=1e-12)
+            further = "less" if m == "pearson" else "greater"  # lower similarity, higher distance
+            assert row["p_value"] == pytest.approx(permutation_test(mine, null, alternative=further), rel=1e-12)
             assert row["min_p"] == pytest.approx(min_p_value(3, 6))
-    assert min_p_value(3, 6) == pytest.approx(2 / 84)  # both extreme splits of C(9, 3) = 84
+    assert min_p_value(3, 6) == pytest.approx(1 / 84)  # the one most extreme split of C(9, 3) = 84
     for aug in (*GROUP_A, *GROUP_B):
-        assert rows.loc[(aug, "pearson"), "p_value"] == pytest.approx(2 / 84)
+        assert rows.loc[(aug, "pearson"), "p_value"] == pytest.approx(1 / 84)
         assert rows.loc[[(aug, m) for m in METRICS], "significant"].all()
         assert rows.loc[(aug, "pearson"), "direction"] == rows.loc[(aug, "mad"), "direction"] == "further"
     assert rows.loc[(GROUP_A[0], "pearson"), "effect"] == pytest.approx(-0.6, abs=0.03)
@@ -334,11 +336,15 @@ def test_model_level_test_finds_the_planted_augmentations_and_not_the_null_one(r
     assert f"{NULL_AUG} differs" not in section and "identity (control) differs" not in section
     assert (
         "Design limit: 3 models per augmentation against 6 null models: the smallest p-value this design "
-        "can reach is 0.024" in section
+        "can reach is 0.012 (one-sided permutation test: further from the baseline than the null models)" in section
     )
     assert "Warning" not in section
-    # 10 rows: one row at the floor 2/84 alone would be adjusted to 10 × 2/84 ≈ 0.24.
-    assert "over the table's 10 rows, one difference alone cannot reach p_adj < 0.05 (its p would need" in section
+    # 5 augmentations: one alone with both rows at the floor 1/84 would be adjusted to 5/84 ≈ 0.06.
+    assert (
+        "With 5 augmentations, Benjamini–Hochberg over the table lets an augmentation through only when others "
+        f"differ too (it needs min_p × 5 < 0.05): train at least {null_models_needed(3, augmentations=5)} null "
+        "models (controls.null_models) to find one on its own." in section
+    )
     # "significant" belongs to the model-level test only: no other sentence of the report uses it.
     assert not re.search(r"\bsignificant", _text(html).replace("tables/significance", ""), re.I)
     assert "fig-model_summaries" in html and (reported / "figures/model_summaries.png").exists()
@@ -386,20 +392,22 @@ def test_per_image_tables_are_descriptive_and_the_replicas_labelled(reported):
 
 
 def test_a_design_that_cannot_reach_significance_says_so(tmp_path):
-    """3 models against 3 null models: the smallest two-sided p is 2/20 = 0.1, so nothing can be
+    """3 models against 3 null models: the smallest one-sided p is 1/20 = 0.05, so nothing can be
     found, the report warns and says how many null models or seeds would do, and no augmentation,
     however far, is said to differ."""
     run = make_run(tmp_path / "three", null_models=3)
     write_report(run)
     table = pd.read_csv(run / "tables/model_tests.csv")
-    assert (table["n_null"] == 3).all() and np.allclose(table["min_p"], 0.1, rtol=1e-12)
+    assert (table["n_null"] == 3).all() and np.allclose(table["min_p"], 0.05, rtol=1e-12)
     assert not table["significant"].any()
-    assert np.allclose(table.loc[table["augmentation"].isin(GROUP_A), "p_value"], 0.1, rtol=1e-12)
+    assert np.allclose(table.loc[table["augmentation"].isin(GROUP_A), "p_value"], 0.05, rtol=1e-12)
     section = _text(_section((run / "report.html").read_text()))
     assert (
         "Warning: Design limit: 3 models per augmentation against 3 null models: the smallest p-value this "
-        "design can reach is 0.1 (two-sided permutation test), so it cannot reach p < 0.05 by design: train at "
-        "least 5 null models (controls.null_models) or 5 seeds."
+        "design can reach is 0.05 (one-sided permutation test: further from the baseline than the null models), so "
+        "it cannot reach p < 0.05 by design: train at least 4 null models (controls.null_models) or 4 seeds; "
+        f"{null_models_needed(3, augmentations=5)} null "
+        "models find one augmentation on its own among 5."
     ) in section
     assert not re.search(r"\w differs from retraining noise in", section)
     for aug in AUGS[:-1]:
@@ -413,7 +421,7 @@ def test_a_run_without_null_models_says_so(tmp_path):
     assert "Is it more than noise?" in _headings(html)  # the replicas are still there
     section = _text(_section(html))
     assert "This run has no null models (controls.identity, controls.null_models)" in section
-    assert "0 null models: no model-level test is possible; train at least 5 null models" in section
+    assert "0 null models: no model-level test is possible; train at least 4 null models" in section
     assert not re.search(r"\w differs from retraining noise in", section) and "not distinguishable" not in section
     assert not (run / "tables/model_tests.csv").exists()
     assert not (run / "tables/significance_vs_identity.csv").exists()
@@ -438,14 +446,34 @@ def test_validate_prints_the_design_limits(tmp_path):
     runner = CliRunner()
     done = runner.invoke(app, ["validate", str(study), "--no-data"])
     assert done.exit_code == 0, done.output
-    assert "design limits: 3 models per augmentation against 6 null models: the smallest p-value" in done.output
-    assert "0.024" in done.output and "warning" not in done.output
+    assert "design limits: 3 models per augmentation against 12 null models: the smallest p-value" in done.output
+    assert "0.0022" in done.output and "warning" not in done.output
+    done = runner.invoke(
+        app,
+        [
+            "validate",
+            str(study),
+            "--no-data",
+            "--set",
+            "controls.null_models=6",
+            "--set",
+            "augmentations=[affine,cutmix,elastic,equalization,gaussian_blur]",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert re.search(
+        r"^warning: with 5 augmentations, an augmentation is found different from retraining noise only when others "
+        r"are too \(Benjamini–Hochberg over the table\); train at least 7 null models \(controls\.null_models\) to "
+        r"find one on its own$",
+        done.output,
+        re.M,
+    )
     done = runner.invoke(app, ["validate", str(study), "--no-data", "--set", "controls.null_models=3"])
     assert done.exit_code == 0, done.output
-    assert "against 3 null models: the smallest p-value this design can reach is 0.1" in done.output
+    assert "against 3 null models: the smallest p-value this design can reach is 0.05" in done.output
     assert re.search(
         r"^warning: this study cannot find any augmentation different from retraining noise \(p < 0\.05\) by "
-        r"design; train at least 5 null models \(controls\.null_models\) or 5 seeds$",
+        r"design; train at least 4 null models \(controls\.null_models\) or 4 seeds$",
         done.output,
         re.M,
     )

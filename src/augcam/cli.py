@@ -137,6 +137,14 @@ def _print_design_limits(limits: dict | None) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    elif not limits["alone_reachable"]:
+        out_console.print(
+            f"warning: with {limits['augmentations']} augmentations, an augmentation is found different from "
+            "retraining noise only when others are too (Benjamini–Hochberg over the table); train at least "
+            f"{limits['null_models_needed_alone']} null models (controls.null_models) to find one on its own",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

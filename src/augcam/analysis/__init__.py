@@ -52,9 +52,8 @@ _EXPORTS = {
         "model_summaries",
         "permutation_test",
         "hierarchical_bootstrap_ci",
-        "design_limits",
-        "min_p_value",
     ),
+    "augcam.analysis.design": ("design_limits", "min_p_value"),
     "augcam.analysis.impact_profiles": ("impact_clusters_table",),
     "augcam.analysis.plots": (
         "performance_bars",

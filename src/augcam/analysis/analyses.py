@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from augcam.analysis.design import design_limits
 from augcam.analysis.impact_profiles import impact_clusters_table
-from augcam.analysis.model_tests import design_limits, model_level_table, model_summaries
+from augcam.analysis.model_tests import model_level_table, model_summaries
 from augcam.analysis.run_tables import BASELINE, CONTROL, RunTables, augmentation_order
 from augcam.analysis.statistics import (
     noise_floor_summary,
@@ -147,7 +148,7 @@ def _model_level(tables: RunTables, metrics: list[str], n_resamples: int) -> dic
     others = per_augmentation.drop([CONTROL, BASELINE], errors="ignore")
     fields: dict[str, Any] = {"null_models": null}
     if len(others):
-        fields["design"] = design_limits(int(others.min()), null, rows=len(others) * len(metrics))
+        fields["design"] = design_limits(int(others.min()), null, augmentations=len(others))
     if null >= MIN_NULL_MODELS:
         fields["model_level"] = model_level_table(
             tables.metrics, null_label=CONTROL, metrics_cols=metrics, n_resamples=n_resamples

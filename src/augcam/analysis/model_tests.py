@@ -5,7 +5,8 @@ per-image values of one model are not 2,000 independent repetitions of the exper
 model is summarised by one number per metric (the mean over the test images of its per-image value
 against the baseline, `model_summaries`), and an augmentation's k models are compared with the m
 *null models* (the identity control trained under other seeds: models that differ from each other
-the way an augmentation's seeds make models differ) by a permutation test over the model labels:
+the way an augmentation's seeds make models differ) by a permutation test over the model labels,
+one-sided: are the augmentation's models *further from the baseline* than the null models?
 
     model_level_table(run.metrics)     # one row per (augmentation, metric)
 
@@ -13,36 +14,39 @@ Each row has the effect (mean of the augmentation's model summaries − the null
 hierarchical-bootstrap CI (images, then models), the effect in null-model standard deviations, the
 permutation p-value, the design's smallest reachable p-value and the Benjamini–Hochberg adjusted
 p-value over the table. BH (false-discovery rate), not Holm (family-wise): the permutation p-value
-of a few models has a floor (2 / C(k+m, k) = 0.024 for 3 models against 6) that Holm multiplies by
-the table's size — 56 rows for 7 augmentations × 8 metrics — so no row of a usual study could ever
-be significant; BH keeps rows reachable and bounds the expected share of false findings among them.
+of a few models has a floor (1 / C(k+m, k) = 0.0022 for 3 models against 12) that Holm multiplies
+by the table's size — 56 rows for 7 augmentations × 8 metrics — so no row of a usual study could
+ever be significant; BH keeps rows reachable and bounds the expected share of false findings among
+them. The spreads of both groups' summaries are in the table too: the test asks whether the
+augmentation's models are exchangeable with the null models, and an augmentation whose seeds spread
+far more widely can differ by that alone (the report says so where it happens).
 
-The two-sided p-value is twice the smaller one-sided one (SciPy's convention), so its floor is
-2 / C(k+m, k) whatever the data, as `min_p_value` and `design_limits` (what a design of k against m
-models can show, for `augcam validate` and the report) promise; with k ≠ m, counting the splits with
-|T| ≥ |T_obs| would let a lopsided sample reach 1 / C(k+m, k).
+Why one-sided: the question is whether an augmentation changes where models look, that is, moves
+their maps away from the baseline's further than retraining noise does. Models *closer* to the
+baseline than the null models are models the augmentation perturbed less than an imperceptible
+noise does — a no-op augmentation trains the baseline itself, and a null augmentation of smaller
+noise than the null models' sits slightly closer (docs/trustworthy.md measures it) — and calling
+them "different from retraining noise" would be a false finding about where they look. The
+direction stays in the table (`direction`), as a description. The one-sided floor is
+1 / C(k+m, k) (`augcam.analysis.design`, what a design can show, for `augcam validate` and the report).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from augcam.analysis.design import TIE_TOLERANCE, all_splits, min_p_value
 from augcam.analysis.run_tables import BASELINE, CONTROL, metric_columns
 
 __all__ = [
     "MODEL_TEST_COLUMNS",
     "model_summaries",
     "permutation_test",
-    "min_p_value",
-    "null_models_needed",
-    "detectable_effect",
-    "design_limits",
     "hierarchical_bootstrap_ci",
     "benjamini_hochberg",
     "model_level_table",
@@ -55,6 +59,8 @@ MODEL_TEST_COLUMNS = [
     "n_null",
     "mean",
     "null_mean",
+    "sd",
+    "null_sd",
     "effect",
     "effect_ci_low",
     "effect_ci_high",
@@ -66,10 +72,6 @@ MODEL_TEST_COLUMNS = [
     "direction",
     "note",
 ]
-
-# Splits whose statistic differs from the observed one by less than this share of the data's scale
-# count as ties: sums taken in another order differ in the last bits, and a tie must never be lost.
-_TIE_TOLERANCE = 1e-12
 
 
 def model_summaries(metrics: pd.DataFrame, metrics_cols: Sequence[str] | None = None) -> pd.DataFrame:
@@ -86,39 +88,26 @@ def model_summaries(metrics: pd.DataFrame, metrics_cols: Sequence[str] | None = 
     return summary.reset_index()[keys + metrics_cols]
 
 
-def min_p_value(k: int, m: int) -> float:
-    """The smallest two-sided p-value a permutation test of k models against m can give:
-    2 / C(k+m, k) (both extreme splits), capped at 1; 1.0 when either group is empty."""
-    if k < 1 or m < 1:
-        return 1.0
-    return min(1.0, 2.0 / math.comb(k + m, k))
-
-
-def null_models_needed(k: int, alpha: float = 0.05) -> int:
-    """The fewest null models against which k models can reach p < alpha (significance is p < alpha)."""
-    if k < 1:
-        raise ValueError(f"need at least one model per augmentation, got {k}")
-    m = 1
-    while min_p_value(k, m) >= alpha:
-        m += 1
-    return m
-
-
-def _splits(k: int, m: int) -> np.ndarray:
-    """Every choice of k positions out of k + m, one per row: (C(k+m, k), k)."""
-    flat = itertools.chain.from_iterable(itertools.combinations(range(k + m), k))
-    return np.fromiter(flat, dtype=np.intp).reshape(-1, k)
+ALTERNATIVES = ("two-sided", "greater", "less")
 
 
 def permutation_test(
-    a: np.ndarray, b: np.ndarray, *, max_exact: int = 200_000, n_resamples: int = 20_000, seed: int = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    alternative: str = "two-sided",
+    max_exact: int = 200_000,
+    n_resamples: int = 20_000,
+    seed: int = 0,
 ) -> float:
-    """Two-sided permutation p-value of mean(a) − mean(b) over the assignments of the pooled values
-    to groups of sizes len(a) and len(b): twice the smaller of P(T ≤ T_obs) and P(T ≥ T_obs),
-    capped at 1. Exact (every one of the C(k+m, k) splits) when there are at most `max_exact`
-    splits, otherwise `n_resamples` random splits with the +1 correction ((1 + count) / (1 + n)),
-    which keeps the p-value valid. Splits within a relative 1e-12 of the observed statistic count
-    as ties. NaN when a group is empty."""
+    """Permutation p-value of T = mean(a) − mean(b) over the assignments of the pooled values to
+    groups of sizes len(a) and len(b), with SciPy's `alternative`: "greater" P(T ≥ T_obs), "less"
+    P(T ≤ T_obs), "two-sided" twice the smaller of the two, capped at 1. Exact (every one of the
+    C(k+m, k) splits) when there are at most `max_exact` splits, otherwise `n_resamples` random
+    splits with the +1 correction ((1 + count) / (1 + n)), which keeps the p-value valid. Splits
+    within a relative 1e-12 of the observed statistic count as ties. NaN when a group is empty."""
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("the permutation test needs finite values (drop NaN models first)")
@@ -133,9 +122,9 @@ def permutation_test(
     if scale == 0.0:
         return 1.0  # every value equal: every split has the observed statistic
     observed = float(np.sum(pooled[:k]))
-    tolerance = _TIE_TOLERANCE * scale
+    tolerance = TIE_TOLERANCE * scale
     if math.comb(k + m, k) <= max_exact:
-        sums = pooled[_splits(k, m)].sum(axis=1)
+        sums = pooled[all_splits(k, m)].sum(axis=1)
         low = np.count_nonzero(sums <= observed + tolerance) / len(sums)
         high = np.count_nonzero(sums >= observed - tolerance) / len(sums)
     else:
@@ -150,6 +139,10 @@ def permutation_test(
             n_low += int(np.count_nonzero(sums <= observed + tolerance))
             n_high += int(np.count_nonzero(sums >= observed - tolerance))
         low, high = (1 + n_low) / (1 + n_resamples), (1 + n_high) / (1 + n_resamples)
+    if alternative == "greater":
+        return float(high)
+    if alternative == "less":
+        return float(low)
     return float(min(1.0, 2.0 * min(low, high)))
 
 
@@ -233,87 +226,6 @@ def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def detectable_effect(
-    k: int, m: int, alpha: float = 0.05, power: float = 0.8, n_sim: int = 2000, seed: int = 0
-) -> float:
-    """The shift of an augmentation's model summaries, in standard deviations of the models' spread,
-    that the permutation test finds (p < alpha, before any correction) with probability `power`,
-    for normally distributed summaries with the same spread in both groups. Simulated with the exact
-    test up to 5,000 splits, the normal approximation beyond; inf when the design cannot reach alpha."""
-    if min_p_value(k, m) >= alpha:
-        return float("inf")
-    if math.comb(k + m, k) > 5_000:
-        from scipy.stats import norm
-
-        return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(1 / k + 1 / m))
-    splits = _splits(k, m)
-    noise = np.random.default_rng(seed).standard_normal((n_sim, k + m))
-    shift_a = np.r_[np.ones(k), np.zeros(m)]
-
-    def rejection_rate(shift: float) -> float:
-        data = noise + shift * shift_a
-        sums = data[:, splits].sum(axis=2)  # (n_sim, splits)
-        observed = data[:, :k].sum(axis=1, keepdims=True)
-        tolerance = _TIE_TOLERANCE * np.abs(data).max(axis=1, keepdims=True) * k
-        low, high = (sums <= observed + tolerance).mean(axis=1), (sums >= observed - tolerance).mean(axis=1)
-        return float(np.mean(np.minimum(1.0, 2 * np.minimum(low, high)) < alpha))
-
-    lo, hi = 0.0, 1.0
-    while rejection_rate(hi) < power:
-        lo, hi = hi, 2 * hi
-        if hi > 1e3:
-            return float("inf")
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if rejection_rate(mid) < power else (lo, mid)
-    return hi
-
-
-def design_limits(k: int, m: int, alpha: float = 0.05, rows: int = 1) -> dict:
-    """What a design of k models per augmentation against m null models can show: `min_p` (the
-    smallest two-sided p-value), `reachable` (min_p < alpha), `null_models_needed` and
-    `seeds_needed` (the fewest null models for k seeds / seeds for m null models that reach alpha),
-    `detectable_effect` (shift in null-model standard deviations found with 80% power),
-    `single_row_reachable` (whether one row alone can stay below alpha after Benjamini–Hochberg over
-    `rows` rows: min_p · rows < alpha) and `message`, one sentence for `augcam validate` and the report."""
-    min_p = min_p_value(k, m)
-    reachable = min_p < alpha
-    null_needed = null_models_needed(k, alpha) if k >= 1 else None
-    seeds = null_models_needed(m, alpha) if m >= 1 else None  # the test is symmetric in the groups
-    effect = detectable_effect(k, m, alpha) if k >= 1 and m >= 1 else float("inf")
-    design = f"{k} model{'s' if k != 1 else ''} per augmentation against {m} null model{'s' if m != 1 else ''}"
-    if k < 1 or m < 1:
-        needed = null_models_needed(max(k, 1), alpha)
-        message = (
-            f"{design}: no model-level test is possible; train at least {needed} null models (controls.null_models)"
-        )
-    elif reachable:
-        message = (
-            f"{design}: the smallest p-value this design can reach is {min_p:.2g} (two-sided permutation test); "
-            "a difference is found only when the augmentation's models lie (almost) all beyond the null models "
-            f"(a shift of about {effect:.1f} standard deviations of the null models is found 80% of the time)."
-        )
-    else:
-        message = (
-            f"{design}: the smallest p-value this design can reach is {min_p:.2g} (two-sided permutation test), "
-            f"so it cannot reach p < {alpha:g} by design: train at least {null_needed} null models "
-            f"(controls.null_models) or {seeds} seeds."
-        )
-    return {
-        "k": k,
-        "m": m,
-        "alpha": alpha,
-        "rows": rows,
-        "min_p": min_p,
-        "reachable": reachable,
-        "null_models_needed": null_needed,
-        "seeds_needed": seeds,
-        "detectable_effect": effect,
-        "single_row_reachable": min_p * max(rows, 1) < alpha,
-        "message": message,
-    }
-
-
 def model_level_table(
     metrics: pd.DataFrame,
     null_label: str = CONTROL,
@@ -324,13 +236,15 @@ def model_level_table(
 ) -> pd.DataFrame:
     """One row per (augmentation, metric), augmentations other than the null models in table order:
     the augmentation's models against the null models (`null_label`) at the model level. Columns
-    `MODEL_TEST_COLUMNS`: counts, the two groups' mean model summaries, the effect (difference, in
-    the metric's units) with its hierarchical-bootstrap CI (level 1 − alpha), the effect in standard
-    deviations of the null models' summaries, the permutation p-value, the design's smallest
-    reachable p-value, the Benjamini–Hochberg adjusted p-value over the whole table, `significant`
-    (p_adjusted < alpha), `direction` ("closer" / "further" from the baseline than the null models,
-    from the metric's orientation) and `note` (why a row has no p-value: fewer than two models in a
-    group, or a model summary that is not finite). `metrics` has one row per (model, test image)."""
+    `MODEL_TEST_COLUMNS`: counts, the two groups' mean model summaries and their standard
+    deviations (`sd`, `null_sd`), the effect (difference, in the metric's units) with its
+    hierarchical-bootstrap CI (level 1 − alpha), the effect in standard deviations of the null
+    models' summaries, the one-sided permutation p-value (the augmentation's models further from the
+    baseline than the null models: lower similarity, higher distance), the design's smallest reachable p-value, the
+    Benjamini–Hochberg adjusted p-value over the whole table, `significant` (p_adjusted < alpha),
+    `direction` ("closer" / "further" from the baseline than the null models, from the metric's
+    orientation) and `note` (why a row has no p-value: fewer than two models in a group, or a model
+    summary that is not finite). `metrics` has one row per (model, test image)."""
     from augcam.analysis.names import higher_is_better  # loads the metric registry: only when tested
 
     metrics_cols = metric_columns(metrics) if metrics_cols is None else list(metrics_cols)
@@ -354,7 +268,8 @@ def model_level_table(
                 augmentation=augmentation, metric=col, direction=_direction(row["effect"], higher_is_better(col))
             )
             if not row["note"]:
-                row["p_value"] = permutation_test(row.pop("_a"), row.pop("_b"), seed=seed)
+                further = "less" if higher_is_better(col) else "greater"
+                row["p_value"] = permutation_test(row.pop("_a"), row.pop("_b"), alternative=further, seed=seed)
                 low, high = hierarchical_bootstrap_ci(
                     row.pop("_values_a"), row.pop("_values_b"), 1 - alpha, n_resamples=n_resamples, seed=seed
                 )
@@ -377,6 +292,8 @@ def _row(values_a: np.ndarray, values_b: np.ndarray, a: np.ndarray, b: np.ndarra
         "mean": float(np.mean(a)) if k else float("nan"),
         "null_mean": float(np.mean(b)) if m else float("nan"),
         "min_p": min_p_value(k, m),
+        "sd": _spread(a),
+        "null_sd": _spread(b),
         **dict.fromkeys(["effect_ci_low", "effect_ci_high", "standardized_effect", "p_value"], float("nan")),
         "note": "",
     }
@@ -387,10 +304,15 @@ def _row(values_a: np.ndarray, values_b: np.ndarray, a: np.ndarray, b: np.ndarra
     elif not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         row["note"] = "a model's mean is not finite (an infinite per-image value): no model-level test"
     else:
-        spread = float(np.std(b, ddof=1))
+        spread = row["null_sd"]
         row["standardized_effect"] = row["effect"] / spread if spread > 0 else float("nan")
         row.update(_a=a, _b=b, _values_a=values_a[keep_a], _values_b=values_b[keep_b])
     return row
+
+
+def _spread(values: np.ndarray) -> float:
+    """Sample standard deviation of finite model summaries; NaN for fewer than two or any infinite."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 and np.all(np.isfinite(values)) else float("nan")
 
 
 def _direction(effect: float, higher_is_better: bool) -> str:

@@ -98,26 +98,50 @@ def model_level_sentences(table: pd.DataFrame, order: list[str]) -> list[str]:
 SPREAD_RATIO_CAVEAT = 3.0
 
 
-def spread_caveats(table: pd.DataFrame, summaries: pd.DataFrame, null_label: str = CONTROL) -> list[str]:
-    """For each augmentation found to differ, the metrics where its models' means vary more than
-    `SPREAD_RATIO_CAVEAT` times the null models' (standard deviations of the per-model means):
-    there the test may reflect the wider spread of its seeds rather than a shift of where the
-    models look (docs/trustworthy.md measures how tight the null models are)."""
-    null = summaries[summaries["augmentation"] == null_label]
+def spread_caveats(table: pd.DataFrame) -> list[str]:
+    """For each augmentation found to differ, the metrics where its models' summaries vary more
+    than `SPREAD_RATIO_CAVEAT` times the null models' (`sd` against `null_sd` of the model-level
+    table): there the test may reflect the wider spread of its seeds rather than a shift of where
+    the models look (docs/trustworthy.md compares the spreads)."""
     sentences = []
     for aug, group in table[table["significant"].astype(bool)].groupby("augmentation", sort=False):
-        models = summaries[summaries["augmentation"] == aug]
-        wide = []
-        for metric in group["metric"]:
-            null_sd, aug_sd = null[metric].std(ddof=1), models[metric].std(ddof=1)
-            if np.isfinite(null_sd) and np.isfinite(aug_sd) and aug_sd > SPREAD_RATIO_CAVEAT * null_sd:
-                ratio = "∞" if null_sd == 0 else f"{aug_sd / null_sd:.0f}"
-                wide.append(f"{display_name(metric)} ({ratio}×)")
+        wide = [
+            f"{display_name(row.metric)} ({'∞' if row.null_sd == 0 else f'{row.sd / row.null_sd:.0f}'}×)"
+            for row in group.itertuples(index=False)
+            if np.isfinite(row.sd) and np.isfinite(row.null_sd) and row.sd > SPREAD_RATIO_CAVEAT * row.null_sd
+        ]
         if wide:
             sentences.append(
                 f"Caveat for {augmentation_label(aug)}: its models vary more than the null models in "
                 f"{', '.join(wide)}; there the difference may come from the wider spread of its seeds, "
                 "not from a shift of where the models look."
+            )
+    return sentences
+
+
+# A difference smaller than this many null-model SDs is what a null augmentation with another
+# imperceptible perturbation than the null models' showed in calibration (docs/trustworthy.md).
+SMALL_EFFECT_CAVEAT = 2.0
+
+
+def small_effect_caveats(table: pd.DataFrame) -> list[str]:
+    """For each augmentation found to differ, the metrics where the effect is under
+    `SMALL_EFFECT_CAVEAT` null-model standard deviations: shifts that small (1.2–1.5 SDs) made a
+    null augmentation (noise of another size than the null models') come out different in 2 of
+    10 calibration studies, so they say "unlike these null models", not "looks elsewhere"."""
+    sentences = []
+    for aug, group in table[table["significant"].astype(bool)].groupby("augmentation", sort=False):
+        small = [
+            f"{display_name(row.metric)} ({abs(row.standardized_effect):.1f} SDs)"
+            for row in group.itertuples(index=False)
+            if np.isfinite(row.standardized_effect) and abs(row.standardized_effect) < SMALL_EFFECT_CAVEAT
+        ]
+        if small:
+            sentences.append(
+                f"Caveat for {augmentation_label(aug)}: in {', '.join(small)} the shift is under "
+                f"{SMALL_EFFECT_CAVEAT:g} null-model standard deviations, the size by which a null augmentation "
+                "with another imperceptible perturbation than the null models' can differ from them; read it "
+                "as unlike these null models, not as evidence that the models look elsewhere."
             )
     return sentences
 

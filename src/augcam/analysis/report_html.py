@@ -27,6 +27,7 @@ from augcam.analysis.report_controls import (
     noise_summary_display,
     sanity_sentences,
     significance_display,
+    small_effect_caveats,
     spread_caveats,
 )
 from augcam.analysis.report_figures import RenderedFigure
@@ -128,15 +129,6 @@ def _noise_section(result: Analyses, augmentations: list[str], n_resamples: int,
         "noise_std": (study.get("controls") or {}).get("null_noise_std"),
         "design": None if design is None else design["message"],
         "unreachable": design is not None and not design["reachable"],
-        # Reachable, but one row alone cannot stay below alpha after BH over the whole table.
-        "alone": None
-        if design is None or not design["reachable"] or design["single_row_reachable"]
-        else (
-            f"After the Benjamini–Hochberg adjustment over the table's {design['rows']} rows, one difference "
-            f"alone cannot reach p_adj < {design['alpha']:g} (its p would need to be below "
-            f"{design['alpha'] / design['rows']:.2g}); differences are found when several rows lie beyond "
-            "the null models together."
-        ),
         "model_level": None,
         "no_model_level": None,
         "replicas": None,
@@ -148,7 +140,8 @@ def _noise_section(result: Analyses, augmentations: list[str], n_resamples: int,
         section["model_level"] = {
             "table": model_level_display(result.model_level, metrics, augmentations),
             "sentences": model_level_sentences(result.model_level, augmentations)
-            + spread_caveats(result.model_level, result.model_summaries),
+            + spread_caveats(result.model_level)
+            + small_effect_caveats(result.model_level),
         }
     else:
         section["no_model_level"] = no_model_level_note(result.null_models)

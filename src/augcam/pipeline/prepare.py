@@ -82,17 +82,17 @@ class PreparedStudy:
 
 
 def design_limits_of(runs: list[ModelRun]) -> dict | None:
-    """`augcam.analysis.model_tests.design_limits` of a plan: the fewest models of an augmentation
+    """`augcam.analysis.design.design_limits` of a plan: the fewest models of an augmentation
     (or mask-guided entry) against the null models (the identity control's models), with the
     smallest p-value it can reach, whether that is below 0.05, and how many seeds or null models
     would be. None when the plan has no augmentation besides the null models."""
-    from augcam.analysis.model_tests import design_limits
+    from augcam.analysis.design import design_limits
 
     counts = Counter(run.augmentation for run in runs if run.is_intervention)
     null = counts.pop(IDENTITY, 0)
     if not counts:
         return None
-    return design_limits(min(counts.values()), null)
+    return design_limits(min(counts.values()), null, augmentations=len(counts))
 
 
 def study_design_limits(config: StudyConfig | str | Path | dict) -> dict | None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
+from augcam.analysis.run_tables import metric_columns
 from augcam.analysis.statistics import noise_floor
 from augcam.pipeline.runner import StudyResult
-from augcam.pipeline.stages.compare import metric_columns
 from augcam.rundir import NOISE_FLOOR_TABLE, RunDir
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from augcam.analysis.run_tables import metric_columns
 from augcam.atomic import write_parquet
 from augcam.pipeline.context import StageContext
 from augcam.pipeline.stages.base import Stage
-from augcam.pipeline.stages.compare import metric_columns
 from augcam.rundir import AGGREGATED_TABLE, METRICS_TABLE
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from augcam.analysis.run_tables import metric_columns
 from augcam.atomic import write_parquet
 from augcam.metrics.cam_sets import study_cam_metrics
 from augcam.pipeline.context import StageContext, metric_summary
@@ -22,13 +23,6 @@ from augcam.pipeline.kill_points import kill_point
 from augcam.pipeline.plan import ModelRun
 from augcam.pipeline.stages.base import Stage
 from augcam.rundir import METHOD_METRICS_TABLE, METRICS_TABLE
-
-# Columns of metrics.parquet that identify a row or describe predictions; the others are metrics.
-ID_COLUMNS = ("model_id", "augmentation", "seed", "image_index", "label", "baseline_pred", "model_pred")
-
-
-def metric_columns(metrics: pd.DataFrame) -> list[str]:
-    return [col for col in metrics.columns if col not in ID_COLUMNS]
 
 
 def vs_baseline(
