@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save
 
 TEMP_SUFFIX = ".tmp"
+# What atomic_path adds to a file name: "." before it, then ".", mkstemp's 8 random characters, TEMP_SUFFIX.
+TEMP_NAME_EXTRA = 2 + 8 + len(TEMP_SUFFIX)
 
 
 def _default_file_mode() -> int:
@@ -41,6 +43,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.filename is None or err.filename == str(tmp_path):
+            # A full disk fails a write() that names no file; the user needs the file being written.
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

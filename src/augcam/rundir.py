@@ -37,6 +37,13 @@ from augcam.errors import AugcamError
 BASELINE = "baseline"
 IDENTITY = "identity"
 
+
+def model_id(stem: str, seed: int | None, key: str) -> str:
+    """How the run directory names a model: `<stem>-s<seed>-<hash>` (`<stem>-<hash>` without a
+    seed), the hash being the first 12 hex digits of its model key's digest."""
+    return f"{stem}-{key[:12]}" if seed is None else f"{stem}-s{seed}-{key[:12]}"
+
+
 # The tables the pipeline's stages write (the report's own analyses are named where they are made).
 METRICS_TABLE = "metrics.parquet"  # one row per (augmented model, test image)
 METHOD_METRICS_TABLE = "method_metrics.parquet"  # the same with each of cam.extra_methods

@@ -39,6 +39,8 @@ class StageContext:
     complete: list[ModelRun] = field(default_factory=list)
     vs_baseline: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     cams_computed: int = 0
+    # What the executor is doing in this process ("training affine seed 0"), for a Ctrl-C's message.
+    activity: str | None = None
     cam_seconds: float = 0.0
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
