@@ -218,12 +218,16 @@ def check_sizes(config: StudyConfig, train_set: ImageSet, split: Split) -> list[
     seen = set(train_set.labels[split.train].tolist())
     missing = [name for label, name in enumerate(classes) if label not in seen]
     if missing:
-        field_name = "data.train_size" if d.train_size is not None else "data.val_fraction"
+        field_name, fix = (
+            ("data.train_size", f"set data.train_size >= {len(classes)}, one image per class")
+            if d.train_size is not None
+            else ("data.val_fraction", "give every class more images, or set a smaller data.val_fraction")
+        )
         raise ConfigError(
             f"{field_name}: the training split has {n_train} images for {len(classes)} classes, and "
             f"{len(missing)} class(es) have none ({', '.join(map(repr, missing[:5]))}"
             + (", ..." if len(missing) > 5 else "")
-            + f"), so no model could learn them; set data.train_size >= {len(classes)}, one image per class"
+            + f"), so no model could learn them; {fix}"
         )
     if t.steps_per_epoch is None and t.batch_size > n_train:
         return [
