@@ -254,6 +254,13 @@ def test_the_lock_holds_when_its_file_is_removed_by_hand(tmp_path, fashion_mnist
         assert lock.previous_holder is None
 
 
+def test_without_flock_the_lock_says_why_it_cannot_run(tmp_path, monkeypatch):
+    monkeypatch.setattr("augcam.rundir.fcntl", None)
+    with pytest.raises(AugcamError, match=r"cannot lock the run directory: this platform has no flock"):
+        RunLock(tmp_path / ".augcam.lock").acquire()
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- 2. every file read back is verified before it is trusted ------------------------------------
 
 
@@ -338,6 +345,7 @@ def test_each_damaged_artefact_is_reported_in_one_line_and_recomputed(case, copy
     result, log = run_in_process(copy)
     lines = [line for line in log.splitlines() if ": damaged (" in line]
     assert len(lines) == 1 and str(path) in lines[0] and reason in lines[0] and consequence in lines[0], log
+    assert list(result.manifest["stored_files"]["damaged"]) == [str(path)]
     train, explain = result.manifest["stages"]["train"], result.manifest["stages"]["explain"]
     # A model trained again has the same id and the same weights, so its stored CAM set still applies.
     assert (train["reused"], explain["computed"]) == ((2, 1) if kind == "cams" else (1, 0))
@@ -400,6 +408,7 @@ def test_files_of_an_older_augcam_without_digests_are_used_and_reported_as_unver
         meta.write_text(json.dumps(fields))
     result, log = run_in_process(copy)
     assert "4 stored model files predate content digests (an older augcam): used unverified" in log
+    assert result.manifest["stored_files"] == {"damaged": {}, "unverified": 6}
     assert "2 stored CAM sets predate content digests (an older augcam): used unverified" in log
     assert result.manifest["stages"]["train"]["reused"] == 2 and result.manifest["stages"]["explain"]["computed"] == 0
     assert_same_tables(copy, reference)

@@ -144,6 +144,11 @@ def _run_in(
         run_dir.write_study(config.resolved())
         ctx = StageContext(prepared, run_dir, device, console, manifest, executor)
         run_stages(ctx)
+        if ctx.stored.damaged or ctx.stored.unverified:
+            manifest["stored_files"] = {
+                "damaged": {str(path): why for path, why in sorted(ctx.stored.damaged.items())},
+                "unverified": len(ctx.stored.unverified),
+            }
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest.write()
     return StudyResult(
