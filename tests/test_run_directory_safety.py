@@ -1,5 +1,5 @@
 """A directory augcam did not make is the user's, and every file read back from a run directory is
-checked before it is trusted (docs/reliability.md, sections 4 and 7, lists the promises).
+checked before it is trusted (docs/reliability.md, sections 7 and 8, lists the promises).
 
 One tiny real study (baseline + affine seed 0, no controls) is run once; each test works on a copy.
 """
