@@ -63,7 +63,9 @@ def run(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the config)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
+    force: bool = typer.Option(
+        False, help="Write into an output directory that holds another study's run, or files augcam did not write."
+    ),
     executor: str = typer.Option(
         "local",
         help="local: the models one after the other in this process; "

@@ -118,8 +118,14 @@ def _run_in(
     config = prepared.config
     run_dir = RunDir(out)
     run_dir.create()
-    with RunLock(run_dir.lock_file) as lock:
-        run_dir.check_study(config.name, force)
+    fingerprints = {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint}
+
+    def check() -> None:  # under the lock, before anything is written
+        if not force:
+            run_dir.check_owned()
+        run_dir.check_study(config.resolved(), fingerprints, force)
+
+    with RunLock(run_dir.lock_file, check) as lock:
         if lock.previous_holder:
             console.print(
                 f"taking over the lock of a run that ended without releasing it "
@@ -144,11 +150,17 @@ def _run_in(
         )
         for warning in prepared.warnings:
             console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
-        run_dir.write_study(config.resolved())
         device: torch.device = executor.driver_device
         manifest = Manifest(run_dir, prepared, device, executor.name, executor.manifest_info(), console)
+        manifest.write()  # first: it marks the directory as augcam's (RunDir.check_owned)
+        run_dir.write_study(config.resolved())
         ctx = StageContext(prepared, run_dir, device, console, manifest, executor)
         run_stages(ctx)
+        if ctx.stored.damaged or ctx.stored.unverified:
+            manifest["stored_files"] = {
+                "damaged": {str(path): why for path, why in sorted(ctx.stored.damaged.items())},
+                "unverified": len(ctx.stored.unverified),
+            }
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest.write()
     return StudyResult(
