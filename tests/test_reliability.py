@@ -668,6 +668,7 @@ def test_cli_bad_input(tmp_path, case):
     if out_setup == "other-study":
         out.mkdir()
         (out / "study.yaml").write_text(yaml.safe_dump({"name": "someone-else"}))
+        (out / "manifest.json").write_text(json.dumps({"augcam_version": "0.1.0"}))  # an augcam run's
     elif out_setup == "file":
         out.write_text("not a directory")
     elif out_setup == "unwritable":

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # Imported lazily (module → names), so that `import augcam` stays cheap and `augcam --help` fast.
 _EXPORTS = {
-    "augcam.config": ("load_config", "StudyConfig", "preset_names", "preset_summary"),
+    "augcam.config": ("load_config", "parse_overrides", "StudyConfig", "preset_names", "preset_summary"),
     "augcam.errors": ("AugcamError", "ConfigError", "DataError"),
     "augcam.pipeline": (
         "run_study",

@@ -1,7 +1,9 @@
 """The `augcam` command: a thin layer over the Python API — it uses only what `augcam` exports.
 
 Errors a user can cause (config, data, paths, devices) print one message and exit with status 2;
-`--debug` shows the traceback instead.
+an error of the machine while reading or writing a file (a full disk, an I/O error) prints one
+message naming the file and exits with status 1; Ctrl-C says what it interrupted and exits with
+status 130. `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -27,24 +29,32 @@ err_console = Console(stderr=True)
 out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def _fail(err: BaseException, debug: bool) -> None:
+# Exit statuses: a user error (the config, the data, a path or option), an error of the machine
+# (a full disk, an I/O error: the same command may work once it is fixed), Ctrl-C (128 + SIGINT).
+USER_ERROR, ENVIRONMENT_ERROR, INTERRUPTED = 2, 1, 130
+SET_HELP = (
+    "Override a config value: --set training.epochs=2; a mapping merges into the section: --set 'training={epochs: 2}'"
+)
+
+
+def _fail(err: BaseException, debug: bool, after: str = "") -> None:
     if debug:
         raise err
+    if isinstance(err, OSError):
+        # Always an error of the machine here: the paths a user names are checked as AugcamErrors.
+        where = f"{err.filename}: " if err.filename else ""
+        message, code = f"{where}{err.strerror or err}{after}", ENVIRONMENT_ERROR
+    else:
+        message, code = str(err), USER_ERROR
     # Escaped: a message may hold brackets rich would take for markup ("augcam[ray]", "augmentations[x]").
-    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=code)
 
 
-def _parse_sets(pairs: list[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise AugcamError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set training.epochs=2")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
+def _interrupted(err: KeyboardInterrupt, doing: str, then: str) -> None:
+    # An augcam.errors.Interrupted says what it interrupted; a bare KeyboardInterrupt does not.
+    err_console.print(f"interrupted while {escape(str(err) or doing)}; {then}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=INTERRUPTED)
 
 
 @app.command()
@@ -52,8 +62,10 @@ def run(
     config: str = typer.Argument(..., help="A preset name (see `augcam presets`) or a study YAML file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the config)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.epochs=2"),
-    force: bool = typer.Option(False, help="Reuse an output directory that holds another study."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    force: bool = typer.Option(
+        False, help="Write into an output directory that holds another study's run, or files augcam did not write."
+    ),
     executor: str = typer.Option(
         "local",
         help="local: the models one after the other in this process; "
@@ -71,12 +83,15 @@ def run(
     try:
         # Checked before the study file, so that a wrong option costs no data loading.
         augcam.executor_class(executor, address)
-        study = augcam.load_config(config, overrides=_parse_sets(set_))
+        study = augcam.load_config(config, overrides=augcam.parse_overrides(set_))
         result = augcam.run_study(
             study, out, device=device, force=force, console=err_console, executor=executor, address=address
         )
-    except AugcamError as err:
-        _fail(err, debug)
+    except (AugcamError, OSError) as err:
+        _fail(err, debug, after=f"; {out} keeps everything finished so far: rerun the same command to resume")
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "running the study", "rerun the same command to resume")
         return
     for table in augcam.summary_tables(result):
         out_console.print(table)
@@ -97,12 +112,12 @@ def presets() -> None:
 def validate(
     config: str = typer.Argument(..., help="A preset name or a study YAML file."),
     data: bool = typer.Option(True, help="Also load the data and check the model's target layer."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
     """Check a study config (and its data and model) without running it."""
     try:
-        study = augcam.load_config(config, overrides=_parse_sets(set_))
+        study = augcam.load_config(config, overrides=augcam.parse_overrides(set_))
         if data:
             prepared = augcam.prepare(study)
             out_console.print(
@@ -110,12 +125,17 @@ def validate(
                 f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
                 f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})"
             )
+            for warning in prepared.warnings:
+                out_console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
             limits = prepared.design_limits
         else:
             out_console.print(f"{config}: valid")
             limits = augcam.study_design_limits(study)
-    except AugcamError as err:
+    except (AugcamError, OSError) as err:
         _fail(err, debug)
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "validating the study", "nothing was written")
         return
     _print_design_limits(limits)
 
@@ -156,8 +176,11 @@ def report(
     """Re-create the analyses (tables/*.csv, figures/) and report.html of a finished run."""
     try:
         path = augcam.write_report(run_dir, console=err_console, pairs=pairs)  # holds the run directory's lock
-    except AugcamError as err:
-        _fail(err, debug)
+    except (AugcamError, OSError) as err:
+        _fail(err, debug, after=f"; rerun `augcam report {run_dir}` to write the report again")
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "writing the report", f"the run's tables are untouched: rerun `augcam report {run_dir}`")
         return
     out_console.print(f"Report: {path}")
 
@@ -167,4 +190,4 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun the same command to resume")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)

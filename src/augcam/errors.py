@@ -11,3 +11,8 @@ class ConfigError(AugcamError):
 
 class DataError(AugcamError):
     """A data file or directory is missing, truncated or malformed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a study; its message says what it interrupted ("training affine seed 0
+    (stage train)"). A KeyboardInterrupt still, so callers that catch that catch this too."""

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 
 from augcam.analysis.run_tables import ReportError
-from augcam.atomic import read_tensors
+from augcam.atomic import DamagedFileError, read_tensors
 from augcam.cams import upsample
 from augcam.rundir import RunDir
 
@@ -97,8 +96,10 @@ class CamSets:
                 )
             try:
                 tensors = read_tensors(path)
-            except (OSError, SafetensorError) as err:
-                raise ReportError(f"{path}: cannot read the CAM set ({err})") from None
+            except DamagedFileError as err:
+                raise ReportError(
+                    f"{path}: damaged ({err.why}); rerun `augcam run` on this directory to recompute it"
+                ) from None
             for key in ("raw", "predictions", "image_index"):
                 if key not in tensors:
                     raise ReportError(f"{path}: has no {key!r} tensor; it was not written by augcam's explain stage")

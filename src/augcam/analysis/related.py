@@ -13,7 +13,6 @@ directory alone.
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -21,6 +20,7 @@ import pandas as pd
 
 from augcam.analysis.published import PUBLISHED_RESULTS, PublishedResults
 from augcam.analysis.run_tables import BASELINE, ReportError, RunTables, augmentation_order
+from augcam.atomic import DamagedFileError, read_sealed_json
 from augcam.rundir import FAITHFULNESS_MODELS_TABLE
 
 __all__ = ["published_comparison", "faithfulness_summary", "faithfulness_models", "mean_std"]
@@ -40,9 +40,9 @@ def _replica_accuracies(tables: RunTables) -> pd.DataFrame:
     for model_id, part in tables.noise.groupby("model_id", sort=False):
         meta_path = tables.run_dir.meta_file(str(model_id))
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as err:
-            raise ReportError(f"{meta_path}: cannot read the replica's meta.json ({err})") from None
+            meta, _ = read_sealed_json(meta_path)
+        except DamagedFileError as err:
+            raise ReportError(f"{meta_path}: cannot read the replica's meta.json ({err.why})") from None
         rows.append(
             {
                 "model_id": model_id,

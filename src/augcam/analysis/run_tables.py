@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from augcam.atomic import DamagedFileError, unseal
 from augcam.errors import AugcamError
 from augcam.rundir import (
     AGGREGATED_TABLE,
@@ -190,6 +191,12 @@ def load_run(run_dir: str | Path) -> RunTables:
         raise ReportError(f"{root}: no such run directory")
     study = _read_yaml_or_json(paths.study_file, "it holds the resolved study config")
     manifest = _read_yaml_or_json(paths.manifest_file, "it holds versions and timings")
+    try:
+        manifest, _ = unseal(manifest, paths.manifest_file)
+    except DamagedFileError as err:
+        raise ReportError(
+            f"{err.path}: damaged ({err.why}); rerun `augcam run` on this directory to rewrite it"
+        ) from None
     performance = _read_table(paths.table(PERFORMANCE_TABLE))
     metrics = _read_table(paths.table(METRICS_TABLE))
     aggregated = _read_table(paths.table(AGGREGATED_TABLE))

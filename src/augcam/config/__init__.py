@@ -7,7 +7,7 @@
 """
 
 from augcam.config.checks import check_device_name, digest, distinct, distinct_percentages, gpus_device_conflict
-from augcam.config.loading import load_config, preset_names, preset_summary, preset_text, with_device
+from augcam.config.loading import load_config, parse_overrides, preset_names, preset_summary, preset_text, with_device
 from augcam.config.sections import (
     RECIPE_FIELDS,
     AugmentationConfig,
@@ -28,6 +28,7 @@ from augcam.config.study_config import StudyConfig
 __all__ = [
     "StudyConfig",
     "load_config",
+    "parse_overrides",
     "with_device",
     "preset_names",
     "preset_text",

@@ -5,7 +5,54 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+# The tables store integers (seeds, sizes) as int64, and torch takes its sizes and indices as int64.
+INT64_MAX = 2**63 - 1
+NAME_MAX_BYTES = 255  # NAME_MAX: the longest file-name component Linux and macOS file systems take
+# Characters a name or label cannot carry as written: path separators (file names), `[` `]` (the
+# console's rich markup would take them for styles, and `[/x]` stops the run with an error), `$`
+# (matplotlib's figures would parse `$...$` as mathematics, and fail on unknown symbols).
+NAME_RESERVED = "/\\[]$"
+
+
+def int64(value: Any) -> Any:
+    """`value` unchanged, or a ValueError when it is an integer (or a list holding one) that does
+    not fit in int64, so that an impossible size or seed fails here instead of deep in a run."""
+    for number in value if isinstance(value, list) else [value]:
+        if isinstance(number, int) and not isinstance(number, bool) and not -INT64_MAX - 1 <= number <= INT64_MAX:
+            raise ValueError(f"{number} does not fit in a 64-bit integer (at most {INT64_MAX})")
+    return value
+
+
+def check_seed(seed: int) -> int:
+    """A seed every random stream takes as written: numpy and torch.Generator take unsigned 64-bit
+    seeds, the tables' seed column is signed 64-bit, so [0, 2**63 - 1]."""
+    if not 0 <= seed <= INT64_MAX:
+        raise ValueError(f"a seed must be an integer from 0 to 2**63 - 1 = {INT64_MAX}, got {seed}")
+    return seed
+
+
+def check_name(name: str) -> str:
+    """A study name or label the console, the figures and a file name can carry as written."""
+    if not name.strip():
+        raise ValueError("must not be empty or blank")
+    for char in name:
+        if not char.isprintable() or char in NAME_RESERVED:
+            raise ValueError(
+                f"must not contain {char!r} (not allowed: control characters, NUL, line breaks, "
+                f"and {' '.join(NAME_RESERVED)}), got {name!r}"
+            )
+    size = len(name.encode())
+    if size > NAME_MAX_BYTES:
+        raise ValueError(f"is {size} bytes long in UTF-8; at most {NAME_MAX_BYTES} (one file-name component)")
+    return name
+
+
+Seed = Annotated[int, AfterValidator(check_seed)]
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 def distinct(values: list, what: str) -> list:

@@ -98,6 +98,28 @@ def _parse_yaml(text: str, origin: str) -> dict:
     return data
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options → {dotted key: value}, each VALUE read as plain YAML (no tags);
+    a ConfigError naming the option otherwise."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set training.epochs=2")
+        key = key.strip()
+        try:
+            # A tag asks the YAML reader to build something other than plain data (`!!binary` bytes
+            # that pydantic would take as a string, `!!python/object` that safe_load refuses).
+            tag = next((token.value for token in yaml.scan(text) if isinstance(token, yaml.TagToken)), None)
+            if tag is not None:
+                raise ConfigError(f"--set {key}: YAML tags ({''.join(tag)}) are not accepted; give a plain value")
+            overrides[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"--set {key}: {text!r} is not a valid YAML value: {problem}") from None
+    return overrides
+
+
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
@@ -105,7 +127,18 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {key!r} is not a section")
-    node[leaf] = value
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        _merge(node[leaf], value)  # `--set training={epochs: 2}` is `--set training.epochs=2`
+    else:
+        node[leaf] = value
+
+
+def _merge(into: dict, value: dict) -> None:
+    for key, item in value.items():
+        if isinstance(item, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], item)
+        else:
+            into[key] = item
 
 
 def _fields_at(loc: tuple) -> list[str]:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from augcam.config.checks import distinct, distinct_percentages
+from augcam.config.checks import Name, Seed, distinct, distinct_percentages, int64
 from augcam.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ class Section(BaseModel):
             annotation = cls.model_fields[info.field_name].annotation
             if annotation is not bool and bool not in get_args(annotation):
                 raise ValueError(f"expected a value of type {_type_name(annotation)}, got the boolean {value}")
-        return value
+        return int64(value)
 
 
 def _type_name(annotation: Any) -> str:
@@ -51,7 +51,7 @@ class DataConfig(Section):
     root: str | None = None  # None: $AUGCAM_DATA, then the dataset's standard places
     download: bool = False  # allow torchvision's downloader when the files are nowhere on disk
     val_fraction: float = Field(0.1, gt=0, lt=1)  # of the official training set, stratified
-    split_seed: int = 0
+    split_seed: Seed = 0
     train_size: PositiveInt | None = None  # stratified subsets of each part, for quick studies
     val_size: PositiveInt | None = None
     test_size: PositiveInt | None = None
@@ -79,7 +79,7 @@ class AugmentationConfig(Section):
     WHERE: ClassVar[str] = "augmentations"
 
     name: str
-    label: str | None = None
+    label: Name | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -139,8 +139,8 @@ class TrainingConfig(Section):
     batch_size: PositiveInt = 32
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 1e-5
-    init_seed: int = 0  # initial weights, shared by every model
-    ordering_seed: int = 0  # order of source images, shared by every model
+    init_seed: Seed = 0  # initial weights, shared by every model
+    ordering_seed: Seed = 0  # order of source images, shared by every model
     copies: PositiveInt = 1  # k augmented copies of each training image
     eval_batch_size: PositiveInt = 512
     # null: an epoch is one pass over the training set; N: an epoch is N batches (Tang et al.'s
@@ -200,7 +200,7 @@ class GuidedConfig(Section):
     """
 
     loss: str
-    label: str | None = None
+    label: Name | None = None
     weight: PositiveFloat = 1.0
     ce_weight: NonNegativeFloat = 1.0
     feature_layer: str | None = None

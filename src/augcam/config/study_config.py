@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from augcam.config.checks import check_device_name, digest, distinct, gpus_device_conflict
+from augcam.atomic import TEMP_NAME_EXTRA
+from augcam.config.checks import NAME_MAX_BYTES, Name, Seed, check_device_name, digest, distinct, gpus_device_conflict
 from augcam.config.sections import (
     AugmentationConfig,
     CamConfig,
@@ -20,11 +21,11 @@ from augcam.config.sections import (
     Section,
     TrainingConfig,
 )
-from augcam.rundir import BASELINE, IDENTITY
+from augcam.rundir import BASELINE, IDENTITY, RunDir, model_id
 
 
 class StudyConfig(Section):
-    name: str = Field(min_length=1)
+    name: Name
     description: str = ""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -32,7 +33,7 @@ class StudyConfig(Section):
     augmentations: list[AugmentationConfig] = Field(default_factory=list)
     # Mask-guided interventions, each trained and compared like an augmentation (GuidedConfig).
     guided: list[GuidedConfig] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     cam: CamConfig = CamConfig()
     metrics: MetricsConfig = MetricsConfig()
     controls: ControlsConfig = ControlsConfig()
@@ -113,6 +114,25 @@ class StudyConfig(Section):
         conflict = gpus_device_conflict(self.resources.gpus_per_model, self.device)
         if conflict:
             raise ValueError(conflict)
+        return self
+
+    @model_validator(mode="after")
+    def _file_names_fit(self) -> StudyConfig:
+        # A model's longest file name is its CAM set's (an extra method's carries the method's name),
+        # written first under a temporary name; past NAME_MAX its write would fail once the model trained.
+        method = max([None, *self.cam.extra_methods], key=lambda name: len((name or "").encode()))
+        named = [(e.name, f"augmentations[{e.display}]", self.seeds_of(e)) for e in self.study_augmentations]
+        named += [(g.loss, f"guided[{g.display}]", self.seeds) for g in self.guided]
+        for stem, where, seeds in named:
+            longest = model_id(stem, max(seeds, key=lambda seed: len(str(seed))), "0" * 12)
+            file = RunDir("").cams_file(longest, method).name
+            size = len(file.encode()) + TEMP_NAME_EXTRA
+            if size > NAME_MAX_BYTES:
+                raise ValueError(
+                    f"{where}: its models' CAM sets would be written as {file!r}, {size} bytes with the "
+                    f"temporary name's additions; a file name has at most {NAME_MAX_BYTES} bytes: use a "
+                    "shorter augmentation (or CAM method) name"
+                )
         return self
 
     @property

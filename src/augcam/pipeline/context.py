@@ -3,7 +3,6 @@ the manifest, the executor, and what earlier stages handed on."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from augcam.pipeline.chain import images_on, load_model
 from augcam.pipeline.manifest import Manifest
 from augcam.pipeline.plan import ModelRun
 from augcam.pipeline.prepare import PreparedStudy
+from augcam.pipeline.stored import StoredFiles, stored_cam_set, stored_model
 from augcam.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -39,8 +39,14 @@ class StageContext:
     complete: list[ModelRun] = field(default_factory=list)
     vs_baseline: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     cams_computed: int = 0
+    # What the executor is doing in this process ("training affine seed 0"), for a Ctrl-C's message.
+    activity: str | None = None
     cam_seconds: float = 0.0
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Stored files checked by this run (damaged, or unverified: from an older augcam), and the
+    # finished models' checked meta.json by model id.
+    stored: StoredFiles = field(default_factory=StoredFiles)
+    stored_models: dict[str, dict | None] = field(default_factory=dict)
 
     @property
     def config(self) -> StudyConfig:
@@ -50,19 +56,31 @@ class StageContext:
         return run.model_id in {other.model_id for other in self.complete}
 
     def meta(self, run: ModelRun) -> dict | None:
-        """The stored meta.json of a finished model (complete, or failed for good), else None."""
-        path = self.run_dir.meta_file(run.model_id)
-        if not path.exists():
-            return None
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            # augcam writes it atomically, so only a hand edit gets here: the model is trained again.
-            self.console.print(f"[yellow]{path}: unreadable ({err}); training {run.label} again[/]")
-            return None
-        if meta.get("status") == "complete" and not self.run_dir.weights_file(run.model_id).exists():
-            return None  # weights deleted by hand: train again
-        return meta
+        """The stored meta.json of a finished model (complete, or failed for good) whose files are
+        intact, else None; a damaged meta.json or weights file is reported once (the model is then
+        trained again)."""
+        if run.model_id not in self.stored_models:
+            before = set(self.stored.damaged)
+            self.stored_models[run.model_id] = stored_model(self.run_dir, run, self.stored)
+            self._report_damaged(before, f"training {run.label} again")
+        return self.stored_models[run.model_id]
+
+    def forget(self, run: ModelRun) -> None:
+        """Drop what `meta` remembers of a model whose files were just written."""
+        self.stored_models.pop(run.model_id, None)
+
+    def stored_cam_set(
+        self, run: ModelRun, method: str | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """A stored CAM set and its metadata, checked; a damaged one is reported once and gives None."""
+        before = set(self.stored.damaged)
+        found = stored_cam_set(self.run_dir.cams_file(run.model_id, method), self.stored)
+        self._report_damaged(before, f"recomputing the CAMs of {run.label}")
+        return found
+
+    def _report_damaged(self, before: set, consequence: str) -> None:
+        for path in self.stored.damaged.keys() - before:
+            self.console.print(f"[yellow]{path}: damaged ({self.stored.damaged[path]}); {consequence}[/]")
 
     def weights(self, run: ModelRun) -> dict[str, torch.Tensor]:
         return read_tensors(self.run_dir.weights_file(run.model_id))

@@ -10,7 +10,8 @@ plan (0 = baseline):
     compare:<i>           after model i's metrics are gathered, before metrics.parquet is written
     stage:<name>          after stage <name> is recorded as complete in the manifest
 
-Never set it outside tests.
+AUGCAM_TEST_INTERRUPT_AT takes the same points and sends SIGINT instead (a Ctrl-C at that point).
+Never set either outside tests.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import os
 import signal
 
 KILL_AT_ENV = "AUGCAM_TEST_KILL_AT"
+INTERRUPT_AT_ENV = "AUGCAM_TEST_INTERRUPT_AT"
 
 
 def kill_point(*parts: object) -> None:
-    """SIGKILL this process if AUGCAM_TEST_KILL_AT names this point."""
-    wanted = os.environ.get(KILL_AT_ENV)
-    if wanted and wanted == ":".join(str(part) for part in parts):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL this process if AUGCAM_TEST_KILL_AT names this point, SIGINT if AUGCAM_TEST_INTERRUPT_AT does."""
+    point = ":".join(str(part) for part in parts)
+    for env, sig in ((KILL_AT_ENV, signal.SIGKILL), (INTERRUPT_AT_ENV, signal.SIGINT)):
+        if os.environ.get(env) == point:
+            os.kill(os.getpid(), sig)

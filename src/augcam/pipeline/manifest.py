@@ -6,7 +6,6 @@ The runner writes it after every stage change, so a killed run's manifest says w
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ import torch
 from rich.console import Console
 
 from augcam import __version__
-from augcam.atomic import write_json
+from augcam.atomic import DamagedFileError, read_sealed_json, sealed, write_json
 from augcam.pipeline.kill_points import kill_point
 from augcam.pipeline.plan import TRAINING_CODE_VERSION
 from augcam.pipeline.prepare import PreparedStudy
@@ -116,13 +115,13 @@ class Manifest(dict):
         if not self.path.exists():
             return None
         try:
-            return json.loads(self.path.read_text())
-        except json.JSONDecodeError as err:
-            console.print(f"[yellow]{self.path}: unreadable manifest of the previous run ({err}); replacing it[/]")
+            return read_sealed_json(self.path)[0]
+        except DamagedFileError as err:
+            console.print(f"[yellow]{self.path}: damaged manifest of the previous run ({err.why}); replacing it[/]")
             return None
 
     def write(self) -> None:
-        write_json(self.path, dict(self))
+        write_json(self.path, sealed(dict(self)))
 
     def stage_started(self, name: str) -> None:
         self["stages"][name] = {"status": "running", "started": now()}

@@ -13,7 +13,7 @@ from typing import Any
 
 from augcam.config import AugmentationConfig, GuidedConfig, StudyConfig, digest
 from augcam.models import MODELS
-from augcam.rundir import BASELINE
+from augcam.rundir import BASELINE, model_id
 from augcam.training import uses_targets
 
 # Bump when a change to training code (augcam.training, an augmentation, a model builder) changes the
@@ -139,7 +139,7 @@ def guided_runs(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
             key = digest(model_key(config, data_fingerprint, None, seed, ordering_seed=ordering_seed, guided=entry))
             runs.append(
                 ModelRun(
-                    f"{entry.loss}-s{seed}-{key[:12]}",
+                    model_id(entry.loss, seed, key),
                     entry.display,
                     seed,
                     None,
@@ -157,11 +157,11 @@ def plan(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
     t = config.training
     seeds = {"init_seed": t.init_seed, "ordering_seed": t.ordering_seed}
     base_key = digest(model_key(config, data_fingerprint, None, None))
-    runs = [ModelRun(f"{BASELINE}-{base_key[:12]}", BASELINE, None, **seeds)]
+    runs = [ModelRun(model_id(BASELINE, None, base_key), BASELINE, None, **seeds)]
     for entry in config.study_augmentations:
         for seed in config.seeds_of(entry):
             key = digest(model_key(config, data_fingerprint, entry, seed))
-            runs.append(ModelRun(f"{entry.name}-s{seed}-{key[:12]}", entry.display, seed, entry, **seeds))
+            runs.append(ModelRun(model_id(entry.name, seed, key), entry.display, seed, entry, **seeds))
     return runs + guided_runs(config, data_fingerprint)
 
 
@@ -180,7 +180,7 @@ def plan_controls(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
         key = digest(model_key(config, data_fingerprint, None, None, init_seed=init_seed, ordering_seed=ordering_seed))
         runs.append(
             ModelRun(
-                f"{BASELINE}-{replica.replace('+', '')}-{key[:12]}",
+                model_id(f"{BASELINE}-{replica.replace('+', '')}", None, key),
                 BASELINE,
                 None,
                 init_seed=init_seed,
@@ -192,7 +192,7 @@ def plan_controls(config: StudyConfig, data_fingerprint: str) -> list[ModelRun]:
         key = digest(model_key(config, data_fingerprint, None, None, permuted_labels=True))
         runs.append(
             ModelRun(
-                f"{BASELINE}-permuted-{key[:12]}",
+                model_id(f"{BASELINE}-permuted", None, key),
                 BASELINE,
                 None,
                 init_seed=t.init_seed,

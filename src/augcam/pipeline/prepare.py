@@ -44,6 +44,8 @@ class PreparedStudy:
     # The dataset's own validation set (split.val indexes it), e.g. the crosses' flipped one;
     # None: split.val indexes the training set.
     val_set: ImageSet | None = None
+    # What the config makes of this data that works but is probably not meant (check_sizes).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def test_masks(self) -> torch.Tensor | None:
@@ -166,6 +168,7 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
         split = study_split(d, train_set.labels, test_set.labels, val_set.labels if val_set is not None else None)
     except ValueError as err:
         raise ConfigError(f"data: {err}") from None
+    warnings = check_sizes(config, train_set, split)
     mean, std = channel_stats(train_set.images[split.train])
     if min(std) == 0:
         raise DataError(
@@ -193,10 +196,46 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
         fingerprint,
         _fingerprint(test_set, split.test),
         val_set=val_set,
+        warnings=warnings,
     )
     prepared.runs = plan(config, fingerprint)
     prepared.controls = plan_controls(config, fingerprint)
     return prepared
+
+
+def check_sizes(config: StudyConfig, train_set: ImageSet, split: Split) -> list[str]:
+    """Errors (raised) for sizes a study cannot learn from: fewer than two classes, a class without
+    a training image; warnings (returned) for sizes that work but are probably not meant: a batch
+    larger than the training set."""
+    d, t = config.data, config.training
+    classes = train_set.classes
+    if len(classes) < 2:
+        raise DataError(
+            f"data.dataset {d.dataset!r}" + (f" ({d.root})" if d.root else "") + f": {len(classes)} class "
+            f"({', '.join(map(repr, classes))}); a classifier needs at least two"
+        )
+    n_train = len(split.train)
+    seen = set(train_set.labels[split.train].tolist())
+    missing = [name for label, name in enumerate(classes) if label not in seen]
+    if missing:
+        field_name, fix = (
+            ("data.train_size", f"set data.train_size >= {len(classes)}, one image per class")
+            if d.train_size is not None
+            else ("data.val_fraction", "give every class more images, or set a smaller data.val_fraction")
+        )
+        raise ConfigError(
+            f"{field_name}: the training split has {n_train} images for {len(classes)} classes, and "
+            f"{len(missing)} class(es) have none ({', '.join(map(repr, missing[:5]))}"
+            + (", ..." if len(missing) > 5 else "")
+            + f"), so no model could learn them; {fix}"
+        )
+    if t.steps_per_epoch is None and t.batch_size > n_train:
+        return [
+            f"training.batch_size {t.batch_size} is larger than the {n_train} training images: every epoch of "
+            "the baseline is a single step on all of them; set a smaller batch size, or "
+            "training.steps_per_epoch for a fixed number of steps"
+        ]
+    return []
 
 
 def check_guided(config: StudyConfig, train_set: ImageSet, input_size: tuple[int, int]) -> None:

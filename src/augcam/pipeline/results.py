@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from augcam.atomic import write_json, write_parquet, write_tensors
+from augcam.atomic import sealed, write_json, write_parquet, write_tensors
 from augcam.pipeline.chain import ChainResult, TrainOutcome
 from augcam.pipeline.context import StageContext
 from augcam.pipeline.plan import ModelRun
@@ -15,11 +15,13 @@ from augcam.rundir import RunDir
 
 def store_trained(run_dir: RunDir, run: ModelRun, outcome: TrainOutcome) -> None:
     """Write a trained model into the run directory and drop its checkpoint."""
+    meta = outcome.meta
     if outcome.status == "complete":
-        write_tensors(run_dir.weights_file(run.model_id), outcome.best_state)
+        meta = {**meta, "weights_sha256": write_tensors(run_dir.weights_file(run.model_id), outcome.best_state)}
         write_parquet(run_dir.history_file(run.model_id), pd.DataFrame(outcome.history))
-    # meta.json is written last: its presence with the weights marks a finished model.
-    write_json(run_dir.meta_file(run.model_id), outcome.meta)
+    # meta.json is written last: its presence with the weights marks a finished model. Sealed, and
+    # holding the weights' digest, so that a rerun reuses only what it wrote (augcam.pipeline.stored).
+    write_json(run_dir.meta_file(run.model_id), sealed(meta))
     run_dir.checkpoint_file(run.model_id).unlink(missing_ok=True)
 
 
@@ -28,6 +30,7 @@ def store_chain_result(ctx: StageContext, run: ModelRun, result: ChainResult) ->
     if result.outcome is not None:
         report_trained(ctx, run, result.outcome, where=f" on {result.node}" if result.node else "")
         store_trained(ctx.run_dir, run, result.outcome)
+        ctx.forget(run)
     for method, (tensors, metadata) in result.cams.items():
         write_tensors(ctx.run_dir.cams_file(run.model_id, method), tensors, metadata=metadata)
     if result.metrics is not None:

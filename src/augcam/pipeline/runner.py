@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from augcam.config import StudyConfig, load_config, with_device
+from augcam.errors import Interrupted
 from augcam.pipeline.context import StageContext
 from augcam.pipeline.executors import Executor, executor_class
 from augcam.pipeline.manifest import Manifest
@@ -42,12 +44,15 @@ def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
     manifest = ctx.manifest
     manifest.path.parent.mkdir(parents=True, exist_ok=True)
     manifest.write()
+    current = "starting the run"
     try:
         for stage in stages:
             if not stage.enabled(ctx):
                 for table in stage.tables:
                     ctx.run_dir.table(table).unlink(missing_ok=True)
                 continue
+            current = f"stage {stage.name}"
+            ctx.activity = None
             manifest.stage_started(stage.name)
             started = time.perf_counter()
             try:
@@ -60,6 +65,8 @@ def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
     except BaseException as err:
         # Recorded, then re-raised: the manifest says how the run ended.
         manifest.ended("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", err)
+        if isinstance(err, KeyboardInterrupt) and not isinstance(err, Interrupted):
+            raise Interrupted(f"{ctx.activity} ({current})" if ctx.activity else current) from err
         raise
     manifest.ended("complete")
 
@@ -94,7 +101,10 @@ def run_study(
         config = with_device(config, device)
     runner = chosen.for_config(config)  # config-level errors before any data is loaded
     set_deterministic()
-    prepared = prepare(config)
+    try:
+        prepared = prepare(config)
+    except KeyboardInterrupt as err:
+        raise Interrupted("loading and checking the data, before anything was written") from err
     runner.connect(address, console)
     try:
         return _run_in(prepared, out, runner, console, force, started)
@@ -108,8 +118,14 @@ def _run_in(
     config = prepared.config
     run_dir = RunDir(out)
     run_dir.create()
-    with RunLock(run_dir.lock_file) as lock:
-        run_dir.check_study(config.name, force)
+    fingerprints = {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint}
+
+    def check() -> None:  # under the lock, before anything is written
+        if not force:
+            run_dir.check_owned()
+        run_dir.check_study(config.resolved(), fingerprints, force)
+
+    with RunLock(run_dir.lock_file, check) as lock:
         if lock.previous_holder:
             console.print(
                 f"taking over the lock of a run that ended without releasing it "
@@ -132,11 +148,19 @@ def _run_in(
             f"{len(prepared.split.test)} test images, {config.model.name} → {prepared.target_layer} "
             f"({prepared.layer_size[0]}×{prepared.layer_size[1]})"
         )
-        run_dir.write_study(config.resolved())
+        for warning in prepared.warnings:
+            console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
         device: torch.device = executor.driver_device
         manifest = Manifest(run_dir, prepared, device, executor.name, executor.manifest_info(), console)
+        manifest.write()  # first: it marks the directory as augcam's (RunDir.check_owned)
+        run_dir.write_study(config.resolved())
         ctx = StageContext(prepared, run_dir, device, console, manifest, executor)
         run_stages(ctx)
+        if ctx.stored.damaged or ctx.stored.unverified:
+            manifest["stored_files"] = {
+                "damaged": {str(path): why for path, why in sorted(ctx.stored.damaged.items())},
+                "unverified": len(ctx.stored.unverified),
+            }
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest.write()
     return StudyResult(

@@ -114,14 +114,23 @@ def load_train_state(path: Path, identity: dict[str, Any]) -> TrainState:
 
 def train_state_from_bytes(data: bytes, identity: dict[str, Any]) -> TrainState:
     """The state in bytes made by `train_state_to_bytes` (or read from a checkpoint file)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
+    from augcam.atomic import DamagedFileError, check_tensor_bytes
+
     try:
-        size = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"not an augcam training checkpoint ({err})") from None
-    return _state_from("checkpoint", metadata, lambda: load(data), identity)
+        metadata, _ = check_tensor_bytes(data, "checkpoint")
+    except DamagedFileError as err:
+        raise ValueError(f"checkpoint: {err.why}") from None
+
+    def tensors() -> dict[str, torch.Tensor]:
+        try:
+            return load(data)
+        except SafetensorError as err:
+            raise ValueError(f"checkpoint: not a valid safetensors file ({err})") from None
+
+    return _state_from("checkpoint", metadata, tensors, identity)
 
 
 def _state_from(

@@ -39,6 +39,7 @@ class LocalHooks:
         self.model_started = time.perf_counter()
         self.seen = 0
         epochs = self.ctx.config.training.epochs
+        self.ctx.activity = f"training {run.label}"
         self.progress.update(self.train_task, description=f"train {run.label} epoch {first_epoch}/{epochs}")
 
     def checkpoint(self, run: ModelRun) -> bytes | None:
@@ -59,6 +60,7 @@ class LocalHooks:
         self.progress.update(self.train_task, advance=images, rate=f"{rate:,.0f} img/s")
 
     def stage(self, run: ModelRun, name: str) -> None:
+        self.ctx.activity = f"computing the CAMs of {run.label}"
         self.progress.update(self.cam_task, description=f"explain {run.label}")
 
     def cam_batch(self, run: ModelRun, images: int) -> None:
@@ -87,6 +89,7 @@ class LocalChains(Chains):
             on_result(
                 run, run_chain(p, job, self.hooks, self.device, weights=weights, base_cams=base_cams, data=self.data)
             )
+            self.ctx.activity = None
 
 
 def images_to_train(ctx: StageContext, job: ChainJob) -> int:

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from augcam.atomic import read_tensor_metadata, read_tensors, write_parquet, write_tensors
+from augcam.atomic import DamagedFileError, read_tensor_file, write_parquet, write_tensors
 from augcam.cams import upsample
 from augcam.config import digest
 from augcam.metrics.faithfulness import accuracy_under_random_occlusion, deletion_insertion, faithfulness
@@ -106,6 +106,26 @@ def model_means(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([first, means], axis=1).reset_index()
 
 
+def stored_faithfulness(ctx: StageContext, path, key: str, fills: list[str]) -> dict | None:
+    """The stored per-fill columns of a model if they were made with `key` and are intact; a
+    damaged file is reported and gives None (recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        stored, metadata, _ = read_tensor_file(path)
+        if metadata.get("faithfulness_key") != key:
+            return None
+        # The file's tensors come back sorted by name; the column order is in its metadata.
+        try:
+            columns = json.loads(metadata["columns"])
+            return {fill: {column: stored[f"{fill}/{column}"] for column in columns} for fill in fills}
+        except (KeyError, TypeError, ValueError) as err:
+            raise DamagedFileError(path, f"not a faithfulness cache: {err}") from None
+    except DamagedFileError as err:
+        ctx.print(f"[yellow]{path}: damaged ({err.why}); recomputing it[/]")
+        return None
+
+
 class FaithfulnessStage(Stage):
     name = "faithfulness"
     reads = ("models/<model_id>/weights.safetensors", "cams/<model_id>.safetensors")
@@ -137,14 +157,8 @@ class FaithfulnessStage(Stage):
                 # that gains an augmentation, computes only what changed.
                 key = digest({"cam_key": cam_key(p, run), "settings": f.model_dump(mode="json"), "images": n_images})
                 path = ctx.run_dir.faithfulness_file(run.model_id)
-                stored_meta = read_tensor_metadata(path) if path.exists() else {}
-                if stored_meta.get("faithfulness_key") == key:
-                    stored = read_tensors(path)
-                    # The file's tensors come back sorted by name; the column order is in its metadata.
-                    by_fill = {
-                        fill: {column: stored[f"{fill}/{column}"] for column in json.loads(stored_meta["columns"])}
-                        for fill in f.fills
-                    }
+                by_fill = stored_faithfulness(ctx, path, key, f.fills)
+                if by_fill is not None:
                     reused += 1
                 else:
                     raw = ctx.cam_set(run)["raw"][:n_images]

@@ -4,7 +4,6 @@ epoch and training time → tables/performance.parquet (one row per model)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -29,12 +28,12 @@ class EvaluateStage(Stage):
         labels = p.test_set.labels[p.split.test]
         rows = []
         for run in p.runs:
-            meta = json.loads(ctx.run_dir.meta_file(run.model_id).read_text())
+            meta = ctx.meta(run) or {}
             row = {
                 "model_id": run.model_id,
                 "augmentation": run.augmentation,
                 "seed": run.seed,
-                "status": meta["status"],
+                "status": meta.get("status"),
                 "test_accuracy": np.nan,
                 "precision": np.nan,
                 "recall": np.nan,

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from safetensors import SafetensorError
-
-from augcam.atomic import read_tensor_metadata
 from augcam.pipeline.chain import ChainJob, cam_key
 from augcam.pipeline.context import StageContext, labels
 from augcam.pipeline.plan import ModelRun
@@ -23,15 +20,9 @@ from augcam.pipeline.stages.base import Stage
 
 
 def stored_cam_key(ctx: StageContext, run: ModelRun, method: str | None = None) -> str | None:
-    path = ctx.run_dir.cams_file(run.model_id, method)
-    if not path.exists():
-        return None
-    try:
-        return read_tensor_metadata(path).get("cam_key")
-    except SafetensorError as err:
-        # augcam writes it atomically, so only outside damage gets here: the set is recomputed.
-        ctx.console.print(f"[yellow]{path}: unreadable ({err}); recomputing the CAMs of {run.label}[/]")
-        return None
+    """The CAM key of the model's stored CAM set; None when there is none or it is damaged."""
+    stored = ctx.stored_cam_set(run, method)
+    return None if stored is None else stored[1]["cam_key"]
 
 
 def cam_jobs(
@@ -40,6 +31,7 @@ def cam_jobs(
     """The CAM sets to compute — (model, None) for the study's CAM method, (model, method) for one
     of cam.extra_methods — and how many are reused (printed unless `quiet`)."""
     p, cam = ctx.prepared, ctx.config.cam
+    unverified = len(ctx.stored.unverified)
     todo = [run for run in runs if stored_cam_key(ctx, run) != cam_key(p, run)]
     # cam.extra_methods: the baseline and the augmented models only (the controls need one method).
     extra = [(run, method) for method in cam.extra_methods for run in runs if run in p.runs]
@@ -50,6 +42,9 @@ def cam_jobs(
             f"{len(runs) - len(todo)} CAM sets reused, {len(todo)} to compute" + (f" ({labels(todo)})" if todo else ""),
             highlight=False,
         )
+        unverified = len(ctx.stored.unverified) - unverified
+        if unverified:
+            ctx.print(f"  {unverified} stored CAM sets predate content digests (an older augcam): used unverified")
         if extra:
             ctx.console.print(
                 f"  extra methods {', '.join(cam.extra_methods)}: {len(extra) - len(extra_todo)}"

@@ -47,7 +47,7 @@ def resumable_state(ctx: StageContext, run: ModelRun) -> TrainState | None:
         return train_state_from_bytes(path.read_bytes(), {"model_id": run.model_id})
     except ValueError as err:
         # Not an error of the study: the model is trained from its first epoch instead.
-        ctx.console.print(f"[yellow]ignoring checkpoint[/] {err}; training {run.label} from the start")
+        ctx.console.print(f"[yellow]{path}: ignoring the checkpoint ({err}); training {run.label} from the start[/]")
         return None
 
 
@@ -56,6 +56,7 @@ def training_plan(ctx: StageContext) -> TrainingPlan:
     p, t = ctx.prepared, ctx.config.training
     finished: dict[str, dict] = {}
     resumable: dict[str, TrainState] = {}
+    unverified = len(ctx.stored.unverified)
     for run in p.all_runs:
         meta = ctx.meta(run)
         if meta is not None:
@@ -74,6 +75,9 @@ def training_plan(ctx: StageContext) -> TrainingPlan:
         f"[bold]train[/]: {len(p.all_runs)} models — {len(finished)} reused from {ctx.run_dir.root}"
         + (f" ({len(failed_before)} of them failed earlier: {labels(failed_before)})" if failed_before else "")
     ]
+    unverified = len(ctx.stored.unverified) - unverified
+    if unverified:
+        lines.append(f"  {unverified} stored model files predate content digests (an older augcam): used unverified")
     if plan.resumed:
         lines.append(
             "  resume: "
