@@ -253,7 +253,9 @@ def check_model(
     model = build_model(m.name, channels, len(train_set.classes), config.training.init_seed, params=m.params)
     adapted = load_weights(model, m.weights) if m.weights is not None else []
     model.eval()
-    probe = torch.zeros(2, channels, *input_size)
+    # Random, not zero: on a constant input ReLUs may all be off, and the automatic layer search
+    # would see no gradient reach the classifier.
+    probe = torch.randn(2, channels, *input_size, generator=torch.Generator().manual_seed(0))
     try:
         if m.target_layer is None and spec.target_layer is None:
             target_layer, _ = find_target_layer(model, probe)
