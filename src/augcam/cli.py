@@ -123,10 +123,13 @@ def validate(
             out_console.print(
                 f"{config}: valid — {len(prepared.all_runs)} models, {len(prepared.split.train)} train / "
                 f"{len(prepared.split.val)} val / {len(prepared.split.test)} test images, target layer "
-                f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]})"
+                f"{prepared.target_layer} ({prepared.layer_size[0]}×{prepared.layer_size[1]}, "
+                f"{prepared.model_info['layer_layout']}; CAMs by the {prepared.model_info['cam_path']} path)"
             )
             for warning in prepared.warnings:
                 out_console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+            for adaptation in prepared.model_info["weights_adapted"]:
+                out_console.print(f"model.weights: {adaptation}", highlight=False)
             limits = prepared.design_limits
         else:
             out_console.print(f"{config}: valid")

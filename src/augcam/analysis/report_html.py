@@ -245,7 +245,7 @@ def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
             f"val fraction {data.get('val_fraction')}"
             + (f", resized to {data['image_size']}×{data['image_size']}" if data.get("image_size") else ""),
         ),
-        ("model", f"{model.get('name')}, CAM target layer {model.get('target_layer') or 'default (last conv stage)'}"),
+        ("model", _model_summary(model, (tables.manifest or {}).get("model") or {})),
         (
             "training",
             ", ".join(
@@ -261,6 +261,20 @@ def _config_summary(study: dict, tables: RunTables) -> list[tuple[str, str]]:
         ("metrics", ", ".join(display_name(m) for m in tables.metric_names)),
         ("controls", _controls_summary(study, tables)),
     ]
+
+
+def _model_summary(configured: dict, built: dict) -> str:
+    """Library, architecture, constructor parameters, initial weights and CAM layer of the model, as
+    prepare recorded them in the manifest (the config alone for runs made before it did)."""
+    if not built:
+        return f"{configured.get('name')}, CAM target layer {configured.get('target_layer') or 'default'}"
+    params = ", ".join(f"{k}={v}" for k, v in (built.get("params") or {}).items())
+    weights = "; ".join([str(built.get("weights")), *(built.get("weights_adapted") or [])])
+    return (
+        f"{built.get('library')} {built.get('name')}" + (f" ({params})" if params else "") + f"; weights: {weights}; "
+        f"CAM target layer {built.get('target_layer')} ({'×'.join(map(str, built.get('layer_size') or []))}, "
+        f"{built.get('layer_layout')}), {built.get('cam_path')} path"
+    )
 
 
 def _controls_summary(study: dict, tables: RunTables) -> str:

@@ -1,7 +1,9 @@
 """The machinery shared by every CAM method: capture, gradients, the fast linear-head path, hooks.
 
 A method is a subclass of `CAMMethod` registered with `@register_cam_method`. The base class runs
-the forward pass, captures the target layer's output A (B, C, h, w), takes the gradient G of each
+the forward pass, captures the target layer's output A, read as maps (B, C, h, w) whatever its
+layout (channels-last, or a transformer's tokens: augcam.models.layers, the reference's
+`reshape_transform` applied to activations and gradients alike), takes the gradient G of each
 image's target logit with respect to A when the method uses gradients, and asks the method for the
 layer-resolution map before ReLU through one of two hooks:
 
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from augcam.errors import ConfigError
-from augcam.models import LinearHead, get_layer
+from augcam.models import LayerLayout, LinearHead, get_layer, layer_layout
 from augcam.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -218,13 +220,17 @@ def _single_output(outputs: list[Tensor]) -> Tensor:
         raise ValueError(
             f"the target layer ran {len(outputs)} times in one forward pass; choose a layer that runs exactly once"
         )
-    activations = outputs[0]
-    if activations.dim() != 4:
+    return outputs[0]
+
+
+def _layout(model: nn.Module, output: Tensor, images: Tensor) -> LayerLayout:
+    layout = layer_layout(model, tuple(output.shape), tuple(images.shape[-2:]))
+    if layout is None:
         raise ConfigError(
-            f"model.target_layer: the layer's output has shape {tuple(activations.shape)}; "
-            "a CAM needs a convolutional layer with (batch, channels, height, width) output"
+            f"model.target_layer: the layer's output has shape {tuple(output.shape)}, which is no spatial map; "
+            "a CAM needs (batch, channels, height, width), (batch, height, width, channels) or tokens on a grid"
         )
-    return activations
+    return layout
 
 
 def _check_head(logits: Tensor, activations: Tensor, classifier: nn.Linear) -> None:
@@ -297,7 +303,9 @@ class CAMMethod:
         else:
             with capture_output(layer, as_leaf=needs_graph) as outputs, torch.set_grad_enabled(needs_graph):
                 logits = model(images)
-            activations = _single_output(outputs)
+            output = _single_output(outputs)
+            layout = _layout(model, output, images)
+            activations = layout.to_maps(output)
         targets = logits.argmax(dim=1) if targets is None else targets.to(logits.device).view(-1)
 
         gradients = None
@@ -314,6 +322,8 @@ class CAMMethod:
             # the sum gives every sample's own gradient in one backward pass; autograd.grad fills
             # no parameter gradients.
             score = logits.gather(1, targets.view(-1, 1)).sum()
-            (gradients,) = torch.autograd.grad(score, activations)
+            (gradients,) = torch.autograd.grad(score, activations if self.explains_input else output)
+            if not self.explains_input:
+                gradients = layout.to_maps(gradients)
         capture = LayerCapture(model, images, activations.detach(), gradients, targets, batch_size)
         return capture, logits.detach()

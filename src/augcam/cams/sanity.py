@@ -34,16 +34,18 @@ CamFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 def layers_in_forward_order(model: nn.Module, images: torch.Tensor) -> list[str]:
     """Names of the modules that own parameters directly and that run in a forward pass on
     `images`, in the order they first run (module registration order is not execution order in
-    general, e.g. torchvision's ResNet registers `fc` before nothing but runs `avgpool` first)."""
+    general, e.g. torchvision's ResNet registers `fc` before nothing but runs `avgpool` first). A
+    module with submodules (a ViT owning its class token) counts from when it starts: its own
+    parameters are used before its submodules' outputs come back."""
     order: list[str] = []
     handles = []
     for name, module in model.named_modules():
         if any(True for _ in module.parameters(recurse=False)):
-            handles.append(
-                module.register_forward_hook(
-                    lambda _m, _i, _o, name=name: order.append(name) if name not in order else None
-                )
-            )
+            record = lambda *_args, name=name: order.append(name) if name not in order else None  # noqa: E731
+            if any(True for _ in module.children()):
+                handles.append(module.register_forward_pre_hook(record))
+            else:
+                handles.append(module.register_forward_hook(record))
     try:
         with torch.no_grad():
             was_training = model.training
@@ -59,14 +61,19 @@ def layers_in_forward_order(model: nn.Module, images: torch.Tensor) -> list[str]
 
 
 def _reinitialise(module: nn.Module, generator_seed: int) -> None:
-    if not hasattr(module, "reset_parameters"):
-        raise ValueError(
-            f"{type(module).__name__} has parameters but no reset_parameters(); "
-            "it cannot be re-initialised for the randomisation check"
-        )
+    """The module's own parameters drawn afresh: by its `reset_parameters` where it has one,
+    otherwise (a ViT's class token and position embedding, a layer scale, Swin's relative position
+    bias table) each parameter from a normal distribution with its own current spread (0.02, the
+    ViT initialisers' spread, for a constant one), which destroys what training put there."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator_seed)
-        module.reset_parameters()
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        else:
+            with torch.no_grad():
+                for parameter in module.parameters(recurse=False):
+                    spread = float(parameter.std()) if parameter.numel() > 1 else 0.0
+                    parameter.normal_(0.0, spread if spread > 0 else 0.02)
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
         module.reset_running_stats()
 

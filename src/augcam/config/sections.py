@@ -59,15 +59,17 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "small_cnn"
-    target_layer: str | None = None  # None: the architecture's last convolutional stage
+    name: str = "small_cnn"  # a registered name, or torchvision:NAME / timm:NAME (any classifier of those)
+    target_layer: str | None = None  # None: the model's declared layer, else found automatically
+    params: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the model's constructor
+    weights: str | None = None  # initial weights from a local .safetensors / .pt file (never downloaded)
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        from augcam.models import MODELS
+        from augcam.models import model_spec
 
-        MODELS.lookup(name, where="model.name")
+        model_spec(name)
         return name
 
 

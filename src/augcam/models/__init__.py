@@ -1,241 +1,83 @@
-"""Model registry: name → builder of an `nn.Module` plus its default CAM target layer.
+"""Models: a name → a freshly initialised `nn.Module`, its CAM target layer and its head.
 
-A builder takes the data's shape (input channels, number of classes) and returns a freshly
-initialised module; it must not download anything (weights=None), so every model of a study can
-start from the same seeded initial weights. The default target layer is the architecture's last
-convolutional stage — the layer whose output feeds global average pooling — as in the reference
-study.
+    build_model("small_cnn", in_channels=1, num_classes=10, init_seed=0)
+    build_model("timm:vit_tiny_patch16_224", 1, 10, 0, params={"img_size": 28, "patch_size": 7})
+    build_model("torchvision:resnet50", 3, 10, 0, weights="resnet50.safetensors")
 
-A model may also declare its classification head (`LinearHead`) when the logits are a linear
-function of the spatial mean of that layer's output. The gradient of a logit with respect to the
-layer is then known without a backward pass, and `augcam.cams` uses it (see `fast path` there).
-The declaration is explicit rather than guessed from module names, because what matters is how
-`forward` wires the modules together (DenseNet applies a ReLU between its features and the
-pooling, which nothing in its module tree shows).
+Names are the architectures registered in `MODELS` (augcam's own, and users' with
+`@register_model`), or ``torchvision:NAME`` / ``timm:NAME`` for any classifier of those libraries
+(augcam.models.libraries). A model without a declared target layer gets one found automatically
+(augcam.models.layers), and one without a declared linear head is checked for one by tracing
+(augcam.models.heads). Initial weights depend on the init seed alone, or come from a local file
+(augcam.models.weights).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from augcam.errors import ConfigError
-from augcam.registry import Registry
+from augcam.models import architectures as _architectures  # noqa: F401  (registers the built-in models)
+from augcam.models.base import MODELS, Builder, LinearHead, ModelSpec, first_conv_for, get_layer, register_model
+from augcam.models.heads import find_linear_head
+from augcam.models.layers import LayerLayout, find_target_layer, layer_layout, spatial_layers
+from augcam.models.libraries import LIBRARIES, library_spec
+from augcam.models.weights import file_sha256, load_weights, read_state_dict
 
-Builder = Callable[[int, int], nn.Module]
-
-
-@dataclass(frozen=True)
-class LinearHead:
-    """Declares ``logits = classifier(flatten(pool(layer(...))))`` in eval mode, with nothing but
-    flatten and dropout in between; `pool` is a global average pooling and `classifier` an
-    `nn.Linear`. All three are dotted module names, as in `model.named_modules()`."""
-
-    layer: str
-    pool: str
-    classifier: str
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    build: Builder  # (in_channels, num_classes) -> nn.Module
-    target_layer: str  # dotted module name, as in `model.named_modules()`
-    head: LinearHead | None = None  # None: not declared, CAMs take the general (backward) path
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
-
-
-def register_model(name: str, target_layer: str, head: LinearHead | None = None):
-    """Decorator: register `build(in_channels, num_classes) -> nn.Module` under `name`."""
-
-    def decorator(build: Builder) -> Builder:
-        MODELS.register(name)(ModelSpec(build, target_layer, head))
-        return build
-
-    return decorator
+__all__ = [
+    "LIBRARIES",
+    "MODELS",
+    "Builder",
+    "LayerLayout",
+    "LinearHead",
+    "ModelSpec",
+    "build_model",
+    "find_linear_head",
+    "find_target_layer",
+    "file_sha256",
+    "first_conv_for",
+    "get_layer",
+    "layer_layout",
+    "load_weights",
+    "model_spec",
+    "read_state_dict",
+    "register_model",
+    "spatial_layers",
+]
 
 
-def build_model(name: str, in_channels: int, num_classes: int, init_seed: int) -> nn.Module:
-    """A new model whose initial weights depend on `init_seed` alone (global RNG state is restored)."""
-    spec = MODELS.lookup(name, where="model.name")
+def model_spec(name: str) -> ModelSpec:
+    """The spec of a registered name, or of a ``torchvision:`` / ``timm:`` name; ConfigError otherwise."""
+    if name in MODELS or ":" not in name:
+        return MODELS.lookup(name, where="model.name")
+    return library_spec(name)
+
+
+def build_model(
+    name: str,
+    in_channels: int,
+    num_classes: int,
+    init_seed: int,
+    *,
+    params: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+) -> nn.Module:
+    """A new model whose initial weights depend on `init_seed` alone (global RNG state is
+    restored), or are read from the local file `weights` (`load_weights`: a classifier for another
+    class count keeps its seeded initialisation)."""
+    spec = model_spec(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        return spec.build(in_channels, num_classes)
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called `name`, or a ConfigError listing the candidates."""
-    modules = dict(model.named_modules())
-    if name in modules and name != "":
-        return modules[name]
-    import difflib
-
-    candidates = [n for n, m in model.named_modules() if n and isinstance(m, (nn.Conv2d, nn.Sequential))]
-    near = difflib.get_close_matches(name, list(modules), n=1)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    shown = ", ".join(candidates[-8:])
-    raise ConfigError(
-        f"model.target_layer: {type(model).__name__} has no layer {name!r}{hint} "
-        f"(its last convolutional layers and blocks: {shown})"
-    )
-
-
-# --- architectures -------------------------------------------------------------------------
-
-
-@register_model(
-    "small_cnn", target_layer="features", head=LinearHead(layer="features", pool="pool", classifier="classifier")
-)
-def small_cnn(in_channels: int, num_classes: int) -> nn.Module:
-    """Three 3×3 conv blocks (16, 32, 64 channels) for 28–32 px images: fast enough to train 22
-    models on a 2-core CPU in minutes. The target layer `features` outputs 64×7×7 at 28×28 input
-    and feeds global average pooling and one linear layer, like the torchvision classifiers."""
-    return SmallCNN(in_channels, num_classes)
-
-
-class SmallCNN(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, int, int] = (16, 32, 64)):
-        super().__init__()
-        c1, c2, c3 = widths
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1),
-            nn.BatchNorm2d(c2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1),
-            nn.BatchNorm2d(c3),
-            nn.ReLU(inplace=True),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c3, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
-
-
-@register_model("tang_cnn", target_layer="features")
-def tang_cnn(in_channels: int, num_classes: int) -> nn.Module:
-    """The MNIST saliency study's network (Tang, Sharma & Zhang, CS231n 2020): two conv layers and
-    one linear layer. conv 3×3 (8) → ReLU → max-pool 2 → conv 3×3 (16) → ReLU → max-pool 2 →
-    flatten → linear; 16×7×7 features at 28×28 input. The paper gives the layer counts only; the
-    widths are small so that the preset's 18 models train in a few minutes on a shared 2-core CPU
-    (docs/tang-mnist.md). No LinearHead: the linear layer reads the flattened
-    map, not its spatial mean, so gradient CAMs take the general (backward) path."""
-    return TangCNN(in_channels, num_classes)
-
-
-class TangCNN(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, int] = (8, 16), side: int = 28):
-        super().__init__()
-        c1, c2 = widths
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
-        # LazyLinear would make the parameter count depend on the first input; the input side is
-        # fixed instead (28 for MNIST; other sizes: data.image_size: 28).
-        self.classifier = nn.Linear(c2 * (side // 4) ** 2, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """The same stem convolution for another number of input channels (1-channel data)."""
-    if conv.in_channels == in_channels:
-        return conv
-    return nn.Conv2d(
-        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
-    )
-
-
-@register_model("resnet18", target_layer="layer4", head=LinearHead(layer="layer4", pool="avgpool", classifier="fc"))
-def resnet18(in_channels: int, num_classes: int) -> nn.Module:
-    from torchvision.models import resnet18 as tv_resnet18
-
-    model = tv_resnet18(weights=None, num_classes=num_classes)
-    model.conv1 = _first_conv_for(model.conv1, in_channels)
+        try:
+            model = spec.build(in_channels, num_classes, **(params or {}))
+        except TypeError as err:
+            if not params:
+                raise
+            raise ConfigError(f"model.params: {name} does not take {sorted(params)} ({err})") from None
+    if weights is not None:
+        load_weights(model, weights)
     return model
-
-
-# classifier = Sequential(Dropout, Linear): dropout is the identity in eval mode.
-@register_model(
-    "efficientnet_b0",
-    target_layer="features.8",
-    head=LinearHead(layer="features.8", pool="avgpool", classifier="classifier.1"),
-)
-def efficientnet_b0(in_channels: int, num_classes: int) -> nn.Module:
-    from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
-
-    model = tv_efficientnet_b0(weights=None, num_classes=num_classes)
-    model.features[0][0] = _first_conv_for(model.features[0][0], in_channels)
-    return model
-
-
-# No LinearHead: DenseNet's forward applies F.relu(features) before pooling.
-@register_model("densenet121", target_layer="features")
-def densenet121(in_channels: int, num_classes: int) -> nn.Module:
-    from torchvision.models import densenet121 as tv_densenet121
-
-    model = tv_densenet121(weights=None, num_classes=num_classes)
-    model.features.conv0 = _first_conv_for(model.features.conv0, in_channels)
-    return model
-
-
-@register_model(
-    "cifar_resnet", target_layer="stage3", head=LinearHead(layer="stage3", pool="pool", classifier="classifier")
-)
-def cifar_resnet(in_channels: int, num_classes: int) -> nn.Module:
-    """A small ResNet for 32×32 images in the style of the public CIFAR-10 speed-training nets
-    (Page's ResNet-9, airbench): a conv-BN-GELU stem, then three stages of conv, 2×2 max pooling,
-    BN-GELU and a residual pair of convolutions, widths 64/256/256, global average pooling and one
-    linear layer. The target layer `stage3` outputs 256×4×4 at 32×32 input (the speed nets pool it
-    to 1×1 with a 4×4 max pool instead, where Grad-CAM would be constant); ≈ 0.23 GMAC per image."""
-    return CifarResNet(in_channels, num_classes)
-
-
-class ResidualPair(nn.Module):
-    """x + two conv-BN-GELU layers of x (same width and size)."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.body = nn.Sequential(_conv_bn_gelu(width, width), _conv_bn_gelu(width, width))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-def _conv_bn_gelu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
-
-
-class CifarResNet(nn.Module):
-    def __init__(
-        self, in_channels: int, num_classes: int, stem: int = 32, widths: tuple[int, int, int] = (64, 256, 256)
-    ):
-        super().__init__()
-        self.stem = _conv_bn_gelu(in_channels, stem)
-        stages, c_in = [], stem
-        for width in widths:
-            conv = nn.Conv2d(c_in, width, 3, padding=1, bias=False)
-            stages.append(nn.Sequential(conv, nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.GELU(), ResidualPair(width)))
-            c_in = width
-        self.stage1, self.stage2, self.stage3 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_in, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
-        return self.classifier(torch.flatten(self.pool(x), 1))

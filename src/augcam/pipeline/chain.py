@@ -20,10 +20,10 @@ import torch
 from augcam.cams import inference_copy, raw_cams
 from augcam.config import RECIPE_FIELDS, StudyConfig, digest
 from augcam.metrics.cam_sets import study_cam_metrics
-from augcam.models import MODELS, build_model
+from augcam.models import build_model
 from augcam.pipeline.kill_points import kill_point
 from augcam.pipeline.plan import TRAINING_CODE_VERSION, ModelRun, guided_feature_layer, model_key
-from augcam.pipeline.prepare import PreparedStudy
+from augcam.pipeline.prepare import PreparedStudy, new_model
 from augcam.training import (
     GuidedTraining,
     TrainingData,
@@ -125,7 +125,7 @@ def train_one_model(
     p, c = prepared, prepared.config
     if data is None:
         data = training_data(p, device, run.permuted_labels)
-    model = build_model(c.model.name, p.train_set.images.shape[1], p.num_classes, run.init_seed).to(device)
+    model = new_model(c, p.train_set.images.shape[1], p.num_classes, run.init_seed).to(device)
     augmentation = run.entry.build() if run.entry is not None else None
     guided = None
     if run.guided is not None:
@@ -186,12 +186,6 @@ def train_one_model(
 # --- CAM sets ------------------------------------------------------------------------------------
 
 
-def linear_head(config: StudyConfig):
-    """The model's declared LinearHead: gradient CAMs at the layer it follows need no backward
-    pass (same maps within float rounding, tested in test_cams)."""
-    return MODELS[config.model.name].head
-
-
 def cam_key(prepared: PreparedStudy, run: ModelRun, method: str | None = None) -> str:
     """Everything a stored CAM set depends on: the model, the test images, and the CAM settings
     (the batch size too, since batched convolutions may round differently)."""
@@ -206,7 +200,7 @@ def cam_key(prepared: PreparedStudy, run: ModelRun, method: str | None = None) -
             "target": c.cam.target,
             "image_size": c.data.image_size,
             "batch_size": c.cam.batch_size,
-            "linear_head": linear_head(c) is not None,
+            "linear_head": p.head is not None,
             "optimize": c.cam.optimize,
         }
     )
@@ -214,7 +208,8 @@ def cam_key(prepared: PreparedStudy, run: ModelRun, method: str | None = None) -
 
 def load_model(prepared: PreparedStudy, weights: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
     c = prepared.config
-    model = build_model(c.model.name, prepared.train_set.images.shape[1], prepared.num_classes, c.training.init_seed)
+    channels, m = prepared.train_set.images.shape[1], c.model
+    model = build_model(m.name, channels, prepared.num_classes, c.training.init_seed, params=m.params)
     model.load_state_dict(weights)
     return model.to(device)
 
@@ -244,7 +239,7 @@ def compute_cam_set(
         inputs = prepare_inputs(images_on(test_images[start : start + batch], device), mean, std, c.data.image_size)
         wanted = labels[start : start + batch].to(device) if c.cam.target == "label" else None
         batch_maps, batch_logits = raw_cams(
-            method or c.cam.method, model, layer, inputs, wanted, batch, head=linear_head(c), optimize=False
+            method or c.cam.method, model, layer, inputs, wanted, batch, head=p.head, optimize=False
         )
         maps.append(batch_maps.cpu())
         logits.append(batch_logits.cpu())

@@ -96,6 +96,7 @@ class Manifest(dict):
                     "augmentation": config.seeds,
                 },
                 "data": {"fingerprint": prepared.data_fingerprint, "test_fingerprint": prepared.test_fingerprint},
+                "model": prepared.model_info,
                 "started": now(),
                 "status": "running",
                 "stages": {},

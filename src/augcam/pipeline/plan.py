@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from augcam.config import AugmentationConfig, GuidedConfig, StudyConfig, digest
-from augcam.models import MODELS
+from augcam.models import file_sha256, model_spec
 from augcam.rundir import BASELINE, model_id
 from augcam.training import uses_targets
 
@@ -91,6 +91,10 @@ def model_key(
         },
         "augmentation": None,
     }
+    if config.model.params:  # only when set, so that existing model ids do not change
+        key["model_params"] = config.model.params
+    if config.model.weights is not None:  # likewise; the file's content, wherever it lies
+        key["model_weights"] = file_sha256(config.model.weights)
     if t.steps_per_epoch is not None:  # only when set, so that existing model ids do not change
         key["training"]["steps_per_epoch"] = t.steps_per_epoch
     if t.recipe():  # only when set: the reference loop's ids stay what they were
@@ -123,7 +127,7 @@ def guided_feature_layer(config: StudyConfig, guided: GuidedConfig) -> str | Non
     augcam.training.guided's default, the last nn.Linear)."""
     if guided.feature_layer is not None:
         return guided.feature_layer
-    head = MODELS[config.model.name].head
+    head = model_spec(config.model.name).head
     return head.classifier if head is not None else None
 
 

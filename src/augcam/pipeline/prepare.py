@@ -18,7 +18,16 @@ from augcam.config import StudyConfig, load_config
 from augcam.data import ImageSet, load_dataset_parts
 from augcam.data.splits import Split, channel_stats, study_split
 from augcam.errors import AugcamError, ConfigError, DataError
-from augcam.models import MODELS, build_model, get_layer
+from augcam.models import (
+    LinearHead,
+    build_model,
+    find_linear_head,
+    find_target_layer,
+    get_layer,
+    layer_layout,
+    load_weights,
+    model_spec,
+)
 from augcam.pipeline.plan import ModelRun, plan, plan_controls
 from augcam.rundir import IDENTITY
 
@@ -39,6 +48,10 @@ class PreparedStudy:
     layer_size: tuple[int, int]
     data_fingerprint: str
     test_fingerprint: str = ""
+    # The fast CAM path's head for the target layer (declared, or proved by tracing); None: general path.
+    head: LinearHead | None = None
+    # Library, name, weights and CAM layer of the model, as the manifest and the report state them.
+    model_info: dict = field(default_factory=dict)
     runs: list[ModelRun] = field(default_factory=list)  # the baseline, then every augmentation × seed
     controls: list[ModelRun] = field(default_factory=list)  # baseline replicas, permuted labels
     # The dataset's own validation set (split.val indexes it), e.g. the crosses' flipped one;
@@ -175,11 +188,9 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
             f"data.dataset {d.dataset!r}: a channel of the training images is constant "
             "(standard deviation 0), so they cannot be normalised"
         )
-    spec = MODELS.lookup(config.model.name, where="model.name")
-    target_layer = config.model.target_layer or spec.target_layer
     height, width = test_set.images.shape[-2:]
     input_size = (d.image_size, d.image_size) if d.image_size else (int(height), int(width))
-    layer_size = target_layer_size(config, train_set, target_layer, input_size)
+    target_layer, layer_size, head, model_info = check_model(config, train_set, input_size)
     if config.guided:
         check_guided(config, train_set, input_size)
     fingerprint = _data_fingerprint(train_set, split, val_set)
@@ -195,6 +206,8 @@ def prepare(config: StudyConfig | str | Path | dict) -> PreparedStudy:
         layer_size,
         fingerprint,
         _fingerprint(test_set, split.test),
+        head=head,
+        model_info=model_info,
         val_set=val_set,
         warnings=warnings,
     )
@@ -251,7 +264,7 @@ def check_guided(config: StudyConfig, train_set: ImageSet, input_size: tuple[int
             f"guided: data.image_size {d.image_size} resizes the inputs but not the masks; "
             "leave data.image_size out for mask-guided training"
         )
-    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
+    model = new_model(config, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
     modules = dict(model.named_modules())
     for entry in config.guided:
         layer = entry.feature_layer
@@ -262,33 +275,65 @@ def check_guided(config: StudyConfig, train_set: ImageSet, input_size: tuple[int
             )
 
 
-def target_layer_size(
-    config: StudyConfig, train_set: ImageSet, target_layer: str, input_size: tuple[int, int]
-) -> tuple[int, int]:
-    """Spatial size of the target layer's output; refuses a layer where a CAM would be constant."""
-    model = build_model(config.model.name, train_set.images.shape[1], len(train_set.classes), config.training.init_seed)
-    layer = get_layer(model, target_layer)
+def new_model(config: StudyConfig, in_channels: int, num_classes: int, init_seed: int) -> torch.nn.Module:
+    """The study's model before training: seeded, or the configured local weights."""
+    m = config.model
+    return build_model(m.name, in_channels, num_classes, init_seed, params=m.params, weights=m.weights)
+
+
+def check_model(
+    config: StudyConfig, train_set: ImageSet, input_size: tuple[int, int]
+) -> tuple[str, tuple[int, int], LinearHead | None, dict]:
+    """The model built as the study builds it, its target layer (configured, declared, or found
+    automatically), the layer's spatial size, the fast path's head and the model's description.
+    Refuses a layer whose output is no spatial map or is 1×1, where a CAM would be constant."""
+    m, channels = config.model, train_set.images.shape[1]
+    spec = model_spec(m.name)
+    model = build_model(m.name, channels, len(train_set.classes), config.training.init_seed, params=m.params)
+    adapted = load_weights(model, m.weights) if m.weights is not None else []
     model.eval()
-    with capture_output(layer) as outputs, torch.no_grad():
-        try:
-            model(torch.zeros(2, train_set.images.shape[1], *input_size))
-        except RuntimeError as err:
-            raise ConfigError(
-                f"model.name: {config.model.name} cannot take {input_size[0]}×{input_size[1]} "
-                f"inputs ({err}); set data.image_size"
-            ) from None
-    if not outputs or outputs[0].dim() != 4:
+    # Random, not zero: on a constant input ReLUs may all be off, and the automatic layer search
+    # would see no gradient reach the classifier.
+    probe = torch.randn(2, channels, *input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        if m.target_layer is None and spec.target_layer is None:
+            target_layer, _ = find_target_layer(model, probe)
+        else:
+            target_layer = m.target_layer or spec.target_layer
+        with capture_output(get_layer(model, target_layer)) as outputs, torch.no_grad():
+            model(probe)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"model.name: {m.name} cannot take {input_size[0]}×{input_size[1]} inputs ({err}); set data.image_size"
+        ) from None
+    layout = layer_layout(model, tuple(outputs[0].shape), input_size) if outputs else None
+    if layout is None:
         shape = tuple(outputs[0].shape) if outputs else "nothing"
         raise ConfigError(
-            f"model.target_layer: {target_layer!r} outputs {shape}; a CAM needs a "
-            "convolutional layer with (batch, channels, height, width) output"
+            f"model.target_layer: {target_layer!r} outputs {shape}, which is no spatial map; a CAM needs a layer "
+            "with (batch, channels, height, width) or (batch, height, width, channels) output, or tokens on a grid"
         )
-    size = tuple(int(s) for s in outputs[0].shape[-2:])
+    size = layout.grid
     if size[0] * size[1] == 1:
         raise ConfigError(
-            f"model.target_layer: {target_layer!r} of {config.model.name} is 1×1 at "
+            f"model.target_layer: {target_layer!r} of {m.name} is 1×1 at "
             f"{input_size[0]}×{input_size[1]} input, so every CAM would be constant (a CAM is a weighted "
             "sum of the layer's maps, and a 1×1 map has one pixel: upsampled, it is flat and normalises "
             "to zero); set data.image_size larger (e.g. 64) or choose an earlier layer"
         )
-    return size  # type: ignore[return-value]
+    head = spec.head if spec.head is not None and spec.head.layer == target_layer else None
+    if head is None and spec.head is None:
+        head = find_linear_head(model, target_layer)
+    library, _, architecture = m.name.rpartition(":")
+    info = {
+        "library": library or spec.library,
+        "name": architecture,
+        "params": dict(m.params),
+        "weights": m.weights or "none (initialised from training.init_seed)",
+        "weights_adapted": adapted,
+        "target_layer": target_layer,
+        "layer_layout": layout.describe(),
+        "layer_size": list(size),
+        "cam_path": "fast (global average pooling → linear)" if head is not None else "general (backward pass)",
+    }
+    return target_layer, size, head, info
