@@ -1,26 +1,26 @@
 """Study configuration: one YAML file (or a preset name) → a validated `StudyConfig`.
 
-- `sections`: one pydantic model per section of a study file (`data`, `training`, `cam`, ...).
+- `base_section`: what every section shares (`Section`); `sections`: one pydantic model per section
+  of a study file (`data`, `model`, `training`, `controls`, ...); `explain_sections`: `cam`, `metrics`,
+  `faithfulness`.
 - `study_config`: `StudyConfig`, the whole file, with its resolved form and hash.
 - `loading`: presets, YAML parsing, overrides and the error messages that name file and field.
 - `checks`: value checks shared by the sections, the loader and the executors.
 """
 
+from augcam.config.base_section import Section
 from augcam.config.checks import check_device_name, digest, distinct, distinct_percentages, gpus_device_conflict
+from augcam.config.explain_sections import CamConfig, FaithfulnessConfig, MetricsConfig
 from augcam.config.loading import load_config, parse_overrides, preset_names, preset_summary, preset_text, with_device
 from augcam.config.sections import (
     RECIPE_FIELDS,
     AugmentationConfig,
     BaseAugmentationConfig,
-    CamConfig,
     ControlsConfig,
     DataConfig,
-    FaithfulnessConfig,
     GuidedConfig,
-    MetricsConfig,
     ModelConfig,
     ResourcesConfig,
-    Section,
     TrainingConfig,
 )
 from augcam.config.study_config import StudyConfig

@@ -7,18 +7,16 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from augcam.atomic import TEMP_NAME_EXTRA
+from augcam.config.base_section import Section
 from augcam.config.checks import NAME_MAX_BYTES, Name, Seed, check_device_name, digest, distinct, gpus_device_conflict
+from augcam.config.explain_sections import CamConfig, FaithfulnessConfig, MetricsConfig
 from augcam.config.sections import (
     AugmentationConfig,
-    CamConfig,
     ControlsConfig,
     DataConfig,
-    FaithfulnessConfig,
     GuidedConfig,
-    MetricsConfig,
     ModelConfig,
     ResourcesConfig,
-    Section,
     TrainingConfig,
 )
 from augcam.rundir import BASELINE, IDENTITY, RunDir, model_id
