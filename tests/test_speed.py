@@ -23,7 +23,7 @@ def test_a_1x1_target_layer_is_refused_with_the_field_the_size_and_the_reason(tm
         overrides={
             "data.root": str(tmp_path),
             "data.image_size": 32,
-            "data.train_size": 2,
+            "data.train_size": 10,  # one image per class: fewer is refused before the layer is looked at
             "data.val_size": 2,
             "data.test_size": 2,
         },
@@ -41,7 +41,7 @@ def test_a_1x1_target_layer_is_refused_with_the_field_the_size_and_the_reason(tm
         overrides={
             "data.root": str(tmp_path),
             "data.image_size": 64,
-            "data.train_size": 2,
+            "data.train_size": 10,
             "data.val_size": 2,
             "data.test_size": 2,
         },

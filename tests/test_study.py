@@ -309,7 +309,7 @@ def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
         "thesis-cifar10",
         overrides={
             "data.root": str(tmp_path),
-            "data.train_size": 2,
+            "data.train_size": 10,  # one image per class: fewer is refused
             "data.val_size": 2,
             "data.test_size": 2,
             "training.batch_size": 4,
@@ -327,9 +327,10 @@ def test_thesis_preset_loads_cifar_format_and_takes_a_training_step(tmp_path):
     assert len(prepared.controls) == 2
     t = config.training
     images = prepared.train_set.images.float() / 255
+    train = prepared.split.train[:2]  # one batch of EfficientNet-B0 at 224² is enough to see it learn
     data = TrainingData(
-        images[prepared.split.train],
-        prepared.train_set.labels[prepared.split.train],
+        images[train],
+        prepared.train_set.labels[train],
         images[prepared.split.val],
         prepared.train_set.labels[prepared.split.val],
         prepared.mean,
