@@ -15,11 +15,18 @@ def _table(aug_pearson, null_pearson, significant):
     library); MAD's spreads match in both groups."""
     spreads = {
         "pearson": (statistics.stdev(aug_pearson), statistics.stdev(null_pearson)),
-        "mad": (statistics.stdev(NULL_MAD[:3]), statistics.stdev(NULL_MAD)),
+        "mad": (statistics.stdev([0.1, 0.105, 0.11]), statistics.stdev(NULL_MAD)),
     }
     return pd.DataFrame(
         [
-            {"augmentation": "wide", "metric": metric, "significant": significant, "sd": sd, "null_sd": null_sd}
+            {
+                "augmentation": "wide",
+                "metric": metric,
+                "significant": significant,
+                "sd": sd,
+                "null_sd": null_sd,
+                "n_models": 3,
+            }
             for metric, (sd, null_sd) in spreads.items()
         ]
     )
@@ -55,3 +62,31 @@ def test_a_significant_shift_under_two_null_model_sds_gets_a_caveat():
     (sentence,) = small_effect_caveats(table)
     assert sentence.startswith("Caveat for slight: in Pearson (1.3 SDs) the shift is under 2 null-model")
     assert "MAD" not in sentence and "MSD" not in sentence
+
+
+def test_models_that_are_nearly_one_model_get_a_caveat_about_the_p_value():
+    table = pd.DataFrame(
+        [
+            {
+                "augmentation": "fixed",
+                "metric": "pearson",
+                "significant": True,
+                "sd": 0.0,
+                "null_sd": 0.002,
+                "n_models": 3,
+            },
+            {
+                "augmentation": "fixed",
+                "metric": "mad",
+                "significant": True,
+                "sd": 0.0015,
+                "null_sd": 0.002,
+                "n_models": 3,
+            },
+        ]
+    )
+    (sentence,) = spread_caveats(table)
+    assert sentence.startswith(
+        "Caveat for fixed: its models vary less than half as much as the null models in Pearson,"
+    )
+    assert "MAD" not in sentence and "as 3 independent models" in sentence

@@ -116,7 +116,24 @@ def spread_caveats(table: pd.DataFrame) -> list[str]:
                 f"{', '.join(wide)}; there the difference may come from the wider spread of its seeds, "
                 "not from a shift of where the models look."
             )
+        narrow = [
+            display_name(row.metric)
+            for row in group.itertuples(index=False)
+            if np.isfinite(row.sd) and np.isfinite(row.null_sd) and row.sd < NARROW_SPREAD_CAVEAT * row.null_sd
+        ]
+        if narrow:
+            sentences.append(
+                f"Caveat for {augmentation_label(aug)}: its models vary less than half as much as the null "
+                f"models in {', '.join(narrow)}, so its seeds trained (nearly) one model; the test counts "
+                f"them as {int(group['n_models'].iloc[0])} independent models and its p-value is then too "
+                "small (for one model it could not go below 1 / (null models + 1)): read the effect size."
+            )
     return sentences
+
+
+# An augmentation whose models vary less than this share of the null models' spread trained
+# (nearly) one model: a deterministic augmentation's seeds give the same model (docs/trustworthy.md).
+NARROW_SPREAD_CAVEAT = 0.5
 
 
 # A difference smaller than this many null-model SDs is what a null augmentation with another
