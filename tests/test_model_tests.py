@@ -15,13 +15,12 @@ from statsmodels.stats.multitest import multipletests
 from augcam.analysis.design import design_limits, detectable_effect, min_p_value, null_models_needed
 from augcam.analysis.model_tests import (
     MODEL_TEST_COLUMNS,
-    benjamini_hochberg,
     hierarchical_bootstrap_ci,
     model_level_table,
     model_summaries,
     permutation_test,
 )
-from augcam.analysis.statistics import paired_test
+from augcam.analysis.statistics import benjamini_hochberg, paired_test
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 

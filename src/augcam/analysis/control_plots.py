@@ -81,27 +81,15 @@ def model_summary_dots(
         ax.set_title(f"{display_name(metric)}: model means\n{closer}", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in axes[len(metrics) :]:
-        ax.set_axis_off()
-    axes[0].set_yticks(y, [f"{a} (null models)" if a == null_label else augmentation_label(a) for a in labels])
-    axes[0].set_ylim(-0.7, len(labels) - 0.3)
-    for ax in axes:
-        ax.tick_params(axis="y", labelsize=8)
-    fig.legend(
-        handles=[
-            _legend_marker("differs from retraining noise (BH, 0.05)", True),
-            _legend_marker("not distinguishable", False),
-        ],
-        loc="outside lower center",
-        ncols=2,
-        fontsize=8,
-        frameon=False,
+    return _finish_rows(
+        fig,
+        axes,
+        len(metrics),
+        y,
+        [f"{a} (null models)" if a == null_label else augmentation_label(a) for a in labels],
+        ("differs from retraining noise (BH, 0.05)", "not distinguishable"),
+        "One dot per trained model: its mean over the test images; grey band = the null models' range",
     )
-    fig.suptitle(
-        _fit("One dot per trained model: its mean over the test images; grey band = the null models' range", fig),
-        fontsize=10,
-    )
-    return fig
 
 
 def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], order: Sequence[str]) -> Figure:
@@ -147,30 +135,44 @@ def significance_forest(significance: pd.DataFrame, metrics: Sequence[str], orde
         ax.set_title(f"{display_name(metric)} (noise floor median {floor})\n{further}", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in axes[len(metrics) :]:
+    return _finish_rows(
+        fig,
+        axes,
+        len(metrics),
+        y,
+        [augmentation_label(a) for a in augs],
+        ("per-image Wilcoxon p_adj < 0.05 (Holm)", "p_adj ≥ 0.05"),
+        "Per-image shift vs the replicas' noise floor (descriptive): median of (augmentation − noise floor) "
+        "per test image, with 95% bootstrap CI",
+    )
+
+
+def _finish_rows(
+    fig: Figure,
+    axes: np.ndarray,
+    used: int,
+    y: np.ndarray,
+    tick_labels: list[str],
+    legend: tuple[str, str],
+    title: str,
+) -> Figure:
+    """The ending of a figure with one row per augmentation in each metric's panel (rows from the
+    top at `y`): unused panels off, the row labels on the first panel, a legend for filled and
+    hollow markers (`legend`) and the title."""
+    for ax in axes[used:]:
         ax.set_axis_off()
-    axes[0].set_yticks(y, [augmentation_label(a) for a in augs])
-    axes[0].set_ylim(-0.7, len(augs) - 0.3)
+    axes[0].set_yticks(y, tick_labels)
+    axes[0].set_ylim(-0.7, len(tick_labels) - 0.3)
     for ax in axes:
         ax.tick_params(axis="y", labelsize=8)
     fig.legend(
-        handles=[
-            _legend_marker("per-image Wilcoxon p_adj < 0.05 (Holm)", True),
-            _legend_marker("p_adj ≥ 0.05", False),
-        ],
+        handles=[_legend_marker(legend[0], True), _legend_marker(legend[1], False)],
         loc="outside lower center",
         ncols=2,
         fontsize=8,
         frameon=False,
     )
-    fig.suptitle(
-        _fit(
-            "Per-image shift vs the replicas' noise floor (descriptive): median of (augmentation − noise floor) "
-            "per test image, with 95% bootstrap CI",
-            fig,
-        ),
-        fontsize=10,
-    )
+    fig.suptitle(_fit(title, fig), fontsize=10)
     return fig
 
 

@@ -42,13 +42,13 @@ import pandas as pd
 
 from augcam.analysis.design import TIE_TOLERANCE, all_splits, min_p_value
 from augcam.analysis.run_tables import BASELINE, CONTROL, metric_columns
+from augcam.analysis.statistics import benjamini_hochberg
 
 __all__ = [
     "MODEL_TEST_COLUMNS",
     "model_summaries",
     "permutation_test",
     "hierarchical_bootstrap_ci",
-    "benjamini_hochberg",
     "model_level_table",
 ]
 
@@ -208,22 +208,6 @@ def _group_means(values: np.ndarray, weights: np.ndarray, rng: np.random.Generat
         model_means = centre + math.sqrt(k / (k - 1)) * (model_means - centre)
     picks = rng.integers(0, k, size=(n_resamples, k))
     return np.take_along_axis(model_means.T, picks, axis=1).mean(axis=1)
-
-
-def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (controls the false-discovery rate). NaN p-values stay
-    NaN and do not count in the family size."""
-    p = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full_like(p, np.nan)
-    defined = np.flatnonzero(~np.isnan(p))
-    n = len(defined)
-    if n == 0:
-        return adjusted
-    order = defined[np.argsort(p[defined], kind="stable")]
-    # p_(i) · n / i, made monotone from the largest down so a smaller raw p never gets a larger one.
-    scaled = p[order] * n / np.arange(1, n + 1)
-    adjusted[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    return adjusted
 
 
 def model_level_table(

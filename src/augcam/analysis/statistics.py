@@ -12,7 +12,8 @@ Each row has the median of the metric with a bootstrap 95% CI over test images, 
 noise floor, the effect (median of the per-image paired difference, with its CI), the Wilcoxon
 signed-rank p-value of that paired difference and the Holm-adjusted p-value over every
 (augmentation, metric) row of the table. The Wilcoxon test is SciPy's (`scipy.stats.wilcoxon`);
-Holm's step-down adjustment is a few lines and is tested on textbook inputs.
+Holm's step-down adjustment (and Benjamini–Hochberg's, for the model-level test) share one
+scaffold and are checked against statsmodels.
 
 The bootstrap of the median draws each resample's median directly instead of the resample: the
 median of n values drawn with replacement from the sorted sample x_(1) ≤ … ≤ x_(n) is x at the
@@ -39,6 +40,7 @@ from augcam.analysis.run_tables import CONTROL, metric_columns, ordered_like
 __all__ = [
     "bootstrap_ci",
     "holm",
+    "benjamini_hochberg",
     "paired_test",
     "significance_table",
     "noise_floor",
@@ -146,20 +148,31 @@ def paired_test(values: np.ndarray, reference: np.ndarray) -> float:
     return float(stats.wilcoxon(difference, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjustment (controls the family-wise error rate). NaN p-values stay NaN
-    and do not count in the family size."""
+def _adjusted(p_values: Sequence[float], adjust) -> np.ndarray:
+    """`adjust(sorted p, n)` applied to the defined p-values in ascending order (ties kept in input
+    order) and put back in place; NaN p-values stay NaN and do not count in the family size n."""
     p = np.asarray(p_values, dtype=np.float64)
     adjusted = np.full_like(p, np.nan)
     defined = np.flatnonzero(~np.isnan(p))
-    m = len(defined)
-    if m == 0:
+    if len(defined) == 0:
         return adjusted
     order = defined[np.argsort(p[defined], kind="stable")]
-    # (m - rank) · p_(rank), made monotone so a smaller raw p never gets a larger adjusted one.
-    scaled = (m - np.arange(m)) * p[order]
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    adjusted[order] = np.minimum(1.0, adjust(p[order], len(defined)))
     return adjusted
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (controls the family-wise error rate). NaN p-values stay NaN
+    and do not count in the family size."""
+    # (m - rank) · p_(rank), made monotone so a smaller raw p never gets a larger adjusted one.
+    return _adjusted(p_values, lambda p, m: np.maximum.accumulate((m - np.arange(m)) * p))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (controls the false-discovery rate). NaN p-values stay
+    NaN and do not count in the family size."""
+    # p_(i) · n / i, made monotone from the largest down so a smaller raw p never gets a larger one.
+    return _adjusted(p_values, lambda p, n: np.minimum.accumulate((p * n / np.arange(1, n + 1))[::-1])[::-1])
 
 
 def noise_floor(replica_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
