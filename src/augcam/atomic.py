@@ -181,7 +181,7 @@ def file_sha256(path: Path) -> str:
 def sealed(record: dict[str, Any]) -> dict[str, Any]:
     """`record` with a SHA-256 of its other fields under DIGEST_KEY (for a JSON file)."""
     fields = {k: v for k, v in record.items() if k != DIGEST_KEY}
-    return {**fields, DIGEST_KEY: _json_digest(fields)}
+    return {**fields, DIGEST_KEY: json_digest(fields)}
 
 
 def unseal(value: Any, where: Path | str) -> tuple[dict[str, Any], bool]:
@@ -192,7 +192,7 @@ def unseal(value: Any, where: Path | str) -> tuple[dict[str, Any], bool]:
     fields = {k: v for k, v in value.items() if k != DIGEST_KEY}
     if DIGEST_KEY not in value:
         return fields, False
-    if value[DIGEST_KEY] != _json_digest(fields):
+    if value[DIGEST_KEY] != json_digest(fields):
         raise DamagedFileError(where, "its content does not match the SHA-256 it was written with")
     return fields, True
 
@@ -206,8 +206,10 @@ def read_sealed_json(path: Path) -> tuple[dict[str, Any], bool]:
     return unseal(value, path)
 
 
-def _json_digest(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def json_digest(value: Any) -> str:
+    """SHA-256 of a JSON-serialisable value in canonical form (sorted keys, no spaces): what seals
+    a JSON record here, and what names a model (`augcam.config.digest` of its key)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_tensor_metadata(path: Path) -> dict[str, str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
+
+from augcam.atomic import json_digest
 
 # The tables store integers (seeds, sizes) as int64, and torch takes its sizes and indices as int64.
 INT64_MAX = 2**63 - 1
@@ -96,5 +96,5 @@ def check_device_name(device: str) -> str:
 
 
 def digest(value: Any) -> str:
-    """SHA-256 of a JSON-serialisable value in canonical form."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of a JSON-serialisable value in canonical form (`augcam.atomic.json_digest`)."""
+    return json_digest(value)

@@ -11,12 +11,12 @@ else missing, unexpected or mis-shaped is a ConfigError naming the file and the 
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from augcam import atomic
 from augcam.errors import ConfigError
 
 _SHOWN = 6  # keys named in an error message
@@ -106,8 +106,5 @@ def file_sha256(path: str | Path) -> str:
 
 @functools.cache
 def _sha256(path: str, _size: int, _mtime: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # Size and modification time in the cache key: a file rewritten in place is hashed again.
+    return atomic.file_sha256(Path(path))
