@@ -121,13 +121,14 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--first", type=int, default=0, help="index of the first repeat (its seeds follow from it)")
     parser.add_argument("--null-models", type=int, default=None, help="default: the config's (controls.null_models)")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"))
     args = parser.parse_args()
     print(f"# Calibration of the model-level test on {machine(torch.device('cpu'))}\n")
     tables = []
     started = time.perf_counter()
-    for repeat in range(args.repeats):
+    for repeat in range(args.first, args.first + args.repeats):
         out = args.out / f"repeat-{repeat}"
         augcam.run_study(study(repeat, args.null_models), out, console=Console(stderr=True, quiet=True))
         table = pd.read_csv(out / "tables" / "model_tests.csv")

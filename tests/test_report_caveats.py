@@ -64,29 +64,16 @@ def test_a_significant_shift_under_two_null_model_sds_gets_a_caveat():
     assert "MAD" not in sentence and "MSD" not in sentence
 
 
-def test_models_that_are_nearly_one_model_get_a_caveat_about_the_p_value():
+def test_models_that_are_nearly_one_model_get_a_note_on_how_they_were_counted():
+    base = {"augmentation": "fixed", "significant": True, "null_sd": 0.002, "n_models": 3}
     table = pd.DataFrame(
         [
-            {
-                "augmentation": "fixed",
-                "metric": "pearson",
-                "significant": True,
-                "sd": 0.0,
-                "null_sd": 0.002,
-                "n_models": 3,
-            },
-            {
-                "augmentation": "fixed",
-                "metric": "mad",
-                "significant": True,
-                "sd": 0.0015,
-                "null_sd": 0.002,
-                "n_models": 3,
-            },
+            {**base, "metric": "pearson", "sd": 0.0, "effective_models": 1.0},
+            {**base, "metric": "mad", "sd": 0.0015, "effective_models": 1.9},
+            {**base, "metric": "msd", "sd": 0.0009, "effective_models": 1.26},
         ]
     )
     (sentence,) = spread_caveats(table)
-    assert sentence.startswith(
-        "Caveat for fixed: its models vary less than half as much as the null models in Pearson,"
-    )
-    assert "MAD" not in sentence and "as 3 independent models" in sentence
+    assert sentence.startswith("Note on fixed: its models vary less than half as much as the null models in")
+    assert "in Pearson, MSD, so its seeds trained (nearly) one model" in sentence
+    assert "MAD" not in sentence and "counted them as 1.0–1.3 independent models, not 3" in sentence

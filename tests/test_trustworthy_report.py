@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from augcam.analysis import ReportError, between_augmentation_medians, between_heatmaps, between_matrix, write_report
 from augcam.analysis.design import min_p_value, null_models_needed
-from augcam.analysis.model_tests import MODEL_TEST_COLUMNS, permutation_test
+from augcam.analysis.model_tests import MODEL_TEST_COLUMNS, clustered_t_test, permutation_test
 from augcam.analysis.statistics import SIGNIFICANCE_COLUMNS
 from augcam.cli import app
 from augcam.config import load_config
@@ -299,7 +299,7 @@ def test_model_level_test_finds_the_planted_augmentations_and_not_the_null_one(r
     """model_tests.csv: every augmentation's 3 models against the 6 null models; the planted groups
     lie entirely further from the baseline than the null models (p = the one-sided floor 1/84,
     BH-adjusted below 0.05), the null augmentation does not differ. Oracles: NumPy means of the planted values and the
-    permutation p-value recomputed from them."""
+    permutation and clustered t-test p-values recomputed from them."""
     table = pd.read_csv(reported / "tables/model_tests.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == MODEL_TEST_COLUMNS
     assert list(dict.fromkeys(table["augmentation"])) == [a for a in AUGS if a != "identity"]
@@ -313,7 +313,11 @@ def test_model_level_test_finds_the_planted_augmentations_and_not_the_null_one(r
             row = rows.loc[(aug, m)]
             assert row["effect"] == pytest.approx(mine.mean() - null.mean(), abs=1e-12)
             further = "less" if m == "pearson" else "greater"  # lower similarity, higher distance
-            assert row["p_value"] == pytest.approx(permutation_test(mine, null, alternative=further), rel=1e-12)
+            p_permutation = permutation_test(mine, null, alternative=further)
+            p_clustered = clustered_t_test(mine, null, alternative=further)["p_value"]
+            assert row["p_permutation"] == pytest.approx(p_permutation, rel=1e-12)
+            assert row["p_clustered"] == pytest.approx(p_clustered, rel=1e-9)
+            assert row["p_value"] == pytest.approx(max(p_permutation, p_clustered), rel=1e-9)
             assert row["min_p"] == pytest.approx(min_p_value(3, 6))
     assert min_p_value(3, 6) == pytest.approx(1 / 84)  # the one most extreme split of C(9, 3) = 84
     for aug in (*GROUP_A, *GROUP_B):

@@ -8,6 +8,11 @@ Benjamini–Hochberg over a table of A augmentations × M metrics then asks more
 whose M rows all sit at that floor passes on its own only when min_p · A < alpha (its M rows are
 ranked first, and the M-th is compared with alpha · M / (A · M)). `design_limits` says both,
 with the counts of null models or seeds that would do, for `augcam validate` and the report.
+
+An augmentation whose seeds train one model (a deterministic one: split, init and order are shared
+by design) is counted once by the model-level test's clustered t-test
+(`augcam.analysis.model_tests.clustered_t_test`), so its detectable shift is that of one model
+against m null models (`detectable_effect_one_model`), whatever the number of seeds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "min_p_value",
     "null_models_needed",
     "detectable_effect",
+    "detectable_effect_one_model",
     "design_limits",
 ]
 
@@ -95,6 +101,24 @@ def detectable_effect(
     return hi
 
 
+def detectable_effect_one_model(m: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The shift, in null-model standard deviations, at which one model (or k identical ones) is
+    found further from the baseline than m null models with probability `power`: the one-sided
+    t-test of one value against m (m − 1 degrees of freedom) has the noncentral t distribution with
+    noncentrality shift / √(1 + 1/m) under that shift. inf for fewer than 2 null models."""
+    if m < 2:
+        return float("inf")
+    from scipy import optimize, stats
+
+    critical = stats.t(m - 1).ppf(1 - alpha)
+    scale = math.sqrt(1 + 1 / m)
+
+    def missed(shift: float) -> float:
+        return float(stats.nct(m - 1, shift / scale).sf(critical)) - power
+
+    return float(optimize.brentq(missed, 0.0, 100.0))
+
+
 def design_limits(k: int, m: int, alpha: float = 0.05, augmentations: int = 1) -> dict:
     """What a design of k models per augmentation against m null models, with `augmentations`
     augmentations in the table, can show:
@@ -103,6 +127,7 @@ def design_limits(k: int, m: int, alpha: float = 0.05, augmentations: int = 1) -
     - `null_models_needed`, `seeds_needed`: the fewest null models for k seeds / seeds for m null
       models that reach alpha at all;
     - `detectable_effect`: the shift, in null-model standard deviations, found with 80% power;
+      `detectable_effect_one_model`: the same for an augmentation whose seeds train one model;
     - `alone_reachable`: whether one augmentation whose rows all sit at the floor passes
       Benjamini–Hochberg over the table on its own (min_p · augmentations < alpha), and
       `null_models_needed_alone`, the fewest null models for which it would;
@@ -115,6 +140,7 @@ def design_limits(k: int, m: int, alpha: float = 0.05, augmentations: int = 1) -
     alone_needed = null_models_needed(k, alpha, augmentations) if k >= 1 else None
     alone = min_p * augmentations < alpha
     effect = detectable_effect(k, m, alpha) if k >= 1 and m >= 1 else float("inf")
+    one_model = detectable_effect_one_model(m, alpha)
     design = f"{k} model{'s' if k != 1 else ''} per augmentation against {m} null model{'s' if m != 1 else ''}"
     on_its_own = (
         f"; {alone_needed} null models find one augmentation on its own among {augmentations}"
@@ -137,7 +163,8 @@ def design_limits(k: int, m: int, alpha: float = 0.05, augmentations: int = 1) -
             f"{design}: the smallest p-value this design can reach is {min_p:.2g} ({ONE_SIDED}); a difference "
             "is found only when the augmentation's models lie (almost) all further from the baseline than the "
             f"null models (a shift of about {effect:.1f} standard deviations of the null models is found 80% "
-            "of the time)."
+            f"of the time; {one_model:.1f} for an augmentation whose seeds train one model, such as a "
+            "deterministic one, which the test counts once)."
         )
         if not alone:
             message += (
@@ -155,6 +182,7 @@ def design_limits(k: int, m: int, alpha: float = 0.05, augmentations: int = 1) -
         "null_models_needed": null_needed,
         "seeds_needed": seeds,
         "detectable_effect": effect,
+        "detectable_effect_one_model": one_model,
         "alone_reachable": reachable and alone,
         "null_models_needed_alone": alone_needed,
         "message": message,

@@ -102,7 +102,9 @@ def spread_caveats(table: pd.DataFrame) -> list[str]:
     """For each augmentation found to differ, the metrics where its models' summaries vary more
     than `SPREAD_RATIO_CAVEAT` times the null models' (`sd` against `null_sd` of the model-level
     table): there the test may reflect the wider spread of its seeds rather than a shift of where
-    the models look (docs/trustworthy.md compares the spreads)."""
+    the models look (docs/trustworthy.md compares the spreads). And the metrics where they vary less
+    than `NARROW_SPREAD_CAVEAT` times as much: there its seeds trained (nearly) one model, and the
+    note says how many independent models the test counted them as (`effective_models`)."""
     sentences = []
     for aug, group in table[table["significant"].astype(bool)].groupby("augmentation", sort=False):
         wide = [
@@ -123,12 +125,22 @@ def spread_caveats(table: pd.DataFrame) -> list[str]:
         ]
         if narrow:
             sentences.append(
-                f"Caveat for {augmentation_label(aug)}: its models vary less than half as much as the null "
-                f"models in {', '.join(narrow)}, so its seeds trained (nearly) one model; the test counts "
-                f"them as {int(group['n_models'].iloc[0])} independent models and its p-value is then too "
-                "small (for one model it could not go below 1 / (null models + 1)): read the effect size."
+                f"Note on {augmentation_label(aug)}: its models vary less than half as much as the null "
+                f"models in {', '.join(narrow)}, so its seeds trained (nearly) one model; the test counted "
+                f"them as {_effective(group, narrow)} independent models, not {int(group['n_models'].iloc[0])}, "
+                "so its evidence is that of about one model against the null models."
             )
     return sentences
+
+
+def _effective(group: pd.DataFrame, metrics: list[str]) -> str:
+    """The range of `effective_models` over the named metrics' rows, e.g. "1.0" or "1.0–1.4"."""
+    named = group[group["metric"].map(display_name).isin(metrics)]
+    counts = named["effective_models"].dropna() if "effective_models" in named else pd.Series(dtype=float)
+    if counts.empty:
+        return "fewer"
+    low, high = float(counts.min()), float(counts.max())
+    return f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
 
 
 # An augmentation whose models vary less than this share of the null models' spread trained
