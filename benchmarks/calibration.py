@@ -141,9 +141,9 @@ def main() -> None:
     )
     print(
         "| augmentation | rows | raw p < 0.05 | 95% CI | BH-significant | 95% CI | studies with any | 95% CI "
-        "| spread / null models' (median) |"
+        "| spread / null models' (median) | effective models (median) |"
     )
-    print("|---|---:|---:|---|---:|---|---:|---|---:|")
+    print("|---|---:|---:|---|---:|---|---:|---|---:|---:|")
     for name in ("null_twin", "null_noise", "blank_centre"):
         part = rows[rows["augmentation"] == name]
         raw = int((part["p_value"] < ALPHA).sum())
@@ -155,7 +155,9 @@ def main() -> None:
             cells += [f"{count}/{n} = {count / max(n, 1):.3f}", f"[{low:.3f}, {high:.3f}]"]
         # How widely its seeds' models spread against the null models': near 1 for a null augmentation.
         ratio = (part["sd"] / part["null_sd"]).median()
-        print(f"| {name} | {len(part)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+        # How many independent models the test counted its seeds as (1 for a deterministic one).
+        effective = part["effective_models"].median()
+        print(f"| {name} | {len(part)} | " + " | ".join(cells) + f" | {ratio:.2f} | {effective:.2f} |")
     summary = args.out / "calibration.csv"
     rows.to_csv(summary, index=False)
     print(f"\nall rows: {summary}")
