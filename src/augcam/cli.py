@@ -36,6 +36,8 @@ SET_HELP = (
     "Override a config value: --set training.epochs=2; a mapping merges into the section: --set 'training={epochs: 2}'"
 )
 
+SELECT_SET_HELP = SET_HELP.replace("training", "study.training")
+
 
 def _fail(err: BaseException, debug: bool, after: str = "") -> None:
     if debug:
@@ -98,6 +100,42 @@ def run(
     out_console.print(
         f"Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
         f"  report.html  tables/  figures/  models/  cams/  manifest.json  study.yaml"
+    )
+
+
+@app.command()
+def select(
+    selection: str = typer.Argument(..., help="A selection preset (see `augcam presets`) or a selection YAML file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Selection directory (created; reused to resume)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the study's)."),
+    set_: list[str] = typer.Option([], "--set", help=SELECT_SET_HELP),
+    force: bool = typer.Option(
+        False, help="Write into an output directory that holds another run, or files augcam did not write."
+    ),
+    executor: str = typer.Option(
+        "local",
+        help="local: the models one after the other in this process; ray: one task per model (docs/cluster.md).",
+    ),
+    address: str | None = typer.Option(None, help="With --executor ray: the cluster to use (as for `augcam run`)."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
+    """Choose the study's architecture: train every candidate without augmentation, plot its test
+    scores per epoch and its training time, choose on validation accuracy, write chosen.yaml."""
+    try:
+        augcam.executor_class(executor, address)
+        config = augcam.load_selection(selection, overrides=augcam.parse_overrides(set_))
+        result = augcam.select(
+            config, out, executor=executor, address=address, device=device, force=force, console=err_console
+        )
+    except (AugcamError, OSError) as err:
+        _fail(err, debug, after=f"; {out} keeps every finished candidate: rerun the same command to resume")
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "running the selection", "rerun the same command to resume")
+        return
+    out_console.print(
+        f"Chosen: {result.chosen}. Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
+        "  chosen.yaml  report.html  tables/  figures/  candidates/  manifest.json  selection.yaml"
     )
 
 

@@ -31,7 +31,7 @@ from augcam.analysis.plots import (
 from augcam.analysis.run_tables import BASELINE, RunTables
 from augcam.analysis.tables import SANITY_THRESHOLD, segment
 
-__all__ = ["FIGURE_DPI", "RenderedFigure", "build_figures"]
+__all__ = ["FIGURE_DPI", "RenderedFigure", "build_figures", "render_figure"]
 
 FIGURE_DPI = 150
 
@@ -48,7 +48,7 @@ class RenderedFigure:
         return base64.b64encode(self.png).decode("ascii")
 
 
-def _render(fig, name: str, caption: str) -> RenderedFigure:
+def render_figure(fig, name: str, caption: str) -> RenderedFigure:
     import matplotlib
 
     png, svg = io.BytesIO(), io.BytesIO()
@@ -69,13 +69,13 @@ def build_figures(
     """Every figure of the report, drawn and rendered in the report's order."""
     order, metrics = result.order, result.metrics
     rendered = [
-        _render(
+        render_figure(
             performance_bars(tables.performance, order),
             "performance",
             "Test accuracy, macro precision, recall and F1 per augmentation: bar = mean over seeds, "
             "error bar = ±1 standard deviation, dots = single seeds; compare each bar with the baseline's.",
         ),
-        _render(
+        render_figure(
             training_curves(result.histories, order),
             "training_curves",
             "Train/validation accuracy and loss per epoch, one line per model: diverging train and "
@@ -84,7 +84,7 @@ def build_figures(
     ]
     for m in metrics:
         rendered.append(
-            _render(
+            render_figure(
                 metric_boxplot(tables.aggregated, m, order),
                 f"distribution_{m}",
                 f"{display_name(m)} between each augmentation's CAM and the baseline's, one value "
@@ -93,7 +93,7 @@ def build_figures(
         )
     for m in metrics:
         rendered.append(
-            _render(
+            render_figure(
                 correlation_heatmap(result.correlations[m], m),
                 f"correlation_{m}",
                 f"Pearson correlation over the test images of {display_name(m)} between two "
@@ -104,7 +104,7 @@ def build_figures(
     compared = set(tables.aggregated["augmentation"])
     if len([a for a in order if a != BASELINE and a in compared]) >= 2:
         rendered.append(
-            _render(
+            render_figure(
                 cluster_dendrograms(tables.aggregated, metrics, order),
                 "clusters",
                 "Average-linkage dendrograms of the augmentations' impact profiles (all metrics, "
@@ -114,7 +114,7 @@ def build_figures(
         )
     if result.between is not None and len(result.between):
         rendered.append(
-            _render(
+            render_figure(
                 between_heatmaps(result.between, metrics, order),
                 "between_augmentations",
                 "Median over the test images of each metric between two augmented models' CAMs "
@@ -124,7 +124,7 @@ def build_figures(
         )
     if result.model_level is not None and result.model_summaries is not None:
         rendered.append(
-            _render(
+            render_figure(
                 model_summary_dots(result.model_summaries, result.model_level, metrics, order),
                 "model_summaries",
                 "Each trained model's mean over the test images of each metric against the baseline: "
@@ -135,7 +135,7 @@ def build_figures(
         )
     if result.significance is not None:
         rendered.append(
-            _render(
+            render_figure(
                 significance_forest(result.significance, metrics, order),
                 "noise_effects",
                 "Descriptive: median over the test images of the per-image difference between each "
@@ -147,7 +147,7 @@ def build_figures(
         )
     if result.sanity is not None:
         rendered.append(
-            _render(
+            render_figure(
                 sanity_curve(result.sanity),
                 "sanity",
                 "Cascading randomisation of the baseline's layers (output first): Spearman between "
@@ -159,7 +159,7 @@ def build_figures(
     segments = segment(tables.metrics)
     for m in metrics:
         rendered.append(
-            _render(
+            render_figure(
                 segmented_boxplot(tables.metrics, m, order, segments),
                 f"segmented_{m}",
                 f"{display_name(m)} split by whether the baseline and the augmented model "
@@ -171,7 +171,7 @@ def build_figures(
     for (m, criterion), fig in grids.items():
         what = "mean" if criterion == "highest mean" else "std"
         rendered.append(
-            _render(
+            render_figure(
                 fig,
                 f"extreme_{m}_{what}",
                 f"The test image whose {display_name(m)} has the {criterion} across "

@@ -36,7 +36,7 @@ from augcam.analysis.run_tables import BASELINE, CONTROL, PERFORMANCE_COLUMNS, R
 from augcam.analysis.statistics import noise_verdicts
 from augcam.analysis.tables import SANITY_THRESHOLD, SEGMENTS
 
-__all__ = ["report_context", "render_html", "PIPELINE_STAGES", "QUESTION"]
+__all__ = ["report_context", "render_html", "provenance", "template", "PIPELINE_STAGES", "QUESTION"]
 
 PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "controls", "sanity")
 QUESTION = "How does a data augmentation change where an image classifier looks?"
@@ -165,7 +165,7 @@ def _noise_section(result: Analyses, augmentations: list[str], n_resamples: int,
 def render_html(context: dict, manifest: dict, report_seconds: float) -> str:
     """report.html's text: `report_context`'s context and the provenance footer (versions, the
     stages' timings from manifest.json, and `report_seconds` for the report itself)."""
-    return _template().render(**context, provenance=_provenance(manifest, report_seconds))
+    return template("report.html.j2").render(**context, provenance=provenance(manifest, report_seconds))
 
 
 def _summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
@@ -295,7 +295,9 @@ def _controls_summary(study: dict, tables: RunTables) -> str:
     return ", ".join(parts)
 
 
-def _provenance(manifest: dict, report_seconds: float) -> dict:
+def provenance(manifest: dict, report_seconds: float, stage_order: tuple[str, ...] = PIPELINE_STAGES) -> dict:
+    """The footer's facts: versions, device, the run's start and end, and the stages' timings from
+    manifest.json in `stage_order`, then this report's own time."""
     import jinja2
     import matplotlib
 
@@ -304,7 +306,7 @@ def _provenance(manifest: dict, report_seconds: float) -> dict:
     versions.setdefault("jinja2", jinja2.__version__)
     recorded = manifest.get("stages") or {}
     # manifest.json is written with sorted keys; show the stages in the order they run.
-    order = [s for s in PIPELINE_STAGES if s in recorded] + sorted(set(recorded) - set(PIPELINE_STAGES))
+    order = [s for s in stage_order if s in recorded] + sorted(set(recorded) - set(stage_order))
     stages = [(name, recorded[name].get("seconds"), recorded[name].get("status")) for name in order]
     stages.append(("report (this file)", round(report_seconds, 3), "complete"))
     return {
@@ -322,9 +324,18 @@ def _provenance(manifest: dict, report_seconds: float) -> dict:
     }
 
 
-def _template():
+def template(name: str):
+    """A template of `templates/`, which may include the others (the shared style and footer)."""
     import jinja2
 
-    text = resources.files("augcam.analysis").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(text)
+    def source(file: str) -> str:
+        return resources.files("augcam.analysis").joinpath(f"templates/{file}").read_text(encoding="utf-8")
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(source),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template(name)

@@ -4,6 +4,7 @@
   of a study file (`data`, `model`, `training`, `controls`, ...); `explain_sections`: `cam`, `metrics`,
   `faithfulness`.
 - `study_config`: `StudyConfig`, the whole file, with its resolved form and hash.
+- `selection`: an architecture selection file (`SelectionConfig`, `load_selection`).
 - `loading`: presets, YAML parsing, overrides and the error messages that name file and field.
 - `checks`: value checks shared by the sections, the loader and the executors.
 """
@@ -23,11 +24,15 @@ from augcam.config.sections import (
     ResourcesConfig,
     TrainingConfig,
 )
+from augcam.config.selection import CandidateConfig, SelectionConfig, load_selection
 from augcam.config.study_config import StudyConfig
 
 __all__ = [
     "StudyConfig",
     "load_config",
+    "SelectionConfig",
+    "CandidateConfig",
+    "load_selection",
     "parse_overrides",
     "with_device",
     "preset_names",

@@ -54,7 +54,7 @@ class ModelRun:
             return f"{BASELINE} replica {self.replica}"
         if self.permuted_labels:
             return f"{BASELINE} on permuted labels"
-        return self.augmentation if self.is_baseline else f"{self.augmentation} seed {self.seed}"
+        return self.augmentation if self.is_baseline and self.seed is None else f"{self.augmentation} seed {self.seed}"
 
 
 def model_key(

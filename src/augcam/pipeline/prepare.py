@@ -59,6 +59,9 @@ class PreparedStudy:
     val_set: ImageSet | None = None
     # What the config makes of this data that works but is probably not meant (check_sizes).
     warnings: list[str] = field(default_factory=list)
+    # Evaluate the test set after every epoch and keep every epoch's predictions (architecture
+    # selection, augcam.selection); a study's models never see the test set while they train.
+    monitor_test: bool = False
 
     @property
     def test_masks(self) -> torch.Tensor | None:

@@ -66,6 +66,11 @@ class TrainingData:
     # Ground-truth ROI masks of the training images (bool (N, H, W), on the device) for mask-guided
     # losses; None for a dataset without masks.
     train_masks: torch.Tensor | None = None
+    # A test set evaluated after every epoch and never used to pick the best epoch (architecture
+    # selection plots its curves); given, the loop also keeps every epoch's validation and test
+    # predictions (TrainResult.predictions). None: the study's loop, which evaluates validation only.
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,9 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     initial_digest: str = ""
+    # With TrainingData.test_images: "val" and "test" → (epochs, N) int64 predicted classes, row e
+    # by the weights after epoch e + 1 (on the CPU).
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def uses_targets(augmentation: Augmentation | None) -> bool:
@@ -129,17 +137,31 @@ def evaluate(
     batch_size: int,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode, without gradients."""
+    loss, predictions = evaluate_predictions(model, images, labels, mean, std, image_size, batch_size)
+    return loss, int((predictions == labels).sum().item()) / len(images)
+
+
+def evaluate_predictions(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    image_size: int | None,
+    batch_size: int,
+) -> tuple[float, torch.Tensor]:
+    """(mean cross-entropy, predicted classes on the labels' device) in eval mode, without gradients."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, predictions = 0.0, []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             logits = model(prepare_inputs(images[start : start + batch_size], mean, std, image_size))
             target = labels[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(1) == target).sum().item()
+            predictions.append(logits.argmax(1))
     model.train(was_training)
-    return loss_sum / len(images), correct / len(images)
+    return loss_sum / len(images), torch.cat(predictions)
 
 
 EpochCallback = Callable[[dict], None]
@@ -216,6 +238,11 @@ def _train(
         result.best_epoch, result.best_val_accuracy = resume.best_epoch, resume.best_val_accuracy
         result.history = [dict(row) for row in resume.history]
         first_epoch, seconds_before = resume.epochs_done, resume.seconds
+    monitored = data.test_images is not None
+    # Every epoch's predictions (CPU), for the monitored sets; a resumed run starts from the stored ones.
+    kept: dict[str, list[torch.Tensor]] = {"val": [], "test": []} if monitored else {}
+    if resume is not None and monitored:
+        kept = {name: list(resume.predictions.get(name, torch.empty(0, 0, dtype=torch.long))) for name in kept}
     started = time.perf_counter()
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
@@ -280,18 +307,32 @@ def _train(
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}")
         with precision_context(device, settings.precision):
-            val_loss, val_accuracy = evaluate(
+            val_loss, val_predictions = evaluate_predictions(
                 model, data.val_images, data.val_labels, mean, std, data.image_size, settings.eval_batch_size
             )
+        val_accuracy = int((val_predictions == data.val_labels).sum().item()) / len(data.val_labels)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "train_accuracy": correct.item() / len(order),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
+            # Training and validation: what an epoch of the study costs (the test pass is timed apart).
             "seconds": time.perf_counter() - epoch_started,
             "images": len(order),
         }
+        if monitored:
+            test_started = time.perf_counter()
+            with precision_context(device, settings.precision):
+                test_loss, test_predictions = evaluate_predictions(
+                    model, data.test_images, data.test_labels, mean, std, data.image_size, settings.eval_batch_size
+                )
+            row["test_loss"] = test_loss
+            row["test_accuracy"] = int((test_predictions == data.test_labels).sum().item()) / len(data.test_labels)
+            row["test_seconds"] = time.perf_counter() - test_started
+            kept["val"].append(val_predictions.cpu())
+            kept["test"].append(test_predictions.cpu())
+            result.predictions = {name: torch.stack(rows) for name, rows in kept.items()}
         result.history.append(row)
         if val_accuracy > result.best_val_accuracy:
             result.best_val_accuracy = val_accuracy
@@ -313,6 +354,7 @@ def _train(
                     rng=capture_rng_state(device),
                     initial_digest=result.initial_digest,
                     seconds=seconds_before + time.perf_counter() - started,
+                    predictions=dict(result.predictions),
                 )
             )
         if on_epoch is not None:
