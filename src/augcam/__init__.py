@@ -21,6 +21,7 @@ _EXPORTS = {
     "augcam.config": (
         "load_config",
         "load_selection",
+        "is_selection",
         "parse_overrides",
         "StudyConfig",
         "SelectionConfig",
@@ -38,7 +39,7 @@ _EXPORTS = {
     ),
     "augcam.pipeline.executors": ("EXECUTORS", "executor_class"),
     "augcam.analysis": ("write_report", "load_run"),
-    "augcam.selection": ("select", "SelectionResult"),
+    "augcam.selection": ("select", "prepare_selection", "SelectionResult"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -153,8 +153,11 @@ def validate(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
-    """Check a study config (and its data and model) without running it."""
+    """Check a study config or an architecture selection (and its data and models) without running it."""
     try:
+        if augcam.is_selection(config):
+            _validate_selection(config, data, augcam.parse_overrides(set_))
+            return
         study = augcam.load_config(config, overrides=augcam.parse_overrides(set_))
         if data:
             prepared = augcam.prepare(study)
@@ -179,6 +182,27 @@ def validate(
         _interrupted(err, "validating the study", "nothing was written")
         return
     _print_design_limits(limits)
+
+
+def _validate_selection(source: str, data: bool, overrides: dict) -> None:
+    selection = augcam.load_selection(source, overrides=overrides)
+    if not data:
+        out_console.print(f"{source}: valid")
+        return
+    candidates = augcam.prepare_selection(selection)
+    split = candidates[0].prepared.split
+    out_console.print(
+        f"{source}: valid — {len(candidates)} candidates × {len(selection.seeds)} seed(s) for study "
+        f"{selection.study.name}, {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images"
+    )
+    for candidate in candidates:
+        p = candidate.prepared
+        out_console.print(
+            f"  {candidate.label}: {candidate.entry.name}, {candidate.parameters:,} parameters, "
+            f"{p.input_size[0]}×{p.input_size[1]} inputs, target layer {p.target_layer} "
+            f"({p.layer_size[0]}×{p.layer_size[1]})",
+            highlight=False,
+        )
 
 
 def _print_design_limits(limits: dict | None) -> None:

@@ -12,7 +12,15 @@
 from augcam.config.base_section import Section
 from augcam.config.checks import check_device_name, digest, distinct, distinct_percentages, gpus_device_conflict
 from augcam.config.explain_sections import CamConfig, FaithfulnessConfig, MetricsConfig
-from augcam.config.loading import load_config, parse_overrides, preset_names, preset_summary, preset_text, with_device
+from augcam.config.loading import (
+    is_selection,
+    load_config,
+    parse_overrides,
+    preset_names,
+    preset_summary,
+    preset_text,
+    with_device,
+)
 from augcam.config.sections import (
     RECIPE_FIELDS,
     AugmentationConfig,
@@ -33,6 +41,7 @@ __all__ = [
     "SelectionConfig",
     "CandidateConfig",
     "load_selection",
+    "is_selection",
     "parse_overrides",
     "with_device",
     "preset_names",

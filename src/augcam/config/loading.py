@@ -60,6 +60,13 @@ def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = No
         raise ConfigError(f"{origin}: {err}") from None
 
 
+def is_selection(source: str | Path | dict) -> bool:
+    """Whether `source` (a preset name, a YAML file or a dict) is an architecture selection
+    (`augcam select`) rather than a study; a ConfigError if it cannot be read."""
+    data, _ = read_source(source, "study or selection file")
+    return SELECTION_KEY in data
+
+
 def read_source(source: str | Path | dict, kind: str) -> tuple[dict, str]:
     """(the mapping, how errors name where it came from) of a preset name, a YAML file (`kind`:
     how messages call it) or a dict (copied, so that overrides leave the caller's alone)."""

@@ -49,7 +49,11 @@ class CandidateConfig(Section):
     def _known_model(cls, name: str) -> str:
         from augcam.models import model_spec
 
-        model_spec(name)
+        try:
+            model_spec(name)
+        except ConfigError as err:
+            # A ValueError, so that the message names the candidate's field.
+            raise ValueError(str(err).removeprefix("model.name: ")) from None
         return name
 
     @property
@@ -111,16 +115,12 @@ class SelectionConfig(Section):
         return data
 
 
-def is_selection(data: dict) -> bool:
-    return SELECTION_KEY in data
-
-
 def load_selection(source: str | Path | dict, overrides: dict[str, Any] | None = None) -> SelectionConfig:
     """A validated SelectionConfig from a preset name, a YAML file or a dict; `study` may name a
     preset or a study file (relative to the selection file), which is read before the overrides
     (`study.training.epochs=2`) apply. Errors raise one ConfigError naming the file and the field."""
     data, origin = read_source(source, "selection file")
-    if not is_selection(data):
+    if SELECTION_KEY not in data:
         raise ConfigError(
             f"{origin}: not an architecture selection (no `{SELECTION_KEY}` key); a study file runs with `augcam run`"
         )

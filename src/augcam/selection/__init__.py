@@ -11,6 +11,7 @@ validation data alone, and `chosen.yaml`, the study with the chosen model.
 
 from augcam.selection.api import select
 from augcam.selection.runner import SelectionResult
+from augcam.selection.runner import prepare_candidates as prepare_selection
 from augcam.selection.tables import choose, summarise
 
-__all__ = ["select", "SelectionResult", "choose", "summarise"]
+__all__ = ["select", "prepare_selection", "SelectionResult", "choose", "summarise"]
