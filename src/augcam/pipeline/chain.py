@@ -23,7 +23,7 @@ from augcam.metrics.cam_sets import study_cam_metrics
 from augcam.models import build_model
 from augcam.pipeline.kill_points import kill_point
 from augcam.pipeline.plan import TRAINING_CODE_VERSION, ModelRun, guided_feature_layer, model_key
-from augcam.pipeline.prepare import PreparedStudy, new_model
+from augcam.pipeline.prepare import PreparedStudy, epoch_predictions, new_model
 from augcam.training import (
     GuidedTraining,
     TrainingData,
@@ -193,23 +193,6 @@ def train_one_model(
         result.seconds,
         epoch_predictions(p, result.predictions),
     )
-
-
-def epoch_predictions(prepared: PreparedStudy, predictions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What a model's predictions file holds: per monitored set ("val", "test") the (epochs, N)
-    predicted classes, the labels (`<set>_labels`) and the images' indices in their dataset
-    (`<set>_index`), enough to recompute every per-epoch metric; empty without monitored sets."""
-    if not predictions:
-        return {}
-    p = prepared
-    sets = {"val": (p.val_source, p.split.val), "test": (p.test_set, p.split.test)}
-    stored = {}
-    for name, epochs in predictions.items():
-        images, index = sets[name]
-        stored[f"{name}_predictions"] = epochs.cpu()
-        stored[f"{name}_labels"] = images.labels[index].clone()
-        stored[f"{name}_index"] = index.clone()
-    return stored
 
 
 # --- CAM sets ------------------------------------------------------------------------------------
