@@ -270,6 +270,16 @@ def test_a_killed_selection_reuses_finished_candidates_and_resumes_the_others(se
     assert (out / "chosen.yaml").read_text() == (selected[0] / "chosen.yaml").read_text()
 
 
+def test_the_ray_executor_gives_the_local_tables(selected, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    result = select(load_selection("quick-selection", overrides=SMALL), out, executor="ray")
+    got = result.epochs.drop(columns=SECONDS)
+    want = pd.read_parquet(selected[0] / "tables" / "selection_epochs.parquet").drop(columns=SECONDS)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+    assert json.loads((out / "manifest.json").read_text())["executor"] == "ray"
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
