@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from augcam.analysis.names import display_name
 from augcam.analysis.report_figures import RenderedFigure, render_figure
@@ -51,6 +52,7 @@ def score_curves(epochs: pd.DataFrame, summary: pd.DataFrame, score: str) -> Fig
             if epoch in by_epoch.index:
                 ax.plot([epoch], [by_epoch.loc[epoch, "mean"]], marker="*", markersize=12, color=colors[label])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"test {SCORE_NAMES[score]}")
     ax.set_title(f"Test {SCORE_NAMES[score]} per epoch (★: best validation accuracy; not used to choose)")
     ax.grid(alpha=0.3)
