@@ -28,6 +28,7 @@ _EXPORTS = {
         "study_design_limits",
     ),
     "augcam.pipeline.executors": ("EXECUTORS", "executor_class"),
+    "augcam.pipeline.gallery": ("augmentation_gallery", "write_gallery", "AugmentationGallery"),
     "augcam.analysis": ("write_report", "load_run"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
