@@ -37,15 +37,16 @@ def small_model():
 def fed(monkeypatch, settings, augmentation, seed):
     """Per epoch: {position: (source, image fed to the model)} for every position the loop visited,
     recorded from the one function that makes a batch's images."""
-    epochs: list[dict[int, tuple[int, torch.Tensor]]] = []
+    epochs: list[dict[int, tuple[int, torch.Tensor, torch.Tensor | None]]] = []
     original = batches.BatchMaker.batch
 
     def recording(self, order_cpu, order, start, stop, epoch, batch):
         sources, images, labels, targets = original(self, order_cpu, order, start, stop, epoch, batch)
         while len(epochs) <= epoch:
             epochs.append({})
-        for position, source, image in zip(order_cpu[start:stop].tolist(), sources.tolist(), images):
-            epochs[epoch][position] = (source, image.clone())
+        rows = targets if targets is not None else [None] * len(images)
+        for position, source, image, target in zip(order_cpu[start:stop].tolist(), sources.tolist(), images, rows):
+            epochs[epoch][position] = (source, image.clone(), None if target is None else target.clone())
         return sources, images, labels, targets
 
     with monkeypatch.context() as patch:
@@ -106,13 +107,13 @@ def test_models_of_a_study_read_the_same_sources_in_the_loop(monkeypatch, order)
 # --- training.copies_drawn -----------------------------------------------------------------------
 
 
-def _copies(epoch: dict[int, tuple[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
-    return {position: image for position, (_, image) in epoch.items() if position >= N}
+def _copies(epoch: dict[int, tuple[int, torch.Tensor, torch.Tensor | None]]) -> dict[int, torch.Tensor]:
+    return {position: image for position, (_, image, _) in epoch.items() if position >= N}
 
 
 @pytest.mark.parametrize("name", ["affine", "cutmix_targets"])  # cutmix_targets: a mixing augmentation
 def test_fixed_copies_are_the_same_every_epoch_and_differ_across_seeds(monkeypatch, name):
-    aug = build_augmentation(name)
+    aug = build_augmentation(name, {"label_mixing": True} if name == "cutmix_targets" else {})
     once = dataclasses.replace(SETTINGS, copies_drawn="once")
     seed0, seed1 = fed(monkeypatch, once, aug, 0), fed(monkeypatch, once, aug, 1)
     for epoch in seed0[1:]:
@@ -121,7 +122,11 @@ def test_fixed_copies_are_the_same_every_epoch_and_differ_across_seeds(monkeypat
     assert sum(differs) > N // 2, "another seed draws another fixed set"
     # The originals are the source images themselves, under both settings.
     data = tiny_data()
-    assert all(torch.equal(image, data.train_images[p]) for p, (_, image) in seed0[0].items() if p < N)
+    assert all(torch.equal(image, data.train_images[p]) for p, (_, image, _) in seed0[0].items() if p < N)
+    if name == "cutmix_targets":  # a mixing augmentation's fixed copies keep their mixed targets too
+        for epoch in seed0[1:]:
+            assert all(torch.equal(seed0[0][p][2], epoch[p][2]) for p in range(N, 2 * N) if p in epoch)
+        assert any(((seed0[0][p][2] > 0) & (seed0[0][p][2] < 1)).any() for p in range(N, 2 * N) if p in seed0[0])
 
 
 def test_copies_drawn_per_epoch_differ_from_epoch_to_epoch(monkeypatch):
