@@ -38,6 +38,7 @@ _EXPORTS = {
         "study_design_limits",
     ),
     "augcam.pipeline.executors": ("EXECUTORS", "executor_class"),
+    "augcam.pipeline.gallery": ("augmentation_gallery", "write_gallery", "AugmentationGallery"),
     "augcam.analysis": ("write_report", "load_run"),
     "augcam.selection": ("select", "prepare_selection", "SelectionResult"),
 }

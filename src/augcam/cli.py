@@ -233,6 +233,28 @@ def _print_design_limits(limits: dict | None) -> None:
 
 
 @app.command()
+def gallery(
+    config: str = typer.Argument(..., help="A preset name or a study YAML file."),
+    out: Path = typer.Option(..., "--out", help="Folder for gallery.png (created if needed)."),
+    images: int = typer.Option(4, "--images", min=1, help="Training images per row."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
+    """Draw what the models were trained on: every studied augmentation, under every seed, applied to
+    the same training images by the training loop's own code and random stream."""
+    try:
+        study = augcam.load_config(config, overrides=augcam.parse_overrides(set_))
+        path = augcam.write_gallery(study, out, images=images)
+    except (AugcamError, OSError) as err:
+        _fail(err, debug)
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "drawing the gallery", "nothing was written")
+        return
+    out_console.print(f"Gallery: {path}")
+
+
+@app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A finished run directory (the --out of `augcam run`)."),
     pairs: int = typer.Option(4, min=1, help="Most / least correlated pairs taken from each correlation map."),

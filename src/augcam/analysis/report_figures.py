@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from augcam.analysis.analyses import Analyses
 from augcam.analysis.cam_grid_figures import extreme_image_figures
@@ -20,6 +21,7 @@ from augcam.analysis.control_plots import (
     sanity_curve,
     significance_forest,
 )
+from augcam.analysis.gallery_figure import gallery_figure
 from augcam.analysis.names import display_name
 from augcam.analysis.plots import (
     correlation_heatmap,
@@ -30,6 +32,9 @@ from augcam.analysis.plots import (
 )
 from augcam.analysis.run_tables import BASELINE, RunTables
 from augcam.analysis.tables import SANITY_THRESHOLD, segment
+
+if TYPE_CHECKING:
+    from augcam.pipeline.gallery import AugmentationGallery
 
 __all__ = ["FIGURE_DPI", "RenderedFigure", "build_figures", "render_figure"]
 
@@ -64,11 +69,26 @@ def render_figure(fig, name: str, caption: str) -> RenderedFigure:
 
 
 def build_figures(
-    tables: RunTables, result: Analyses, images: TestImages | None, cams: CamSets
+    tables: RunTables,
+    result: Analyses,
+    images: TestImages | None,
+    cams: CamSets,
+    gallery: AugmentationGallery | None = None,
 ) -> list[RenderedFigure]:
-    """Every figure of the report, drawn and rendered in the report's order."""
+    """Every figure of the report, drawn and rendered in the report's order (the augmentation
+    gallery first, when given)."""
     order, metrics = result.order, result.metrics
-    rendered = [
+    rendered = []
+    if gallery is not None:
+        rendered.append(
+            render_figure(
+                gallery_figure(gallery),
+                "gallery",
+                "The same training images as each studied augmentation made them under each seed, through "
+                "the training loop's code and random stream (top row: as loaded).",
+            )
+        )
+    rendered += [
         render_figure(
             performance_bars(tables.performance, order),
             "performance",

@@ -32,7 +32,14 @@ from augcam.analysis.report_controls import (
 )
 from augcam.analysis.report_figures import RenderedFigure
 from augcam.analysis.report_text import fmt, html_table, labelled
-from augcam.analysis.run_tables import BASELINE, CONTROL, PERFORMANCE_COLUMNS, RunTables, augmentation_label
+from augcam.analysis.run_tables import (
+    BASELINE,
+    CONTROL,
+    PERFORMANCE_COLUMNS,
+    RunTables,
+    augmentation_label,
+    studied,
+)
 from augcam.analysis.statistics import noise_verdicts
 from augcam.analysis.tables import SANITY_THRESHOLD, SEGMENTS
 
@@ -50,9 +57,11 @@ def report_context(
     image_note: str | None,
     pairs: int,
     n_resamples: int,
+    gallery: dict | None = None,
 ) -> tuple[dict, dict[str, str]]:
     """(the template's context but the provenance, the mask-guided section's CSVs): what the report
-    shows, section by section; sections of the controls only when the run has their tables."""
+    shows, section by section; sections of the controls only when the run has their tables, the
+    gallery's (`gallery`: images, epoch, copies) only when it could be drawn."""
     order, metrics = result.order, result.metrics
     by_name = {f.name: f for f in figures}
     segment_table = result.segment_counts.rename(columns={s.replace(" ", "_"): s for s in SEGMENTS})
@@ -68,6 +77,10 @@ def report_context(
             entry.get("name") for entry in (tables.study.get("training") or {}).get("base_augmentations") or []
         ],
         "augmentations": [augmentation_label(a) for a in augmentations],
+        "studied": studied(order),
+        "n_pairs": len(studied(order)) * (len(studied(order)) - 1) // 2,
+        "has_control": CONTROL in order,
+        "gallery": gallery,
         "metrics": metrics,
         "display": display_name,
         "figure": by_name,
@@ -94,7 +107,8 @@ def report_context(
         **related_context,  # published, faithfulness: None when the study has no such section
     }
     # Sections in order, (id, title); those of the controls only when the run has their tables.
-    sections = [
+    sections = [("gallery", "What the models were trained on")] * (gallery is not None)
+    sections += [
         ("performance", "Performance"),
         ("distributions", "Metric distributions"),
         ("correlations", "Correlation maps between augmentations"),

@@ -98,6 +98,8 @@ def train_settings(config: StudyConfig, ordering_seed: int | None = None) -> Tra
         t.steps_per_epoch,
         **{name: getattr(t, name) for name in RECIPE_FIELDS},
         base_augmentations=tuple(entry.build() for entry in t.base_augmentations),
+        order=t.order,
+        copies_drawn=t.copies_drawn,
     )
 
 

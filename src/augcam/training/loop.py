@@ -34,15 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augcam.augment.mixing import MixingAugmentation, augment_batch
+from augcam.training.batches import batch_maker
 from augcam.training.guided import GuidedTraining, guided_step
-from augcam.training.ordering import (
-    augmentation_generator,
-    base_augment,
-    derived_seed,
-    epoch_positions,
-    guided_generator,
-)
+from augcam.training.ordering import derived_seed, epoch_positions, guided_generator
 from augcam.training.recipe import SCHEDULES, make_optimizer, precision_context
 from augcam.training.state import TrainState, capture_rng_state, restore_rng_state, state_digest
 
@@ -97,6 +91,10 @@ class TrainSettings:
     # Applied to every training image of every model, before the model's own augmentation
     # (`base_augment`); empty: the loop as before base augmentations existed.
     base_augmentations: tuple[Augmentation, ...] = ()
+    # The published protocols (augcam.training.ordering, augcam.training.batches): "once" keeps
+    # epoch 0's visiting order every epoch / generates the augmented copies once for all epochs.
+    order: str = "per_epoch"
+    copies_drawn: str = "per_epoch"
 
 
 @dataclass
@@ -110,12 +108,6 @@ class TrainResult:
     # With TrainingData.test_images: "val" and "test" → (epochs, N) int64 predicted classes, row e
     # by the weights after epoch e + 1 (on the CPU).
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def uses_targets(augmentation: Augmentation | None) -> bool:
-    """Whether training with `augmentation` uses probability targets (a mixing augmentation, see
-    `augcam.augment.mixing`) instead of the integer labels."""
-    return isinstance(augmentation, MixingAugmentation)
 
 
 def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, image_size: int | None) -> torch.Tensor:
@@ -215,8 +207,18 @@ def _train(
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
     copies = settings.copies if augmentation is not None else 0
     num_sources = len(data.train_images)
-    mixes_labels = uses_targets(augmentation)
-    num_classes = data.num_classes if data.num_classes is not None else int(data.train_labels.max()) + 1
+    batches = batch_maker(
+        data.train_images,
+        data.train_labels,
+        augmentation,
+        seed,
+        copies=copies,
+        copies_drawn=settings.copies_drawn,
+        batch_size=settings.batch_size,
+        num_classes=data.num_classes if data.num_classes is not None else int(data.train_labels.max()) + 1,
+        ordering_seed=settings.ordering_seed,
+        base_augmentations=settings.base_augmentations,
+    )
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     if settings.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -248,35 +250,21 @@ def _train(
         epoch_started = time.perf_counter()
         model.train()
         order_cpu = epoch_positions(
-            num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch, settings.batch_size
+            num_sources,
+            copies,
+            settings.ordering_seed,
+            epoch,
+            settings.steps_per_epoch,
+            settings.batch_size,
+            settings.order,
         )
         order = order_cpu.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch, start in enumerate(range(0, len(order), settings.batch_size)):
-            positions = order[start : start + settings.batch_size]
-            sources = positions % num_sources
-            images = data.train_images[sources]
-            labels = data.train_labels[sources]
-            if settings.base_augmentations:
-                images = base_augment(images, settings.base_augmentations, settings.ordering_seed, epoch, batch)
-            targets = None  # probability targets, only for a mixing augmentation
-            if copies:
-                # Which rows are copies is read from the CPU order: testing it on the device would
-                # make every batch wait for the GPU (the rows are the same, so are the numbers).
-                copy_rows = torch.nonzero(order_cpu[start : start + settings.batch_size] >= num_sources).squeeze(1)
-                if len(copy_rows):
-                    generator = augmentation_generator(seed, epoch, batch)
-                    rows = copy_rows.to(device)
-                    images = images.clone()
-                    if mixes_labels:
-                        # Partners are drawn among the batch's copies; originals keep one-hot targets.
-                        targets = F.one_hot(labels, num_classes).to(images.dtype)
-                        images[rows], targets[rows] = augment_batch(
-                            augmentation, images[rows], labels[rows], num_classes, generator
-                        )
-                    else:
-                        images[rows] = augmentation(images[rows], generator)
+            sources, images, labels, targets = batches.batch(
+                order_cpu, order, start, start + settings.batch_size, epoch, batch
+            )
             inputs = prepare_inputs(images, mean, std, data.image_size)
             if settings.channels_last:
                 inputs = inputs.contiguous(memory_format=memory_format)
