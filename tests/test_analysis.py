@@ -266,3 +266,61 @@ def test_figures_show_one_box_or_cell_per_item(planted):
     assert counts == [2 + 4, 1 + 0, 2 + 0, 1 + 2, 0 + 4, 2 + 2, 4 + 0, 0 + 0]  # pooled over the two seeds
     bars = performance_bars(performance_table(), ["baseline", "affine", "blur"])
     assert [len(ax.patches) for ax in bars.axes] == [3, 3, 3, 3]
+
+
+# --- the thesis's figures and tables are over the studied augmentations, not the controls --------
+
+THESIS_AUGS = ["affine", "cutmix", "color_jitter", "elastic", "equalization", "gaussian_blur", "random_crop"]
+
+
+def with_control() -> pd.DataFrame:
+    """The thesis's seven augmentations and the identity control, whose values are planted to win
+    every ranking: perfectly (anti-)correlated with affine and extreme on image 105."""
+    rng = np.random.default_rng(5)
+    values = {a: {m: rng.uniform(0.2, 0.8, size=30) for m in METRICS} for a in THESIS_AUGS}
+    values["identity"] = {m: v.copy() for m, v in values["affine"].items()}
+    values["identity"]["pearson"] = -values["affine"]["pearson"]
+    for m in METRICS:
+        values["identity"][m][5] = 50.0
+    return aggregated_table(values)
+
+
+def test_pairs_and_correlation_maps_count_the_21_pairs_of_seven_augmentations_with_the_control_present():
+    table = with_control()
+    maps = correlation_maps(table, ["baseline", *THESIS_AUGS, "identity"])
+    assert all(list(corr.columns) == THESIS_AUGS and list(corr.index) == THESIS_AUGS for corr in maps.values())
+    strongest, weakest = pair_frequencies(maps, k=100)
+    assert len(strongest) == len(weakest) == 21  # C(7, 2); with the control it would be C(8, 2) = 28
+    assert not strongest["pair"].str.contains("identity").any()
+    top, bottom = pair_frequencies(maps, k=4)
+    assert top["count"].sum() == bottom["count"].sum() == 4 * len(METRICS)
+    assert not pd.concat([top, bottom])["pair"].str.contains("identity").any()
+
+
+def test_extreme_images_and_segments_ignore_the_control():
+    extremes = extreme_images(with_control())
+    assert 105 not in set(extremes["image_index"]), "the control's values chose an image"
+    assert extremes["value"].max() < 1
+    metrics = per_model_metrics()
+    control = metrics[metrics.augmentation == "affine"].assign(augmentation="identity", model_id="identity-s0")
+    mixed = pd.concat([metrics, control], ignore_index=True)
+    assert list(segment_counts(mixed)["augmentation"].unique()) == ["affine", "blur"]
+    assert set(segment_medians(mixed)["augmentation"]) == {"affine", "blur"}
+    seg = segmented_boxplot(mixed, "mad", ["baseline", "affine", "blur", "identity"])
+    assert "identity (control)" not in [t.get_text() for t in seg.axes[0].get_xticklabels()]
+
+
+def test_the_control_is_drawn_apart_as_a_reference():
+    table = with_control()
+    fig = metric_boxplot(table, "mad", ["baseline", "identity", *THESIS_AUGS])  # control listed early on purpose
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [*THESIS_AUGS, "identity (control)"], "the control last"
+    boxes = list(ax.patches)
+    assert [bool(p.get_hatch()) for p in boxes] == [False] * 7 + [True]
+    assert any(line.get_linestyle() == "--" for line in ax.lines), "a dashed line sets it apart"
+    performance = performance_table()
+    control_rows = performance[performance.augmentation == "affine"].assign(augmentation="identity")
+    bars = performance_bars(pd.concat([performance, control_rows]), ["baseline", "identity", "affine", "blur"])
+    ax = bars.axes[0]
+    assert [p.get_hatch() for p in ax.patches] == [None, None, None, "///"]

@@ -1,6 +1,6 @@
 import pytest
 
-from augcam.config import StudyConfig, load_config, preset_names
+from augcam.config import StudyConfig, is_selection, load_config, load_selection, preset_names
 from augcam.config.loading import preset_text
 from augcam.errors import ConfigError
 
@@ -11,7 +11,13 @@ MINIMAL = {"name": "t", "augmentations": ["affine"]}
 def test_every_preset_is_valid(name):
     if "timm:" in preset_text(name):  # timm is an optional dependency
         pytest.importorskip("timm")
-    config = load_config(name)
+    if is_selection(name):  # an architecture selection (tests/test_selection.py), whose study must be valid
+        selection = load_selection(name)
+        assert selection.name == name
+        config = selection.study
+        name = config.name
+    else:
+        config = load_config(name)
     assert config.name == name
     # a mask-guided preset (guided interventions only) lists no augmentation
     assert config.augmentations or config.guided

@@ -278,7 +278,7 @@ def test_every_analysis_is_written(reported):
     assert (counts["images"] == 12).all() and len(counts) == len(AUGS) * len(SEEDS)
     figures = {p.name for p in (reported / "figures").iterdir()}
     stems = (
-        ["performance", "training_curves"]
+        ["gallery", "performance", "training_curves"]
         + [f"{kind}_{m}" for kind in ("distribution", "correlation", "segmented") for m in METRICS]
         + [f"extreme_{m}_{c}" for m in METRICS for c in ("mean", "std")]
         + ["clusters", "between_augmentations", "noise_effects", "sanity"]
@@ -301,6 +301,7 @@ def test_report_is_one_self_contained_file_in_the_contracted_order(reported):
     headings = re.findall(r"<h2>(\d+)\. ([^<]+)</h2>", html)
     assert [int(n) for n, _ in headings] == list(range(1, len(headings) + 1))
     assert [title for _, title in headings] == [
+        "What the models were trained on",
         "Performance",
         "Metric distributions",
         "Correlation maps between augmentations",
@@ -414,6 +415,8 @@ def test_without_the_test_images_the_report_says_so(reported, tmp_path):
     write_report(copy, pairs=2)
     html = (copy / "report.html").read_text()
     assert "could not be loaded" in html and "moved-away" in html
+    # Without the training images there is no gallery, and no stale one is left behind.
+    assert "What the models were trained on" not in html and not (copy / "figures/gallery.png").exists()
     # The other analyses do not need the images; `pairs` sets how many pairs each map gives.
     assert pd.read_csv(copy / "tables/pairs_strongest.csv")["count"].sum() == 2 * len(METRICS)
 

@@ -5,6 +5,7 @@ Python API (the `augcam` command is a thin layer over it and uses nothing else):
     from augcam import load_config, run_study
     result = run_study("quick", "runs/quick")      # a preset name, a YAML path, a dict or a StudyConfig
     result.metrics                                 # one row per (augmented model, test image)
+    chosen = augcam.select("quick-selection", "runs/select").chosen   # architecture selection
 
     augcam.cams.gradcam(model, target_layer, images, targets=None)   # -> Tensor[N, H, W]
     augcam.metrics.compare_maps(base, other)                         # -> dict[str, Tensor[N]]
@@ -17,7 +18,16 @@ __version__ = "0.1.0"
 
 # Imported lazily (module → names), so that `import augcam` stays cheap and `augcam --help` fast.
 _EXPORTS = {
-    "augcam.config": ("load_config", "parse_overrides", "StudyConfig", "preset_names", "preset_summary"),
+    "augcam.config": (
+        "load_config",
+        "load_selection",
+        "is_selection",
+        "parse_overrides",
+        "StudyConfig",
+        "SelectionConfig",
+        "preset_names",
+        "preset_summary",
+    ),
     "augcam.errors": ("AugcamError", "ConfigError", "DataError"),
     "augcam.pipeline": (
         "run_study",
@@ -28,7 +38,9 @@ _EXPORTS = {
         "study_design_limits",
     ),
     "augcam.pipeline.executors": ("EXECUTORS", "executor_class"),
+    "augcam.pipeline.gallery": ("augmentation_gallery", "write_gallery", "AugmentationGallery"),
     "augcam.analysis": ("write_report", "load_run"),
+    "augcam.selection": ("select", "prepare_selection", "SelectionResult"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

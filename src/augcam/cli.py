@@ -36,6 +36,8 @@ SET_HELP = (
     "Override a config value: --set training.epochs=2; a mapping merges into the section: --set 'training={epochs: 2}'"
 )
 
+SELECT_SET_HELP = SET_HELP.replace("training", "study.training")
+
 
 def _fail(err: BaseException, debug: bool, after: str = "") -> None:
     if debug:
@@ -102,6 +104,42 @@ def run(
 
 
 @app.command()
+def select(
+    selection: str = typer.Argument(..., help="A selection preset (see `augcam presets`) or a selection YAML file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Selection directory (created; reused to resume)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N or auto (overrides the study's)."),
+    set_: list[str] = typer.Option([], "--set", help=SELECT_SET_HELP),
+    force: bool = typer.Option(
+        False, help="Write into an output directory that holds another run, or files augcam did not write."
+    ),
+    executor: str = typer.Option(
+        "local",
+        help="local: the models one after the other in this process; ray: one task per model (docs/cluster.md).",
+    ),
+    address: str | None = typer.Option(None, help="With --executor ray: the cluster to use (as for `augcam run`)."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
+    """Choose the study's architecture: train every candidate without augmentation, plot its test
+    scores per epoch and its training time, choose on validation accuracy, write chosen.yaml."""
+    try:
+        augcam.executor_class(executor, address)
+        config = augcam.load_selection(selection, overrides=augcam.parse_overrides(set_))
+        result = augcam.select(
+            config, out, executor=executor, address=address, device=device, force=force, console=err_console
+        )
+    except (AugcamError, OSError) as err:
+        _fail(err, debug, after=f"; {out} keeps every finished candidate: rerun the same command to resume")
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "running the selection", "rerun the same command to resume")
+        return
+    out_console.print(
+        f"Chosen: {result.chosen}. Finished in {result.manifest.get('seconds', 0):.1f} s. Results in {result.out}/:\n"
+        "  chosen.yaml  report.html  tables/  figures/  candidates/  manifest.json  selection.yaml"
+    )
+
+
+@app.command()
 def presets() -> None:
     """List the presets shipped with augcam."""
     for name in augcam.preset_names():
@@ -115,8 +153,11 @@ def validate(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
-    """Check a study config (and its data and model) without running it."""
+    """Check a study config or an architecture selection (and its data and models) without running it."""
     try:
+        if augcam.is_selection(config):
+            _validate_selection(config, data, augcam.parse_overrides(set_))
+            return
         study = augcam.load_config(config, overrides=augcam.parse_overrides(set_))
         if data:
             prepared = augcam.prepare(study)
@@ -141,6 +182,27 @@ def validate(
         _interrupted(err, "validating the study", "nothing was written")
         return
     _print_design_limits(limits)
+
+
+def _validate_selection(source: str, data: bool, overrides: dict) -> None:
+    selection = augcam.load_selection(source, overrides=overrides)
+    if not data:
+        out_console.print(f"{source}: valid")
+        return
+    candidates = augcam.prepare_selection(selection)
+    split = candidates[0].prepared.split
+    out_console.print(
+        f"{source}: valid — {len(candidates)} candidates × {len(selection.seeds)} seed(s) for study "
+        f"{selection.study.name}, {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images"
+    )
+    for candidate in candidates:
+        p = candidate.prepared
+        out_console.print(
+            f"  {candidate.label}: {candidate.entry.name}, {candidate.parameters:,} parameters, "
+            f"{p.input_size[0]}×{p.input_size[1]} inputs, target layer {p.target_layer} "
+            f"({p.layer_size[0]}×{p.layer_size[1]})",
+            highlight=False,
+        )
 
 
 def _print_design_limits(limits: dict | None) -> None:
@@ -168,6 +230,28 @@ def _print_design_limits(limits: dict | None) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+@app.command()
+def gallery(
+    config: str = typer.Argument(..., help="A preset name or a study YAML file."),
+    out: Path = typer.Option(..., "--out", help="Folder for gallery.png (created if needed)."),
+    images: int = typer.Option(4, "--images", min=1, help="Training images per row."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
+    """Draw what the models were trained on: every studied augmentation, under every seed, applied to
+    the same training images by the training loop's own code and random stream."""
+    try:
+        study = augcam.load_config(config, overrides=augcam.parse_overrides(set_))
+        path = augcam.write_gallery(study, out, images=images)
+    except (AugcamError, OSError) as err:
+        _fail(err, debug)
+        return
+    except KeyboardInterrupt as err:
+        _interrupted(err, "drawing the gallery", "nothing was written")
+        return
+    out_console.print(f"Gallery: {path}")
 
 
 @app.command()

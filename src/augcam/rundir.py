@@ -3,7 +3,8 @@
     OUT/study.yaml                    resolved config
     OUT/manifest.json                 versions, config hash, device, per-stage timings and status
     OUT/models/<model_id>/            weights.safetensors, history.parquet, meta.json
-                                      (checkpoint.safetensors while the model is in training)
+                                      (checkpoint.safetensors while the model is in training;
+                                      predictions.safetensors when the test set is monitored)
     OUT/cams/<model_id>[.<method>].safetensors   raw CAMs (layer resolution), logits, predictions, targets
     OUT/faithfulness/<model_id>.safetensors      the faithfulness stage's per-model results
     OUT/tables/*.parquet, *.csv       the stages' tables and the report's analyses
@@ -65,11 +66,14 @@ BETWEEN_TABLE = "between_augmentations.parquet"  # one row per (pair of augmenta
 SANITY_TABLE = "sanity.csv"
 FAITHFULNESS_TABLE = "faithfulness.parquet"  # one row per (model, fill, test image)
 FAITHFULNESS_MODELS_TABLE = "faithfulness_models.parquet"  # their means per (model, fill)
+# An architecture selection's tables (SelectionDir), each written as .parquet and .csv.
+SELECTION_EPOCHS = "selection_epochs"  # one row per (candidate, seed, epoch)
+SELECTION_SUMMARY = "selection_summary"  # one row per candidate
 
 
 # What augcam writes at the top of a run directory; anything else there is not augcam's.
-ROOT_FILES = ("study.yaml", "manifest.json", "report.html", ".augcam.lock")
-ROOT_DIRS = ("models", "cams", "faithfulness", "tables", "figures")
+ROOT_FILES = ("study.yaml", "manifest.json", "report.html", ".augcam.lock", "selection.yaml", "chosen.yaml")
+ROOT_DIRS = ("models", "cams", "faithfulness", "tables", "figures", "candidates")
 WRITTEN_SUFFIXES = (".safetensors", ".parquet", ".json", ".yaml", ".csv", ".png", ".svg", ".html")
 # The settings that make a study's models what they are: with another value the run directory
 # holds another study (check_study). Where the data files lie, and the analysis layer, do not count.
@@ -100,6 +104,11 @@ class RunDir:
 
     def history_file(self, model_id: str) -> Path:
         return self.model_dir(model_id) / "history.parquet"
+
+    def predictions_file(self, model_id: str) -> Path:
+        """Every epoch's validation and test predictions, with their labels (a model trained with
+        its test set monitored: architecture selection)."""
+        return self.model_dir(model_id) / "predictions.safetensors"
 
     def checkpoint_file(self, model_id: str) -> Path:
         """The state after the last finished epoch of a model still in training; removed once the
@@ -212,6 +221,23 @@ class RunDir:
         for path in stale:
             path.unlink()
         return stale
+
+
+class SelectionDir(RunDir):
+    """Paths of an architecture selection's directory (`augcam select`): its own files at the top,
+    and one run directory per candidate, holding that candidate's models.
+
+        OUT/selection.yaml, manifest.json, report.html, chosen.yaml, .augcam.lock
+        OUT/candidates/<label>/    a run directory (study.yaml, manifest.json, models/<model_id>/)
+        OUT/tables/selection_{epochs,summary}.{parquet,csv}
+        OUT/figures/selection_*.png, *.svg
+    """
+
+    selection_file = property(lambda self: self.root / "selection.yaml")
+    chosen_file = property(lambda self: self.root / "chosen.yaml")
+
+    def candidate(self, label: str) -> RunDir:
+        return RunDir(self.root / "candidates" / label)
 
 
 def _temp_of(name: str, names: tuple[str, ...] = (), suffixes: tuple[str, ...] = ()) -> bool:

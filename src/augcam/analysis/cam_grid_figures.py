@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from augcam.analysis.cam_grids import CamSets, TestImages
 from augcam.analysis.names import display_name
-from augcam.analysis.run_tables import BASELINE, RunTables, augmentation_order
+from augcam.analysis.run_tables import BASELINE, RunTables, augmentation_order, studied_rows
 
 __all__ = ["CAM_COLORMAP", "CamPanel", "extreme_image_grid", "extreme_image_figures"]
 
@@ -102,9 +102,10 @@ def extreme_image_figures(
     tables: RunTables, extremes: pd.DataFrame, images: TestImages | None, cams: CamSets | None = None
 ) -> dict[tuple[str, str], Any]:
     """One grid per row of `extremes` ((metric, criterion) → Figure): the test image, the baseline
-    CAM and, per augmentation, one seed's CAM (the study's first seed) and the mean of its seeds'
-    input-sized CAMs, all overlaid on the image. Without `images` (data not on this machine) the
-    CAMs are drawn alone, at 4× the layer's resolution when the input size is unknown."""
+    CAM and, per studied augmentation (not the control), one seed's CAM (the study's first seed)
+    and the mean of its seeds' input-sized CAMs, all overlaid on the image. Without `images` (data
+    not on this machine) the CAMs are drawn alone, at 4× the layer's resolution when the input
+    size is unknown."""
     perf = tables.performance[tables.performance["status"] == "complete"]
     base_id = str(perf.loc[perf["augmentation"] == BASELINE, "model_id"].iloc[0])
     cams = cams or CamSets(tables.root)
@@ -117,7 +118,7 @@ def extreme_image_figures(
         size = (image_size, image_size) if image_size else (4 * h, 4 * w)
     by_aug = {
         aug: rows.sort_values("seed", kind="stable")
-        for aug, rows in perf[perf["augmentation"] != BASELINE].groupby("augmentation", sort=False)
+        for aug, rows in studied_rows(perf).groupby("augmentation", sort=False)
     }
     augs = [a for a in augmentation_order(tables.performance) if a in by_aug]
     figures = {}

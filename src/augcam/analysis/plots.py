@@ -4,6 +4,10 @@ The controls' figures are in `augcam.analysis.control_plots`, the extreme-image 
 `augcam.analysis.cam_grid_figures`. Figures are built with `matplotlib.figure.Figure` directly,
 never through pyplot: no global figure registry (nothing leaks when hundreds are made), no GUI
 backend, and rendering is done by the Agg canvas whatever backend the caller's session uses.
+
+The identity control (the null models) appears in the thesis's figures only as a reference, drawn
+apart: last, after a dashed line, grey and hatched (`REFERENCE_STYLE`); the segmented results and
+the correlation maps leave it out (`augcam.analysis.tables`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from augcam.analysis.names import display_name
-from augcam.analysis.run_tables import BASELINE, PERFORMANCE_COLUMNS, augmentation_label
+from augcam.analysis.run_tables import BASELINE, CONTROL, PERFORMANCE_COLUMNS, augmentation_label
 from augcam.analysis.tables import SEGMENTS, segment
 
 __all__ = [
@@ -32,13 +36,38 @@ __all__ = [
 SEGMENT_COLORS = ("#4daf4a", "#999999", "#e41a1c", "#377eb8")  # both ok, both wrong, base only, aug only
 
 
+REFERENCE_STYLE = {"facecolor": (0.85, 0.85, 0.85), "hatch": "///", "edgecolor": (0.3, 0.3, 0.3)}
+
+
 def augmentation_colors(augmentations: Sequence[str]) -> dict[str, tuple]:
-    """One stable colour per augmentation, the baseline grey, in every figure."""
+    """One stable colour per augmentation, the baseline dark grey and the control light grey, in
+    every figure (the control takes no colour from the studied augmentations)."""
     palette = colormaps["tab10"].colors
-    others = [a for a in augmentations if a != BASELINE]
+    others = [a for a in augmentations if a not in (BASELINE, CONTROL)]
     colors = {a: palette[i % len(palette)] for i, a in enumerate(others)}
     colors[BASELINE] = (0.35, 0.35, 0.35)
+    colors[CONTROL] = REFERENCE_STYLE["facecolor"]
     return colors
+
+
+def _reference_last(augs: Sequence[str]) -> list[str]:
+    """`augs` with the control moved to the end, where it is drawn apart as a reference."""
+    return [a for a in augs if a != CONTROL] + [a for a in augs if a == CONTROL]
+
+
+def _mark_reference(ax, augs: Sequence[str], positions: Sequence[float], patches: Sequence) -> None:
+    """Draw the control's boxes or bars (`patches`, one per augmentation of `augs`) in the reference
+    style, behind a dashed line that sets them apart from the studied augmentations."""
+    if CONTROL not in augs:
+        return
+    index = list(augs).index(CONTROL)
+    for patch, aug in zip(patches, augs):
+        if aug == CONTROL:
+            patch.set_facecolor(REFERENCE_STYLE["facecolor"])
+            patch.set_hatch(REFERENCE_STYLE["hatch"])
+            patch.set_edgecolor(REFERENCE_STYLE["edgecolor"])
+    if index:
+        ax.axvline((positions[index - 1] + positions[index]) / 2, color="black", linestyle="--", linewidth=0.8)
 
 
 def _present(order: Sequence[str], table: pd.DataFrame) -> list[str]:
@@ -54,11 +83,11 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def _boxplot(ax, data: list[np.ndarray], positions: Sequence[float], colors: Sequence, width: float) -> None:
+def _boxplot(ax, data: list[np.ndarray], positions: Sequence[float], colors: Sequence, width: float) -> list:
     # Empty groups (a segment no image falls in) are drawn as nothing rather than failing.
     kept = [(d, p, c) for d, p, c in zip(data, positions, colors) if len(d)]
     if not kept:
-        return
+        return []
     boxes = ax.boxplot(
         [d for d, _, _ in kept],
         positions=[p for _, p, _ in kept],
@@ -73,6 +102,7 @@ def _boxplot(ax, data: list[np.ndarray], positions: Sequence[float], colors: Seq
         patch.set_alpha(0.75)
     for flier, (_, _, color) in zip(boxes["fliers"], kept):
         flier.set_markerfacecolor(color)
+    return boxes["boxes"]
 
 
 # --- 1. performance --------------------------------------------------------------------------
@@ -80,9 +110,10 @@ def _boxplot(ax, data: list[np.ndarray], positions: Sequence[float], colors: Seq
 
 def performance_bars(performance: pd.DataFrame, order: Sequence[str]) -> Figure:
     """Test accuracy, macro precision, recall and F1 per augmentation: bars are the mean over
-    seeds, error bars one standard deviation, dots the individual seeds; baseline first."""
+    seeds, error bars one standard deviation, dots the individual seeds; baseline first, the
+    control, if any, last and apart, as a reference."""
     finished = performance[performance["status"] == "complete"]
-    augs = _present(order, finished)
+    augs = _reference_last(_present(order, finished))
     colors = augmentation_colors(augs)
     fig = Figure(figsize=(max(7.0, 0.9 * len(augs) + 2), 6.4), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
@@ -91,7 +122,10 @@ def performance_bars(performance: pd.DataFrame, order: Sequence[str]) -> Figure:
         groups = [finished.loc[finished["augmentation"] == a, col].dropna().to_numpy() for a in augs]
         means = np.array([g.mean() if len(g) else np.nan for g in groups])
         stds = np.array([g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups])
-        ax.bar(x, means, yerr=stds, color=[colors[a] for a in augs], alpha=0.8, capsize=3, error_kw={"linewidth": 1})
+        bars = ax.bar(
+            x, means, yerr=stds, color=[colors[a] for a in augs], alpha=0.8, capsize=3, error_kw={"linewidth": 1}
+        )
+        _mark_reference(ax, augs, x, bars.patches)
         for i, g in enumerate(groups):
             ax.plot(np.full(len(g), x[i]) + np.linspace(-0.15, 0.15, len(g)) * (len(g) > 1), g, "k.", markersize=4)
         finite = np.concatenate([g for g in groups if len(g)]) if any(len(g) for g in groups) else np.zeros(1)
@@ -132,7 +166,8 @@ def training_curves(histories: pd.DataFrame, order: Sequence[str]) -> Figure:
                 rows[col],
                 marker="o",
                 markersize=3,
-                color=colors[aug],
+                linestyle=":" if aug == CONTROL else "-",
+                color=REFERENCE_STYLE["edgecolor"] if aug == CONTROL else colors[aug],
                 linewidth=2.2 if is_base else 1.0,
                 alpha=1.0 if is_base else 0.7,
                 zorder=3 if is_base else 2,
@@ -156,13 +191,16 @@ def training_curves(histories: pd.DataFrame, order: Sequence[str]) -> Figure:
 
 
 def metric_boxplot(aggregated: pd.DataFrame, metric: str, order: Sequence[str]) -> Figure:
-    """One box per augmentation of `metric`'s seed-averaged value over the test images."""
-    augs = _present(order, aggregated)
+    """One box per augmentation of `metric`'s seed-averaged value over the test images; the
+    control's, if any, last and apart, as a reference."""
+    augs = _reference_last(_present(order, aggregated))
     colors = augmentation_colors(augs)
     data = [_finite(aggregated.loc[aggregated["augmentation"] == a, metric].to_numpy()) for a in augs]
     fig = Figure(figsize=(max(5.5, 0.8 * len(augs) + 1.5), 3.6), layout="constrained")
     ax = fig.subplots()
-    _boxplot(ax, data, range(len(augs)), [colors[a] for a in augs], 0.6)
+    boxes = _boxplot(ax, data, range(len(augs)), [colors[a] for a in augs], 0.6)
+    drawn = [a for a, d in zip(augs, data) if len(d)]
+    _mark_reference(ax, drawn, [i for i, d in enumerate(data) if len(d)], boxes)
     ax.set_xticks(range(len(augs)), [augmentation_label(a) for a in augs], rotation=30, ha="right")
     ax.set_xlim(-0.6, len(augs) - 0.4)
     ax.set_ylabel(display_name(metric))
@@ -210,7 +248,7 @@ def segmented_boxplot(
 ) -> Figure:
     """`metric` per augmentation split into the four prediction-agreement segments (pooled over
     seeds: one value per (model, image)); the number under each box counts its rows."""
-    augs = _present(order, metrics)
+    augs = [a for a in _present(order, metrics) if a not in (BASELINE, CONTROL)]  # the studied ones
     segments = segment(metrics) if segments is None else segments
     n_seg = len(SEGMENTS)
     # Row positions of every (augmentation, segment) group, found in one pass.

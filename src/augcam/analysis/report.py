@@ -47,7 +47,7 @@ OPTIONAL_TABLES = (
     "published_comparison.csv",
     "faithfulness_summary.csv",
 )
-OPTIONAL_FIGURES = ("clusters", "between_augmentations", "model_summaries", "noise_effects", "sanity")
+OPTIONAL_FIGURES = ("gallery", "clusters", "between_augmentations", "model_summaries", "noise_effects", "sanity")
 
 
 def write_report(
@@ -110,9 +110,21 @@ def render_report(
         image_note = f"The test images could not be loaded, so the CAMs are drawn without them: {err}"
         console.print(f"[yellow]report[/]: {image_note}", highlight=False)
 
-    figures = timed("figures", lambda: build_figures(tables, result, images, cams))
+    gallery = timed("gallery", lambda: _gallery(tables.study, console))
+    figures = timed("figures", lambda: build_figures(tables, result, images, cams, gallery))
     related_files, related_context = timed("related methodologies", lambda: related_report(tables))
-    context, mask_guided_csvs = report_context(tables, result, figures, related_context, image_note, pairs, n_resamples)
+    gallery_context = (
+        None
+        if gallery is None
+        else {
+            "images": gallery.images.shape[1],
+            "epoch": gallery.epoch,
+            "copies": "drawn once, the same every epoch" if gallery.copies_drawn == "once" else "redrawn every epoch",
+        }
+    )
+    context, mask_guided_csvs = report_context(
+        tables, result, figures, related_context, image_note, pairs, n_resamples, gallery_context
+    )
     html = timed("html", lambda: render_html(context, tables.manifest, time.perf_counter() - started))
 
     paths = tables.run_dir
@@ -141,3 +153,16 @@ def render_report(
         highlight=False,
     )
     return report
+
+
+def _gallery(study: dict, console: Console):
+    """The study's augmentation gallery (`augcam.pipeline.gallery`), or None when the study has no
+    studied augmentation or its training data cannot be loaded here (the reader is told why)."""
+    from augcam.pipeline.gallery import augmentation_gallery
+
+    try:
+        gallery = augmentation_gallery(study)
+    except AugcamError as err:
+        console.print(f"[yellow]report[/]: no augmentation gallery: {err}", highlight=False)
+        return None
+    return gallery if len(gallery.rows) > 1 else None

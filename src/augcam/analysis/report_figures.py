@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from augcam.analysis.analyses import Analyses
 from augcam.analysis.cam_grid_figures import extreme_image_figures
@@ -20,6 +21,7 @@ from augcam.analysis.control_plots import (
     sanity_curve,
     significance_forest,
 )
+from augcam.analysis.gallery_figure import gallery_figure
 from augcam.analysis.names import display_name
 from augcam.analysis.plots import (
     correlation_heatmap,
@@ -31,7 +33,10 @@ from augcam.analysis.plots import (
 from augcam.analysis.run_tables import BASELINE, RunTables
 from augcam.analysis.tables import SANITY_THRESHOLD, segment
 
-__all__ = ["FIGURE_DPI", "RenderedFigure", "build_figures"]
+if TYPE_CHECKING:
+    from augcam.pipeline.gallery import AugmentationGallery
+
+__all__ = ["FIGURE_DPI", "RenderedFigure", "build_figures", "render_figure"]
 
 FIGURE_DPI = 150
 
@@ -48,7 +53,7 @@ class RenderedFigure:
         return base64.b64encode(self.png).decode("ascii")
 
 
-def _render(fig, name: str, caption: str) -> RenderedFigure:
+def render_figure(fig, name: str, caption: str) -> RenderedFigure:
     import matplotlib
 
     png, svg = io.BytesIO(), io.BytesIO()
@@ -64,18 +69,33 @@ def _render(fig, name: str, caption: str) -> RenderedFigure:
 
 
 def build_figures(
-    tables: RunTables, result: Analyses, images: TestImages | None, cams: CamSets
+    tables: RunTables,
+    result: Analyses,
+    images: TestImages | None,
+    cams: CamSets,
+    gallery: AugmentationGallery | None = None,
 ) -> list[RenderedFigure]:
-    """Every figure of the report, drawn and rendered in the report's order."""
+    """Every figure of the report, drawn and rendered in the report's order (the augmentation
+    gallery first, when given)."""
     order, metrics = result.order, result.metrics
-    rendered = [
-        _render(
+    rendered = []
+    if gallery is not None:
+        rendered.append(
+            render_figure(
+                gallery_figure(gallery),
+                "gallery",
+                "The same training images as each studied augmentation made them under each seed, through "
+                "the training loop's code and random stream (top row: as loaded).",
+            )
+        )
+    rendered += [
+        render_figure(
             performance_bars(tables.performance, order),
             "performance",
             "Test accuracy, macro precision, recall and F1 per augmentation: bar = mean over seeds, "
             "error bar = ±1 standard deviation, dots = single seeds; compare each bar with the baseline's.",
         ),
-        _render(
+        render_figure(
             training_curves(result.histories, order),
             "training_curves",
             "Train/validation accuracy and loss per epoch, one line per model: diverging train and "
@@ -84,7 +104,7 @@ def build_figures(
     ]
     for m in metrics:
         rendered.append(
-            _render(
+            render_figure(
                 metric_boxplot(tables.aggregated, m, order),
                 f"distribution_{m}",
                 f"{display_name(m)} between each augmentation's CAM and the baseline's, one value "
@@ -93,7 +113,7 @@ def build_figures(
         )
     for m in metrics:
         rendered.append(
-            _render(
+            render_figure(
                 correlation_heatmap(result.correlations[m], m),
                 f"correlation_{m}",
                 f"Pearson correlation over the test images of {display_name(m)} between two "
@@ -104,7 +124,7 @@ def build_figures(
     compared = set(tables.aggregated["augmentation"])
     if len([a for a in order if a != BASELINE and a in compared]) >= 2:
         rendered.append(
-            _render(
+            render_figure(
                 cluster_dendrograms(tables.aggregated, metrics, order),
                 "clusters",
                 "Average-linkage dendrograms of the augmentations' impact profiles (all metrics, "
@@ -114,7 +134,7 @@ def build_figures(
         )
     if result.between is not None and len(result.between):
         rendered.append(
-            _render(
+            render_figure(
                 between_heatmaps(result.between, metrics, order),
                 "between_augmentations",
                 "Median over the test images of each metric between two augmented models' CAMs "
@@ -124,7 +144,7 @@ def build_figures(
         )
     if result.model_level is not None and result.model_summaries is not None:
         rendered.append(
-            _render(
+            render_figure(
                 model_summary_dots(result.model_summaries, result.model_level, metrics, order),
                 "model_summaries",
                 "Each trained model's mean over the test images of each metric against the baseline: "
@@ -135,7 +155,7 @@ def build_figures(
         )
     if result.significance is not None:
         rendered.append(
-            _render(
+            render_figure(
                 significance_forest(result.significance, metrics, order),
                 "noise_effects",
                 "Descriptive: median over the test images of the per-image difference between each "
@@ -147,7 +167,7 @@ def build_figures(
         )
     if result.sanity is not None:
         rendered.append(
-            _render(
+            render_figure(
                 sanity_curve(result.sanity),
                 "sanity",
                 "Cascading randomisation of the baseline's layers (output first): Spearman between "
@@ -159,7 +179,7 @@ def build_figures(
     segments = segment(tables.metrics)
     for m in metrics:
         rendered.append(
-            _render(
+            render_figure(
                 segmented_boxplot(tables.metrics, m, order, segments),
                 f"segmented_{m}",
                 f"{display_name(m)} split by whether the baseline and the augmented model "
@@ -171,7 +191,7 @@ def build_figures(
     for (m, criterion), fig in grids.items():
         what = "mean" if criterion == "highest mean" else "std"
         rendered.append(
-            _render(
+            render_figure(
                 fig,
                 f"extreme_{m}_{what}",
                 f"The test image whose {display_name(m)} has the {criterion} across "

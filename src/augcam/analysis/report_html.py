@@ -32,11 +32,18 @@ from augcam.analysis.report_controls import (
 )
 from augcam.analysis.report_figures import RenderedFigure
 from augcam.analysis.report_text import fmt, html_table, labelled
-from augcam.analysis.run_tables import BASELINE, CONTROL, PERFORMANCE_COLUMNS, RunTables, augmentation_label
+from augcam.analysis.run_tables import (
+    BASELINE,
+    CONTROL,
+    PERFORMANCE_COLUMNS,
+    RunTables,
+    augmentation_label,
+    studied,
+)
 from augcam.analysis.statistics import noise_verdicts
 from augcam.analysis.tables import SANITY_THRESHOLD, SEGMENTS
 
-__all__ = ["report_context", "render_html", "PIPELINE_STAGES", "QUESTION"]
+__all__ = ["report_context", "render_html", "provenance", "template", "PIPELINE_STAGES", "QUESTION"]
 
 PIPELINE_STAGES = ("train", "explain", "compare", "performance", "aggregate", "controls", "sanity")
 QUESTION = "How does a data augmentation change where an image classifier looks?"
@@ -50,9 +57,11 @@ def report_context(
     image_note: str | None,
     pairs: int,
     n_resamples: int,
+    gallery: dict | None = None,
 ) -> tuple[dict, dict[str, str]]:
     """(the template's context but the provenance, the mask-guided section's CSVs): what the report
-    shows, section by section; sections of the controls only when the run has their tables."""
+    shows, section by section; sections of the controls only when the run has their tables, the
+    gallery's (`gallery`: images, epoch, copies) only when it could be drawn."""
     order, metrics = result.order, result.metrics
     by_name = {f.name: f for f in figures}
     segment_table = result.segment_counts.rename(columns={s.replace(" ", "_"): s for s in SEGMENTS})
@@ -68,6 +77,10 @@ def report_context(
             entry.get("name") for entry in (tables.study.get("training") or {}).get("base_augmentations") or []
         ],
         "augmentations": [augmentation_label(a) for a in augmentations],
+        "studied": studied(order),
+        "n_pairs": len(studied(order)) * (len(studied(order)) - 1) // 2,
+        "has_control": CONTROL in order,
+        "gallery": gallery,
         "metrics": metrics,
         "display": display_name,
         "figure": by_name,
@@ -94,7 +107,8 @@ def report_context(
         **related_context,  # published, faithfulness: None when the study has no such section
     }
     # Sections in order, (id, title); those of the controls only when the run has their tables.
-    sections = [
+    sections = [("gallery", "What the models were trained on")] * (gallery is not None)
+    sections += [
         ("performance", "Performance"),
         ("distributions", "Metric distributions"),
         ("correlations", "Correlation maps between augmentations"),
@@ -165,7 +179,7 @@ def _noise_section(result: Analyses, augmentations: list[str], n_resamples: int,
 def render_html(context: dict, manifest: dict, report_seconds: float) -> str:
     """report.html's text: `report_context`'s context and the provenance footer (versions, the
     stages' timings from manifest.json, and `report_seconds` for the report itself)."""
-    return _template().render(**context, provenance=_provenance(manifest, report_seconds))
+    return template("report.html.j2").render(**context, provenance=provenance(manifest, report_seconds))
 
 
 def _summary_display(summary: pd.DataFrame, metrics: list[str]) -> dict:
@@ -295,7 +309,9 @@ def _controls_summary(study: dict, tables: RunTables) -> str:
     return ", ".join(parts)
 
 
-def _provenance(manifest: dict, report_seconds: float) -> dict:
+def provenance(manifest: dict, report_seconds: float, stage_order: tuple[str, ...] = PIPELINE_STAGES) -> dict:
+    """The footer's facts: versions, device, the run's start and end, and the stages' timings from
+    manifest.json in `stage_order`, then this report's own time."""
     import jinja2
     import matplotlib
 
@@ -304,7 +320,7 @@ def _provenance(manifest: dict, report_seconds: float) -> dict:
     versions.setdefault("jinja2", jinja2.__version__)
     recorded = manifest.get("stages") or {}
     # manifest.json is written with sorted keys; show the stages in the order they run.
-    order = [s for s in PIPELINE_STAGES if s in recorded] + sorted(set(recorded) - set(PIPELINE_STAGES))
+    order = [s for s in stage_order if s in recorded] + sorted(set(recorded) - set(stage_order))
     stages = [(name, recorded[name].get("seconds"), recorded[name].get("status")) for name in order]
     stages.append(("report (this file)", round(report_seconds, 3), "complete"))
     return {
@@ -322,9 +338,18 @@ def _provenance(manifest: dict, report_seconds: float) -> dict:
     }
 
 
-def _template():
+def template(name: str):
+    """A template of `templates/`, which may include the others (the shared style and footer)."""
     import jinja2
 
-    text = resources.files("augcam.analysis").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(text)
+    def source(file: str) -> str:
+        return resources.files("augcam.analysis").joinpath(f"templates/{file}").read_text(encoding="utf-8")
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(source),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template(name)

@@ -10,6 +10,10 @@ Conventions shared by every analysis:
 
 - augmentations appear in the study's order (the order of `performance.parquet`: the baseline
   first, then the plan's order; `augmentation_order`);
+- the thesis's figures and tables (correlation maps, strongest/weakest pairs, extreme images,
+  segmented results) are computed over the studied augmentations only (`studied`,
+  `studied_rows`): the identity control's null models have their own sections, and in the
+  thesis's other figures (boxplots, performance bars) they are drawn apart, as a reference;
 - metric columns are whatever numeric columns the comparison wrote, in table order
   (`metric_columns`), so a metric added to `augcam.metrics` shows up here without edits.
 """
@@ -50,6 +54,8 @@ __all__ = [
     "augmentation_order",
     "augmentation_label",
     "ordered_like",
+    "studied",
+    "studied_rows",
 ]
 
 CONTROL = IDENTITY  # the control augmentation: an unchanged copy of each image (docs/trustworthy.md)
@@ -240,6 +246,16 @@ def _read_control(path: Path, aggregated: pd.DataFrame) -> pd.DataFrame | None:
             f"{AGGREGATED_TABLE} ({expected}); rerun the study"
         )
     return table
+
+
+def studied(order: list[str]) -> list[str]:
+    """The augmentations the study is about, in `order`: neither the baseline nor the control."""
+    return [a for a in order if a not in (BASELINE, CONTROL)]
+
+
+def studied_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-augmentation table that belong to the studied augmentations (`studied`)."""
+    return table[~table["augmentation"].isin([BASELINE, CONTROL])]
 
 
 def augmentation_order(performance: pd.DataFrame) -> list[str]:

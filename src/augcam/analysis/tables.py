@@ -6,7 +6,9 @@ the models' device, and give the same CSVs every time. The controls' tests again
 are in `augcam.analysis.statistics`, the impact profiles in `augcam.analysis.impact_profiles`.
 
 Conventions shared by every function (besides those of `run_tables`): spreads over seeds or
-augmentations are sample standard deviations (ddof = 1), NaN when there is a single value.
+augmentations are sample standard deviations (ddof = 1), NaN when there is a single value. The
+thesis's analyses (correlation maps, pairs, segmented results, extreme images) take the studied
+augmentations' rows only (`studied_rows`): the identity control is a reference, not one of them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from augcam.analysis.run_tables import (
     augmentation_order,
     metric_columns,
     ordered_like,
+    studied_rows,
 )
 
 __all__ = [
@@ -89,7 +92,8 @@ def training_histories(tables: RunTables) -> pd.DataFrame:
 def correlation_maps(aggregated: pd.DataFrame, order: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """For each metric, the Pearson correlation between augmentations of that metric's
     seed-averaged value over the test images (an augmentations × augmentations matrix; images
-    where either value is NaN are left out of that pair)."""
+    where either value is NaN are left out of that pair); the studied augmentations only."""
+    aggregated = studied_rows(aggregated)
     augs = ordered_like(aggregated["augmentation"], order or [])
     maps = {}
     for metric in metric_columns(aggregated):
@@ -158,8 +162,9 @@ def segment(metrics: pd.DataFrame) -> pd.Series:
 
 
 def segment_counts(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """Images per segment for every augmented model: one row per (augmentation, seed), one count
-    column per segment, and `images` (their sum, the number of test images)."""
+    """Images per segment for every model of a studied augmentation: one row per (augmentation,
+    seed), one count column per segment, and `images` (their sum, the number of test images)."""
+    metrics = studied_rows(metrics)
     frame = metrics[["augmentation", "seed"]].assign(segment=segment(metrics))
     counts = frame.groupby(["augmentation", "seed", "segment"], observed=False, sort=False).size()
     wide = counts.unstack("segment").reindex(columns=list(SEGMENTS)).fillna(0).astype("int64")
@@ -177,8 +182,9 @@ def segment_counts(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.
 
 
 def segment_medians(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """Per (augmentation, segment), pooled over seeds: the number of (model, image) rows and the
-    median of every metric."""
+    """Per (studied augmentation, segment), pooled over seeds: the number of (model, image) rows
+    and the median of every metric."""
+    metrics = studied_rows(metrics)
     columns = metric_columns(metrics)
     frame = metrics[["augmentation", *columns]].assign(segment=segment(metrics))
     grouped = frame.groupby(["augmentation", "segment"], observed=True, sort=False)
@@ -202,7 +208,9 @@ def extreme_images(aggregated: pd.DataFrame) -> pd.DataFrame:
 
     One row per (metric, criterion): `image_index` (the index in the official test set), `label`,
     `baseline_pred`, `value` (that mean or standard deviation). Ties go to the lower image index.
+    Across the studied augmentations only: a control's values choose no image.
     """
+    aggregated = studied_rows(aggregated)
     rows = []
     labels = aggregated.groupby("image_index")[["label", "baseline_pred"]].first()
     for metric in metric_columns(aggregated):

@@ -4,6 +4,7 @@
   of a study file (`data`, `model`, `training`, `controls`, ...); `explain_sections`: `cam`, `metrics`,
   `faithfulness`.
 - `study_config`: `StudyConfig`, the whole file, with its resolved form and hash.
+- `selection`: an architecture selection file (`SelectionConfig`, `load_selection`).
 - `loading`: presets, YAML parsing, overrides and the error messages that name file and field.
 - `checks`: value checks shared by the sections, the loader and the executors.
 """
@@ -11,7 +12,15 @@
 from augcam.config.base_section import Section
 from augcam.config.checks import check_device_name, digest, distinct, distinct_percentages, gpus_device_conflict
 from augcam.config.explain_sections import CamConfig, FaithfulnessConfig, MetricsConfig
-from augcam.config.loading import load_config, parse_overrides, preset_names, preset_summary, preset_text, with_device
+from augcam.config.loading import (
+    is_selection,
+    load_config,
+    parse_overrides,
+    preset_names,
+    preset_summary,
+    preset_text,
+    with_device,
+)
 from augcam.config.sections import (
     RECIPE_FIELDS,
     AugmentationConfig,
@@ -23,11 +32,16 @@ from augcam.config.sections import (
     ResourcesConfig,
     TrainingConfig,
 )
+from augcam.config.selection import CandidateConfig, SelectionConfig, load_selection
 from augcam.config.study_config import StudyConfig
 
 __all__ = [
     "StudyConfig",
     "load_config",
+    "SelectionConfig",
+    "CandidateConfig",
+    "load_selection",
+    "is_selection",
     "parse_overrides",
     "with_device",
     "preset_names",

@@ -5,6 +5,7 @@ written to the run directory as `study.yaml`.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from importlib import resources
 from pathlib import Path
@@ -27,7 +28,14 @@ def preset_text(name: str) -> str:
 
 
 def preset_summary(name: str) -> str:
-    return str(yaml.safe_load(preset_text(name)).get("description", "")).strip().splitlines()[0]
+    """The first line of the preset's description; an architecture selection's says so."""
+    data = yaml.safe_load(preset_text(name))
+    line = str(data.get("description", "")).strip().splitlines()[0]
+    return f"(augcam select) {line}" if SELECTION_KEY in data else line
+
+
+# The key that tells an architecture selection file (augcam.config.selection) from a study file.
+SELECTION_KEY = "candidates"
 
 
 def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -36,37 +44,51 @@ def load_config(source: str | Path | dict, overrides: dict[str, Any] | None = No
     Errors (unreadable file, YAML syntax, unknown keys, wrong values) raise one ConfigError that
     names the file and the field.
     """
-    origin = "config"
-    if isinstance(source, dict):
-        data = source
-    else:
-        path = Path(source)
-        if path.suffix in (".yaml", ".yml") or path.exists():
-            origin = str(path)
-            try:
-                text = path.read_text()
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: no such study file (presets: {', '.join(preset_names())})") from None
-            except OSError as err:
-                raise ConfigError(f"{path}: cannot read the study file ({err.strerror})") from None
-        elif str(source) in preset_names():
-            origin = f"preset {source!r}"
-            text = preset_text(str(source))
-        else:
-            near = difflib.get_close_matches(str(source), preset_names(), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(
-                f"{source!r} is neither a study file nor a preset{hint} (presets: {', '.join(preset_names())})"
-            )
-        data = _parse_yaml(text, origin)
+    data, origin = read_source(source, "study file")
+    if SELECTION_KEY in data:
+        raise ConfigError(
+            f"{origin}: an architecture selection (it lists `{SELECTION_KEY}`), not a study; "
+            "run it with `augcam select`"
+        )
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err, origin)) from None
+        raise ConfigError(describe_errors(err, origin)) from None
     except ConfigError as err:  # raised by a registry lookup inside a validator
         raise ConfigError(f"{origin}: {err}") from None
+
+
+def is_selection(source: str | Path | dict) -> bool:
+    """Whether `source` (a preset name, a YAML file or a dict) is an architecture selection
+    (`augcam select`) rather than a study; a ConfigError if it cannot be read."""
+    data, _ = read_source(source, "study or selection file")
+    return SELECTION_KEY in data
+
+
+def read_source(source: str | Path | dict, kind: str) -> tuple[dict, str]:
+    """(the mapping, how errors name where it came from) of a preset name, a YAML file (`kind`:
+    how messages call it) or a dict (copied, so that overrides leave the caller's alone)."""
+    if isinstance(source, dict):
+        return copy.deepcopy(source), "config"
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        origin = str(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such {kind} (presets: {', '.join(preset_names())})") from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the {kind} ({err.strerror})") from None
+    elif str(source) in preset_names():
+        origin = f"preset {source!r}"
+        text = preset_text(str(source))
+    else:
+        near = difflib.get_close_matches(str(source), preset_names(), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"{source!r} is neither a {kind} nor a preset{hint} (presets: {', '.join(preset_names())})")
+    return _parse_yaml(text, origin), origin
 
 
 def with_device(config: StudyConfig, device: str) -> StudyConfig:
@@ -80,7 +102,7 @@ def with_device(config: StudyConfig, device: str) -> StudyConfig:
     try:
         return StudyConfig.model_validate({**config.model_dump(), "device": device})
     except ValidationError as err:
-        raise ConfigError(_describe(err, "--device")) from None
+        raise ConfigError(describe_errors(err, "--device")) from None
 
 
 def _parse_yaml(text: str, origin: str) -> dict:
@@ -120,7 +142,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
     for key in parents:
@@ -141,9 +163,9 @@ def _merge(into: dict, value: dict) -> None:
             into[key] = item
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple, root: Any) -> list[str]:
     """The valid keys of the section at `loc` (a pydantic error location without its last item)."""
-    model: Any = StudyConfig
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue
@@ -156,13 +178,14 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _describe(err: ValidationError, origin: str) -> str:
+def describe_errors(err: ValidationError, origin: str, root: Any = StudyConfig) -> str:
+    """One message for every problem pydantic found in a file validated as `root`, each naming its field."""
     lines = []
     for error in err.errors():
         loc = tuple(error["loc"])
         where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
         if error["type"] == "extra_forbidden":
-            valid = _fields_at(loc[:-1])
+            valid = _fields_at(loc[:-1], root)
             near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             lines.append(f"{where}: unknown key{hint} (valid keys: {', '.join(valid)})")

@@ -8,7 +8,7 @@ accepted like a built-in one.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -127,6 +127,16 @@ class TrainingConfig(Section):
     # null: an epoch is one pass over the training set; N: an epoch is N batches (Tang et al.'s
     # "30 epochs of 10 steps"), so every model takes the same number of steps whatever its set's size.
     steps_per_epoch: PositiveInt | None = None
+    # The published protocols, when asked for (docs/design.md, "Same order"). order: per_epoch
+    # visits the positions in a new order every epoch, drawn from (ordering seed, epoch); once
+    # draws one order and keeps it every epoch (the thesis's Appendix B: the augmented set shuffled
+    # once with a stable seed, loaded without shuffling). copies_drawn: per_epoch redraws each
+    # image's augmented copies every epoch from (seed, epoch, batch); once generates them once from
+    # the seed's stream and trains every epoch on that fixed set (Tang et al.'s 1,100-image sets).
+    # Either way position p reads the same source image in every model. Non-default values are in
+    # the model id (copies_drawn only in an augmented model's), so existing ids do not change.
+    order: Literal["per_epoch", "once"] = "per_epoch"
+    copies_drawn: Literal["per_epoch", "once"] = "per_epoch"
     # The fast recipe (docs/benchmarks.md). Defaults: the reference study's loop, bit for bit. Every
     # one of these changes the weights, so a non-default value is in the model id. optimizer,
     # schedule and precision are names in augcam.training.recipe's OPTIMIZERS, SCHEDULES, PRECISIONS.

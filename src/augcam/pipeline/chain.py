@@ -23,7 +23,7 @@ from augcam.metrics.cam_sets import study_cam_metrics
 from augcam.models import build_model
 from augcam.pipeline.kill_points import kill_point
 from augcam.pipeline.plan import TRAINING_CODE_VERSION, ModelRun, guided_feature_layer, model_key
-from augcam.pipeline.prepare import PreparedStudy, new_model
+from augcam.pipeline.prepare import PreparedStudy, epoch_predictions, new_model
 from augcam.training import (
     GuidedTraining,
     TrainingData,
@@ -45,8 +45,15 @@ def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels: bool = False) -> TrainingData:
-    """The study's training and validation data on `device` (labels permuted for that control)."""
+    """The study's training and validation data on `device` (labels permuted for that control), and
+    its test set too when the prepared study monitors it (`PreparedStudy.monitor_test`)."""
     p = prepared
+    monitored = {}
+    if p.monitor_test:
+        monitored = {
+            "test_images": images_on(p.test_set.images[p.split.test], device),
+            "test_labels": p.test_set.labels[p.split.test].to(device),
+        }
     data = TrainingData(
         images_on(p.train_set.images[p.split.train], device),
         p.train_set.labels[p.split.train].to(device),
@@ -57,6 +64,7 @@ def training_data(prepared: PreparedStudy, device: torch.device, permuted_labels
         p.config.data.image_size,
         num_classes=p.num_classes,
         train_masks=(p.train_set.masks[p.split.train].to(device) if p.train_set.masks is not None else None),
+        **monitored,
     )
     return permuted_label_data(p.config, data) if permuted_labels else data
 
@@ -90,18 +98,23 @@ def train_settings(config: StudyConfig, ordering_seed: int | None = None) -> Tra
         t.steps_per_epoch,
         **{name: getattr(t, name) for name in RECIPE_FIELDS},
         base_augmentations=tuple(entry.build() for entry in t.base_augmentations),
+        order=t.order,
+        copies_drawn=t.copies_drawn,
     )
 
 
 @dataclass
 class TrainOutcome:
     """What training one model gives: meta.json's content (status "complete" or "diverged"), and
-    for a complete model its best-validation weights and per-epoch history."""
+    for a complete model its best-validation weights and per-epoch history; when the study
+    monitors its test set, every epoch's validation and test predictions with their labels and
+    image indices (`epoch_predictions`)."""
 
     meta: dict[str, Any]
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -180,6 +193,7 @@ def train_one_model(
         result.best_state,
         result.history,
         result.seconds,
+        epoch_predictions(p, result.predictions),
     )
 
 

@@ -61,6 +61,10 @@ def deterministic_flags() -> dict[str, Any]:
     }
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+
+
 class Manifest(dict):
     """The run's manifest.json, written through on every change."""
 
@@ -82,9 +86,7 @@ class Manifest(dict):
                 "training_code_version": TRAINING_CODE_VERSION,
                 "versions": versions(),
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": device_name(device),
                 "host": platform.node(),
                 "pid": os.getpid(),
                 "torch_threads": torch.get_num_threads(),
@@ -106,6 +108,33 @@ class Manifest(dict):
         )
         if executor_info is not None:
             self[executor] = executor_info
+        self._open(run_dir, console)
+
+    @classmethod
+    def of_record(cls, run_dir: RunDir, record: dict[str, Any], console: Console) -> Manifest:
+        """A manifest holding `record` (and what every manifest holds: augcam's version, the
+        package versions, host, start, status, stages) for a directory that is not one study's run
+        (an architecture selection's)."""
+        manifest = cls.__new__(cls)
+        dict.__init__(
+            manifest,
+            {
+                "augcam_version": __version__,
+                **record,
+                "versions": versions(),
+                "host": platform.node(),
+                "pid": os.getpid(),
+                "torch_threads": torch.get_num_threads(),
+                "deterministic": deterministic_flags(),
+                "started": now(),
+                "status": "running",
+                "stages": {},
+            },
+        )
+        manifest._open(run_dir, console)
+        return manifest
+
+    def _open(self, run_dir: RunDir, console: Console) -> None:
         self.path = run_dir.manifest_file
         previous = self._previous(console)
         if previous is not None:

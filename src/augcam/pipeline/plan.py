@@ -54,7 +54,7 @@ class ModelRun:
             return f"{BASELINE} replica {self.replica}"
         if self.permuted_labels:
             return f"{BASELINE} on permuted labels"
-        return self.augmentation if self.is_baseline else f"{self.augmentation} seed {self.seed}"
+        return self.augmentation if self.is_baseline and self.seed is None else f"{self.augmentation} seed {self.seed}"
 
 
 def model_key(
@@ -97,6 +97,8 @@ def model_key(
         key["model_weights"] = file_sha256(config.model.weights)
     if t.steps_per_epoch is not None:  # only when set, so that existing model ids do not change
         key["training"]["steps_per_epoch"] = t.steps_per_epoch
+    if t.order != "per_epoch":  # only when set, so that existing model ids do not change
+        key["training"]["order"] = t.order
     if t.recipe():  # only when set: the reference loop's ids stay what they were
         key["training"]["recipe"] = t.recipe()
     if t.base_augmentations:  # likewise
@@ -107,6 +109,8 @@ def model_key(
         key["permuted_labels"] = True
     if entry is not None:
         key["augmentation"] = {"name": entry.name, "params": entry.resolved_params(), "copies": t.copies, "seed": seed}
+        if t.copies_drawn != "per_epoch":  # likewise; a model without copies trains the same either way
+            key["augmentation"]["copies_drawn"] = t.copies_drawn
         if uses_targets(entry.build()):
             # Trained on probability targets: not the weights an earlier augcam gave the same entry
             # with the original labels.

@@ -59,6 +59,9 @@ class PreparedStudy:
     val_set: ImageSet | None = None
     # What the config makes of this data that works but is probably not meant (check_sizes).
     warnings: list[str] = field(default_factory=list)
+    # Evaluate the test set after every epoch and keep every epoch's predictions (architecture
+    # selection, augcam.selection); a study's models never see the test set while they train.
+    monitor_test: bool = False
 
     @property
     def test_masks(self) -> torch.Tensor | None:
@@ -337,3 +340,20 @@ def check_model(
         "cam_path": "fast (global average pooling → linear)" if head is not None else "general (backward pass)",
     }
     return target_layer, size, head, info
+
+
+def epoch_predictions(prepared: PreparedStudy, predictions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a model's predictions file holds: per monitored set ("val", "test") the (epochs, N)
+    predicted classes, the labels (`<set>_labels`) and the images' indices in their dataset
+    (`<set>_index`), enough to recompute every per-epoch metric; empty without monitored sets."""
+    if not predictions:
+        return {}
+    p = prepared
+    sets = {"val": (p.val_source, p.split.val), "test": (p.test_set, p.split.test)}
+    stored = {}
+    for name, epochs in predictions.items():
+        images, index = sets[name]
+        stored[f"{name}_predictions"] = epochs.cpu()
+        stored[f"{name}_labels"] = images.labels[index].clone()
+        stored[f"{name}_index"] = index.clone()
+    return stored

@@ -19,6 +19,8 @@ def store_trained(run_dir: RunDir, run: ModelRun, outcome: TrainOutcome) -> None
     if outcome.status == "complete":
         meta = {**meta, "weights_sha256": write_tensors(run_dir.weights_file(run.model_id), outcome.best_state)}
         write_parquet(run_dir.history_file(run.model_id), pd.DataFrame(outcome.history))
+        if outcome.predictions:
+            meta["predictions_sha256"] = write_tensors(run_dir.predictions_file(run.model_id), outcome.predictions)
     # meta.json is written last: its presence with the weights marks a finished model. Sealed, and
     # holding the weights' digest, so that a rerun reuses only what it wrote (augcam.pipeline.stored).
     write_json(run_dir.meta_file(run.model_id), sealed(meta))

@@ -72,6 +72,13 @@ def stored_model(run_dir: RunDir, run: ModelRun, found: StoredFiles) -> dict | N
             found.unverified.add(weights)
         elif file_sha256(weights) != expected:
             raise DamagedFileError(weights, "its content does not match the SHA-256 in meta.json")
+        predictions = meta.get("predictions_sha256")
+        if predictions is not None:
+            stored = run_dir.predictions_file(run.model_id)
+            if not stored.exists():
+                return None  # deleted by hand: train again
+            if file_sha256(stored) != predictions:
+                raise DamagedFileError(stored, "its content does not match the SHA-256 in meta.json")
     except DamagedFileError as err:
         found.damaged[err.path] = err.why
         return None

@@ -1,6 +1,8 @@
 """Training one model of a study.
 
 - `loop`: the training loop (`train_model`), its inputs (`TrainingData`, `TrainSettings`) and result.
+- `batches`: the images a batch feeds the model (copies redrawn per epoch or made once), shared by
+  the loop and the augmentation gallery.
 - `ordering`: which images each batch reads and which random stream each model draws from, the
   rules that make the models of a study comparable.
 - `recipe`: the registries of optimizers, learning-rate schedules and precisions.
@@ -8,6 +10,7 @@
 - `guided`: the mask-guided losses a model may train with besides the cross-entropy.
 """
 
+from augcam.training.batches import BatchMaker, FixedCopies, batch_maker, fixed_copies, uses_targets
 from augcam.training.guided import GUIDED_LOSSES, GuidedTraining, guided_loss, register_guided_loss
 from augcam.training.loop import (
     TrainingData,
@@ -15,16 +18,18 @@ from augcam.training.loop import (
     TrainResult,
     TrainSettings,
     evaluate,
+    evaluate_predictions,
     prepare_inputs,
     train_model,
-    uses_targets,
 )
 from augcam.training.ordering import (
+    ORDERS,
     augmentation_generator,
     base_augment,
     derived_seed,
     epoch_order,
     epoch_positions,
+    fixed_copies_generator,
     guided_generator,
 )
 from augcam.training.recipe import OPTIMIZERS, PRECISIONS, SCHEDULES, make_optimizer, precision_context, scheduled_lr
@@ -44,8 +49,15 @@ __all__ = [
     "TrainingDiverged",
     "train_model",
     "evaluate",
+    "evaluate_predictions",
     "prepare_inputs",
     "uses_targets",
+    "BatchMaker",
+    "FixedCopies",
+    "batch_maker",
+    "fixed_copies",
+    "ORDERS",
+    "fixed_copies_generator",
     "derived_seed",
     "epoch_order",
     "epoch_positions",

@@ -34,15 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augcam.augment.mixing import MixingAugmentation, augment_batch
+from augcam.training.batches import batch_maker
 from augcam.training.guided import GuidedTraining, guided_step
-from augcam.training.ordering import (
-    augmentation_generator,
-    base_augment,
-    derived_seed,
-    epoch_positions,
-    guided_generator,
-)
+from augcam.training.ordering import derived_seed, epoch_positions, guided_generator
 from augcam.training.recipe import SCHEDULES, make_optimizer, precision_context
 from augcam.training.state import TrainState, capture_rng_state, restore_rng_state, state_digest
 
@@ -66,6 +60,11 @@ class TrainingData:
     # Ground-truth ROI masks of the training images (bool (N, H, W), on the device) for mask-guided
     # losses; None for a dataset without masks.
     train_masks: torch.Tensor | None = None
+    # A test set evaluated after every epoch and never used to pick the best epoch (architecture
+    # selection plots its curves); given, the loop also keeps every epoch's validation and test
+    # predictions (TrainResult.predictions). None: the study's loop, which evaluates validation only.
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,10 @@ class TrainSettings:
     # Applied to every training image of every model, before the model's own augmentation
     # (`base_augment`); empty: the loop as before base augmentations existed.
     base_augmentations: tuple[Augmentation, ...] = ()
+    # The published protocols (augcam.training.ordering, augcam.training.batches): "once" keeps
+    # epoch 0's visiting order every epoch / generates the augmented copies once for all epochs.
+    order: str = "per_epoch"
+    copies_drawn: str = "per_epoch"
 
 
 @dataclass
@@ -102,12 +105,9 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     initial_digest: str = ""
-
-
-def uses_targets(augmentation: Augmentation | None) -> bool:
-    """Whether training with `augmentation` uses probability targets (a mixing augmentation, see
-    `augcam.augment.mixing`) instead of the integer labels."""
-    return isinstance(augmentation, MixingAugmentation)
+    # With TrainingData.test_images: "val" and "test" → (epochs, N) int64 predicted classes, row e
+    # by the weights after epoch e + 1 (on the CPU).
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, image_size: int | None) -> torch.Tensor:
@@ -129,17 +129,31 @@ def evaluate(
     batch_size: int,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode, without gradients."""
+    loss, predictions = evaluate_predictions(model, images, labels, mean, std, image_size, batch_size)
+    return loss, int((predictions == labels).sum().item()) / len(images)
+
+
+def evaluate_predictions(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    image_size: int | None,
+    batch_size: int,
+) -> tuple[float, torch.Tensor]:
+    """(mean cross-entropy, predicted classes on the labels' device) in eval mode, without gradients."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, predictions = 0.0, []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             logits = model(prepare_inputs(images[start : start + batch_size], mean, std, image_size))
             target = labels[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(1) == target).sum().item()
+            predictions.append(logits.argmax(1))
     model.train(was_training)
-    return loss_sum / len(images), correct / len(images)
+    return loss_sum / len(images), torch.cat(predictions)
 
 
 EpochCallback = Callable[[dict], None]
@@ -193,8 +207,18 @@ def _train(
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
     copies = settings.copies if augmentation is not None else 0
     num_sources = len(data.train_images)
-    mixes_labels = uses_targets(augmentation)
-    num_classes = data.num_classes if data.num_classes is not None else int(data.train_labels.max()) + 1
+    batches = batch_maker(
+        data.train_images,
+        data.train_labels,
+        augmentation,
+        seed,
+        copies=copies,
+        copies_drawn=settings.copies_drawn,
+        batch_size=settings.batch_size,
+        num_classes=data.num_classes if data.num_classes is not None else int(data.train_labels.max()) + 1,
+        ordering_seed=settings.ordering_seed,
+        base_augmentations=settings.base_augmentations,
+    )
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     if settings.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -216,40 +240,31 @@ def _train(
         result.best_epoch, result.best_val_accuracy = resume.best_epoch, resume.best_val_accuracy
         result.history = [dict(row) for row in resume.history]
         first_epoch, seconds_before = resume.epochs_done, resume.seconds
+    monitored = data.test_images is not None
+    # Every epoch's predictions (CPU), for the monitored sets; a resumed run starts from the stored ones.
+    kept: dict[str, list[torch.Tensor]] = {"val": [], "test": []} if monitored else {}
+    if resume is not None and monitored:
+        kept = {name: list(resume.predictions.get(name, torch.empty(0, 0, dtype=torch.long))) for name in kept}
     started = time.perf_counter()
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         model.train()
         order_cpu = epoch_positions(
-            num_sources, copies, settings.ordering_seed, epoch, settings.steps_per_epoch, settings.batch_size
+            num_sources,
+            copies,
+            settings.ordering_seed,
+            epoch,
+            settings.steps_per_epoch,
+            settings.batch_size,
+            settings.order,
         )
         order = order_cpu.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch, start in enumerate(range(0, len(order), settings.batch_size)):
-            positions = order[start : start + settings.batch_size]
-            sources = positions % num_sources
-            images = data.train_images[sources]
-            labels = data.train_labels[sources]
-            if settings.base_augmentations:
-                images = base_augment(images, settings.base_augmentations, settings.ordering_seed, epoch, batch)
-            targets = None  # probability targets, only for a mixing augmentation
-            if copies:
-                # Which rows are copies is read from the CPU order: testing it on the device would
-                # make every batch wait for the GPU (the rows are the same, so are the numbers).
-                copy_rows = torch.nonzero(order_cpu[start : start + settings.batch_size] >= num_sources).squeeze(1)
-                if len(copy_rows):
-                    generator = augmentation_generator(seed, epoch, batch)
-                    rows = copy_rows.to(device)
-                    images = images.clone()
-                    if mixes_labels:
-                        # Partners are drawn among the batch's copies; originals keep one-hot targets.
-                        targets = F.one_hot(labels, num_classes).to(images.dtype)
-                        images[rows], targets[rows] = augment_batch(
-                            augmentation, images[rows], labels[rows], num_classes, generator
-                        )
-                    else:
-                        images[rows] = augmentation(images[rows], generator)
+            sources, images, labels, targets = batches.batch(
+                order_cpu, order, start, start + settings.batch_size, epoch, batch
+            )
             inputs = prepare_inputs(images, mean, std, data.image_size)
             if settings.channels_last:
                 inputs = inputs.contiguous(memory_format=memory_format)
@@ -280,18 +295,32 @@ def _train(
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}")
         with precision_context(device, settings.precision):
-            val_loss, val_accuracy = evaluate(
+            val_loss, val_predictions = evaluate_predictions(
                 model, data.val_images, data.val_labels, mean, std, data.image_size, settings.eval_batch_size
             )
+        val_accuracy = int((val_predictions == data.val_labels).sum().item()) / len(data.val_labels)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "train_accuracy": correct.item() / len(order),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
+            # Training and validation: what an epoch of the study costs (the test pass is timed apart).
             "seconds": time.perf_counter() - epoch_started,
             "images": len(order),
         }
+        if monitored:
+            test_started = time.perf_counter()
+            with precision_context(device, settings.precision):
+                test_loss, test_predictions = evaluate_predictions(
+                    model, data.test_images, data.test_labels, mean, std, data.image_size, settings.eval_batch_size
+                )
+            row["test_loss"] = test_loss
+            row["test_accuracy"] = int((test_predictions == data.test_labels).sum().item()) / len(data.test_labels)
+            row["test_seconds"] = time.perf_counter() - test_started
+            kept["val"].append(val_predictions.cpu())
+            kept["test"].append(test_predictions.cpu())
+            result.predictions = {name: torch.stack(rows) for name, rows in kept.items()}
         result.history.append(row)
         if val_accuracy > result.best_val_accuracy:
             result.best_val_accuracy = val_accuracy
@@ -313,6 +342,7 @@ def _train(
                     rng=capture_rng_state(device),
                     initial_digest=result.initial_digest,
                     seconds=seconds_before + time.perf_counter() - started,
+                    predictions=dict(result.predictions),
                 )
             )
         if on_epoch is not None:

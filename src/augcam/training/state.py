@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class TrainState:
     rng: dict[str, torch.Tensor]  # global RNG states: "cpu", and "cuda" when training on a GPU
     initial_digest: str
     seconds: float  # training time spent so far, over every session
+    # Every finished epoch's predictions on the sets the loop monitors ("val", "test" → (epochs, N));
+    # empty for a study's model, whose loop monitors none.
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def state_digest(model: nn.Module) -> str:
@@ -83,6 +86,7 @@ def _state_tensors(state: TrainState, identity: dict[str, Any]) -> tuple[dict[st
     tensors.update({f"model/{k}": v for k, v in state.model.items()})
     tensors.update({f"best/{k}": v for k, v in state.best_state.items()})
     tensors.update({f"rng/{k}": v for k, v in state.rng.items()})
+    tensors.update({f"predictions/{k}": v for k, v in state.predictions.items()})
     optimizer_values: dict[str, dict[str, Any]] = {}
     for index, values in state.optimizer["state"].items():
         for key, value in values.items():
@@ -144,7 +148,7 @@ def _state_from(
         raise ValueError(f"{where}: checkpoint format {info.get('format')!r}, expected {STATE_FORMAT}")
     if info.get("identity") != identity:
         raise ValueError(f"{where}: checkpoint of {info.get('identity')}, expected {identity}")
-    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "rng": {}, "optimizer": {}}
+    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "rng": {}, "optimizer": {}, "predictions": {}}
     for name, tensor in tensors().items():
         prefix, _, rest = name.partition("/")
         parts[prefix][rest] = tensor
@@ -165,4 +169,5 @@ def _state_from(
         rng=parts["rng"],
         initial_digest=info["initial_digest"],
         seconds=info["seconds"],
+        predictions=parts["predictions"],
     )
