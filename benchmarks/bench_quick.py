@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
-from common import machine, print_table
+from common import machine, print_table, print_target_verdict, timed_command
 
 from augcam.analysis.report_html import PIPELINE_STAGES
 
@@ -41,22 +37,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="augcam-quick-") as scratch:
             out = Path(scratch) / "quick"
-            load_before = os.getloadavg()[0]
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "augcam", "run", "quick", "--out", str(out), "--device", args.device],
-                capture_output=True,
-                text=True,
-            )
-            wall = time.perf_counter() - started
-            if done.returncode != 0:
-                sys.exit(f"augcam run quick failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            wall, load = timed_command(["run", "quick", "--out", str(out), "--device", args.device])
             stages = json.loads((out / "manifest.json").read_text())["stages"]
         walls.append(wall)
         rows.append(
             [
                 str(repeat + 1),
-                f"{load_before:.1f} → {os.getloadavg()[0]:.1f}",
+                load,
                 f"{wall:.1f}",
                 *(f"{stages[name]['seconds']:.1f}" if name in stages else "—" for name in STAGES),
                 f"{TARGET_SECONDS / wall:.2f}×",
@@ -66,12 +53,7 @@ def main() -> None:
         ["run", "load average", "wall s", *(f"{name} s" for name in STAGES), f"target {TARGET_SECONDS:.0f} s / wall"],
         rows,
     )
-    best, median = min(walls), statistics.median(walls)
-    print(
-        f"\nbest {best:.1f} s, median {median:.1f} s of {len(walls)} runs: "
-        f"{'within' if median <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS:.0f} s target "
-        f"({TARGET_SECONDS / median:.2f}× margin at the median)"
-    )
+    print_target_verdict(walls, TARGET_SECONDS)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pandas as pd
 import torch
-from common import machine, print_table
+from common import machine, print_table, print_target_verdict, timed_command
 
 TARGET_SECONDS = 180.0
 STAGES = ("candidates", "tables", "report")
@@ -41,26 +37,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="augcam-select-") as scratch:
             out = Path(scratch) / "select"
-            load_before = os.getloadavg()[0]
-            started = time.perf_counter()
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "augcam",
-                    "select",
-                    "quick-selection",
-                    "--out",
-                    str(out),
-                    "--device",
-                    args.device,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            wall = time.perf_counter() - started
-            if done.returncode != 0:
-                sys.exit(f"augcam select quick-selection failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            wall, load = timed_command(["select", "quick-selection", "--out", str(out), "--device", args.device])
             stages = json.loads((out / "manifest.json").read_text())["stages"]
             summary = pd.read_parquet(out / "tables" / "selection_summary.parquet")
         walls.append(wall)
@@ -68,7 +45,7 @@ def main() -> None:
         rows.append(
             [
                 str(repeat + 1),
-                f"{load_before:.1f} → {os.getloadavg()[0]:.1f}",
+                load,
                 f"{wall:.1f}",
                 *(f"{stages[name]['seconds']:.1f}" for name in STAGES),
                 *(f"{seconds:.1f}" for seconds in summary["train_seconds"]),
@@ -88,12 +65,7 @@ def main() -> None:
         ],
         rows,
     )
-    best, median = min(walls), statistics.median(walls)
-    print(
-        f"\nbest {best:.1f} s, median {median:.1f} s of {len(walls)} runs: "
-        f"{'within' if median <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS:.0f} s target "
-        f"({TARGET_SECONDS / median:.2f}× margin at the median)"
-    )
+    print_target_verdict(walls, TARGET_SECONDS)
 
 
 if __name__ == "__main__":

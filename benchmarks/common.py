@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -103,3 +106,25 @@ def parse_args(
         torch.set_num_threads(args.threads)
     args.device = torch.device(args.device)
     return args
+
+
+def timed_command(argv: list[str]) -> tuple[float, str]:
+    """Run `python -m augcam ARGV` in a fresh process; its wall time and the load average before →
+    after (on a shared machine the figure is the run's, not the code's). Exits on failure."""
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "augcam", *argv], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"augcam {' '.join(argv[:2])} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return wall, f"{load_before:.1f} → {os.getloadavg()[0]:.1f}"
+
+
+def print_target_verdict(walls: list[float], target_seconds: float) -> None:
+    """The best and median wall time of the runs, against a target."""
+    best, median = min(walls), statistics.median(walls)
+    print(
+        f"\nbest {best:.1f} s, median {median:.1f} s of {len(walls)} runs: "
+        f"{'within' if median <= target_seconds else 'over'} the {target_seconds:.0f} s target "
+        f"({target_seconds / median:.2f}× margin at the median)"
+    )

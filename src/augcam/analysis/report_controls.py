@@ -148,16 +148,16 @@ def _effective(group: pd.DataFrame, metrics: list[str]) -> str:
 NARROW_SPREAD_CAVEAT = 0.5
 
 
-# A difference smaller than this many null-model SDs is what a null augmentation with another
-# imperceptible perturbation than the null models' showed in calibration (docs/trustworthy.md).
+# A null augmentation with another imperceptible perturbation than the null models' sat up to 1.5
+# null-model SDs from them in calibration (docs/trustworthy.md): shifts below this are that size.
 SMALL_EFFECT_CAVEAT = 2.0
 
 
 def small_effect_caveats(table: pd.DataFrame) -> list[str]:
     """For each augmentation found to differ, the metrics where the effect is under
-    `SMALL_EFFECT_CAVEAT` null-model standard deviations: shifts that small (1.2–1.5 SDs) made a
-    null augmentation (noise of another size than the null models') come out different in 2 of
-    10 calibration studies, so they say "unlike these null models", not "looks elsewhere"."""
+    `SMALL_EFFECT_CAVEAT` null-model standard deviations: a null augmentation (noise of another
+    size than the null models') sat up to 1.5 SDs from them in calibration, so shifts that small
+    say "unlike these null models", not "looks elsewhere"."""
     sentences = []
     for aug, group in table[table["significant"].astype(bool)].groupby("augmentation", sort=False):
         small = [

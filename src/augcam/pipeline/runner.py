@@ -10,6 +10,8 @@ docs/reliability.md lists the promises and their tests.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,23 @@ from augcam.pipeline.manifest import Manifest
 from augcam.pipeline.prepare import PreparedStudy, prepare, set_deterministic
 from augcam.pipeline.stages import STAGES, Stage, StudyStopped
 from augcam.rundir import RunDir, RunLock, describe_holder
+
+
+@contextmanager
+def holding(run_dir: RunDir, check: Callable[[], None], console: Console) -> Iterator[RunLock]:
+    """The run directory's lock (`check` runs under it before anything is written), taken over with
+    a message from a run that died holding it, and the temporary files such a run left removed."""
+    with RunLock(run_dir.lock_file, check) as lock:
+        if lock.previous_holder:
+            console.print(
+                f"taking over the lock of a run that ended without releasing it "
+                f"({describe_holder(lock.previous_holder)})",
+                highlight=False,
+            )
+        stale = run_dir.remove_stale_temp_files()
+        if stale:
+            console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
+        yield lock
 
 
 @dataclass
@@ -125,16 +144,7 @@ def _run_in(
             run_dir.check_owned()
         run_dir.check_study(config.resolved(), fingerprints, force)
 
-    with RunLock(run_dir.lock_file, check) as lock:
-        if lock.previous_holder:
-            console.print(
-                f"taking over the lock of a run that ended without releasing it "
-                f"({describe_holder(lock.previous_holder)})",
-                highlight=False,
-            )
-        stale = run_dir.remove_stale_temp_files()
-        if stale:
-            console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
+    with holding(run_dir, check, console):
         controls = f" + {len(prepared.controls)} control baselines" if prepared.controls else ""
         nulls = sum(1 for run in prepared.runs if run.entry is not None and config.is_null_control(run.entry))
         console.print(

@@ -16,8 +16,8 @@ from augcam.errors import AugcamError, Interrupted
 from augcam.pipeline.executors import executor_class
 from augcam.pipeline.manifest import Manifest, device_name
 from augcam.pipeline.prepare import set_deterministic
-from augcam.pipeline.runner import run_stages
-from augcam.rundir import RunLock, SelectionDir, describe_holder
+from augcam.pipeline.runner import holding, run_stages
+from augcam.rundir import SelectionDir
 from augcam.selection.runner import SelectionContext, SelectionResult, prepare_candidates
 from augcam.selection.stages import SELECTION_STAGES
 
@@ -70,16 +70,7 @@ def select(
                     folder.check_owned()
                 folder.check_study(candidate.study.resolved(), fingerprints, force)
 
-        with RunLock(run_dir.lock_file, check) as lock:
-            if lock.previous_holder:
-                console.print(
-                    f"taking over the lock of a run that ended without releasing it "
-                    f"({describe_holder(lock.previous_holder)})",
-                    highlight=False,
-                )
-            stale = run_dir.remove_stale_temp_files()
-            if stale:
-                console.print(f"removed {len(stale)} temporary file(s) left by an interrupted run", highlight=False)
+        with holding(run_dir, check, console):
             console.print(
                 f"[bold]selection[/] {config.name}: {len(candidates)} candidates × {len(config.seeds)} seed(s) "
                 f"for study {config.study.name}, {len(candidates[0].prepared.split.train)} train / "
