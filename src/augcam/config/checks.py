@@ -62,6 +62,18 @@ def distinct(values: list, what: str) -> list:
     return values
 
 
+def distinct_labels(entries: list, what: str) -> list:
+    """`entries` unchanged, or a ValueError naming the `what` (augmentation, candidate) whose label
+    (`display`) is listed more than once: every entry names its own rows, files and curves."""
+    labels = [entry.display for entry in entries]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(
+            f"{what} {', '.join(map(repr, repeated))} is listed more than once; give each entry its own `label`"
+        )
+    return entries
+
+
 def gpus_device_conflict(gpus: float | None, device: str) -> str | None:
     """Why resources.gpus_per_model cannot go with `device`, or None when they agree (checked when
     a config is validated, and again by the Ray executor after a --device override)."""

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from augcam.config.base_section import Section
-from augcam.config.checks import Name, Seed, distinct
+from augcam.config.checks import Name, Seed, distinct, distinct_labels
 from augcam.config.loading import SELECTION_KEY, describe_errors, read_source, set_dotted
 from augcam.config.study_config import StudyConfig
 from augcam.errors import ConfigError
@@ -81,13 +81,7 @@ class SelectionConfig(Section):
     @field_validator("candidates")
     @classmethod
     def _distinct_labels(cls, candidates: list[CandidateConfig]) -> list[CandidateConfig]:
-        labels = [candidate.display for candidate in candidates]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ValueError(
-                f"candidate {', '.join(map(repr, repeated))} is listed more than once; give each entry its own `label`"
-            )
-        return candidates
+        return distinct_labels(candidates, "candidate")
 
     @field_validator("seeds")
     @classmethod

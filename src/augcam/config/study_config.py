@@ -8,7 +8,16 @@ from pydantic import Field, field_validator, model_validator
 
 from augcam.atomic import TEMP_NAME_EXTRA
 from augcam.config.base_section import Section
-from augcam.config.checks import NAME_MAX_BYTES, Name, Seed, check_device_name, digest, distinct, gpus_device_conflict
+from augcam.config.checks import (
+    NAME_MAX_BYTES,
+    Name,
+    Seed,
+    check_device_name,
+    digest,
+    distinct,
+    distinct_labels,
+    gpus_device_conflict,
+)
 from augcam.config.explain_sections import CamConfig, FaithfulnessConfig, MetricsConfig
 from augcam.config.sections import (
     AugmentationConfig,
@@ -53,14 +62,8 @@ class StudyConfig(Section):
     @field_validator("augmentations")
     @classmethod
     def _distinct_labels(cls, entries: list[AugmentationConfig]) -> list[AugmentationConfig]:
-        labels = [entry.display for entry in entries]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ValueError(
-                f"augmentation {', '.join(map(repr, repeated))} is listed more than once; "
-                "give each entry its own `label`"
-            )
-        if BASELINE in labels:
+        distinct_labels(entries, "augmentation")
+        if BASELINE in [entry.display for entry in entries]:
             raise ValueError(f"{BASELINE!r} is reserved for the model trained without augmentation")
         # Two labels for one augmentation with the same parameters would train the same model twice
         # (same model id) and compare it with itself under two names.
