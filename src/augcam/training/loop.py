@@ -119,20 +119,6 @@ def prepare_inputs(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, 
     return (images - mean) / std
 
 
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    image_size: int | None,
-    batch_size: int,
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) in eval mode, without gradients."""
-    loss, predictions = evaluate_predictions(model, images, labels, mean, std, image_size, batch_size)
-    return loss, int((predictions == labels).sum().item()) / len(images)
-
-
 def evaluate_predictions(
     model: nn.Module,
     images: torch.Tensor,
